@@ -1,0 +1,171 @@
+"""The typed configuration schema: every default of the project, in one place.
+
+Sections:
+- `model`: switches that change the network's weights or its memory-reading maths (recorded in checkpoint
+  sidecars, since a plain state_dict cannot say whether selection or shrinkage was trained).
+- `inference`: the per-frame algorithm and memory budgets of the streaming core (paper section 3).
+- `eval`: benchmark reading, output writing and reporting of `eval.py`.
+- `train`: the training recipe (stages 0-3), data roots and logging.
+
+YAML presets in `configs/` hold only overrides of these defaults (see `configs/loader.py`). Paper symbols appear
+in the comments: T_max, T_min, LT_max, P (prototypes), r (memory interval), k (top-k).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and memory-reading switches of the network.
+
+    The dims are normally read from a checkpoint's weights; these values are used for networks built from scratch.
+    """
+
+    key_dim: int = 64  # C^k, channels of keys and selection
+    value_dim: int = 512  # C^v, channels of memory values
+    hidden_dim: int = 64  # C^h, channels of the sensory memory; 0 = a model without sensory memory
+    single_object: bool = False  # stage-0 models: value encoder sees [RGB, mask] (4 channels) instead of 5
+    similarity: Literal["l2", "dot"] = "l2"  # negative squared distance (XMem, STCN) or dot product (STM)
+    use_shrinkage: bool = True  # scale each memory element's similarity by its shrinkage s_i (paper eq. 4)
+    use_selection: bool = True  # weight key channels by the query's selection e_j (paper eq. 4)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """The streaming per-frame algorithm and its memory budgets. Defaults are the paper's."""
+
+    top_k: Optional[int] = 30  # k: each query pixel reads its k most similar memory elements; null = all
+    mem_every: int = 5  # r: a working-memory frame is written every r frames (and on every annotated frame)
+    deep_update_every: int = -1  # frames between deep updates of the sensory memory; -1 = on every memory frame
+    enable_long_term: bool = True  # false: unbounded working memory, never consolidated (STCN-like)
+    min_working_frames: int = 5  # T_min: working memory keeps this many frames after a consolidation
+    max_working_frames: int = 10  # T_max: working memory is consolidated when it reaches this many frames
+    max_long_term_elements: int = 10000  # LT_max: long-term memory is pruned by usage to stay within this
+    num_prototypes: int = 128  # P: prototypes made from each consolidation
+    # Whether long-term elements count their usage (needed for pruning). The original decides per video:
+    # on iff num_frames / (T_max - T_min) * P >= LT_max. `auto` does that when the video length is known, else on.
+    long_term_count_usage: Literal["auto", "on", "off"] = "auto"
+    prototype_selection: Literal["usage", "random"] = "usage"  # ablation: random candidates as prototypes
+    use_potentiation: bool = True  # ablation off: prototypes keep their own values instead of attending
+    use_sensory_memory: bool = True  # ablation off: the hidden state is kept at zero
+    use_amp: Literal["auto", "on", "off"] = "auto"  # autocast: auto = on for CUDA, off elsewhere
+    reference_compute: bool = False  # run the straightforward (dense, unshared) computation, for checking speedups
+    seed: int = 0  # random prototype selection draws from this
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `eval.py` reads, writes and reports."""
+
+    model: str = "./saves/XMem.pth"  # checkpoint to evaluate
+    dataset: Literal["D16", "D17", "Y18", "Y19", "LV1", "LV3", "LVOS1", "LVOS2", "G"] = "D17"
+    split: Literal["val", "test"] = "val"
+    output: Optional[str] = None  # default: ../output/<dataset>_<split>
+    d16_path: str = "../DAVIS/2016"
+    d17_path: str = "../DAVIS/2017"
+    y18_path: str = "../YouTube2018"
+    y19_path: str = "../YouTube"
+    lv_path: str = "../long_video_set"
+    lvos_path: str = "../LVOS"
+    generic_path: Optional[str] = None
+    size: int = 480  # shorter side the frames are resized to; -1 = native resolution
+    save_all: bool = False  # YouTube-VOS: save every frame, not only the sparse evaluated ones
+    use_all_masks: bool = False  # generic data: masks after the first frame add objects
+    save_scores: bool = False  # also write per-frame probabilities for multi-scale merging
+    flip: bool = False  # horizontal-flip test-time augmentation
+    overwrite: bool = False  # redo videos whose outputs already exist
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    davis_compat_decay: bool = False  # reproduce the DAVIS toolkit's uint8-wrapped decay (NaN on long videos)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Settings of one training stage. Batch sizes are global (divided across ranks)."""
+
+    batch_size: int = 8
+    iterations: int = 100_000
+    finetune_iterations: int = 0  # extra iterations at the end without per-frame affine augmentation
+    lr_steps: tuple[int, ...] = ()  # MultiStepLR milestones, in iterations
+    lr: float = 1e-5
+    num_frames: int = 8  # frames per training clip
+    num_ref_frames: int = 3  # memory frames read per query frame
+    start_warm: int = 20_000  # bootstrapped CE: plain CE before this iteration
+    end_warm: int = 70_000  # bootstrapped CE: keeps the hardest 15% of pixels after this iteration
+    # max_skip curriculum: frames of a clip are at most max_skip apart; skip_values[i] takes over once the
+    # iteration passes skip_fractions[i] * iterations (YouTube-VOS divides max_skip by 5).
+    initial_max_skip: int = 5
+    skip_fractions: tuple[float, ...] = (0.1, 0.3, 0.9, 100.0)
+    skip_values: tuple[int, ...] = (10, 15, 5, 5)
+
+
+def _stage0() -> StageConfig:
+    return StageConfig(batch_size=16, iterations=150_000, num_frames=3, num_ref_frames=2, skip_fractions=(),
+                       skip_values=())
+
+
+def _stage1() -> StageConfig:
+    return StageConfig(batch_size=8, iterations=250_000, lr_steps=(200_000,), skip_fractions=(0.1, 0.3, 0.8, 100.0))
+
+
+def _stage2() -> StageConfig:
+    return StageConfig(batch_size=8, iterations=150_000, finetune_iterations=10_000, lr_steps=(120_000,))
+
+
+def _stage3() -> StageConfig:
+    return StageConfig(batch_size=8, iterations=100_000, finetune_iterations=10_000, lr_steps=(80_000,))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data roots and augmentation sizes."""
+
+    static_root: str = "../static"
+    bl_root: str = "../BL30K"
+    yv_root: str = "../YouTube"
+    davis_root: str = "../DAVIS"
+    generic_root: Optional[str] = None  # a user's own DAVIS-layout videos for fine-tuning
+    yv_subset: Optional[str] = None  # a file listing the YouTube-VOS videos to train on; null = all
+    crop_size: int = 384  # training crops are crop_size x crop_size
+    max_num_objects: int = 3  # objects per training clip (stage 0: 1)
+    davis_multiplier: int = 5  # DAVIS is repeated this often when mixed with YouTube-VOS
+    num_workers: int = 16  # total data-loading workers, divided across ranks
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe. Stage 0: static images; 1: BL30K; 2: main long; 3: main short (released model: 03)."""
+
+    exp_id: str = "xmem"
+    save_dir: str = "./saves"
+    stages: str = "03"
+    seed: int = 14159265
+    weight_decay: float = 0.05
+    gamma: float = 0.1  # MultiStepLR decay
+    deep_update_prob: float = 0.2  # probability that a training frame's value encoding deep-updates the hidden
+    bootstrap_final_fraction: float = 0.15  # bootstrapped CE keeps this fraction of pixels after end_warm
+    use_amp: bool = True  # on CUDA only
+    clip_grad_norm: Optional[float] = None  # the original does not clip
+    log_text_interval: int = 100
+    log_image_interval: int = 1000
+    save_network_interval: int = 25_000
+    save_network_interval_finetune: int = 1000
+    save_checkpoint_interval: int = 50_000
+    load_network: Optional[str] = None  # initial weights (e.g. a released checkpoint for fine-tuning)
+    imagenet_init: bool = True  # start both trunks from torchvision's ImageNet weights (local cache only)
+    stage0: StageConfig = field(default_factory=_stage0)
+    stage1: StageConfig = field(default_factory=_stage1)
+    stage2: StageConfig = field(default_factory=_stage2)
+    stage3: StageConfig = field(default_factory=_stage3)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
