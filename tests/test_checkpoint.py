@@ -247,3 +247,22 @@ def test_foreign_imagenet_weights(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "resnet18-5c106cde.pth")
     with pytest.raises(ValueError, match="resnet50-0676ba61.pth' are not a torchvision ResNet state_dict: missing"):
         load_imagenet_trunks(_meta_network(), checkpoint_dir=tmp_path)
+
+
+def test_wrongly_shaped_imagenet_weights_leave_network_untouched(tmp_path, recipe_state_dict):
+    network = build_network_from_state_dict(recipe_state_dict)
+    generator = torch.Generator().manual_seed(1)
+    resnet50 = _fake_torchvision_state(
+        network.key_encoder, {"conv1": "conv1", "bn1": "bn1", "res2": "layer1", "layer2": "layer2",
+                              "layer3": "layer3"}, generator)
+    resnet18 = _fake_torchvision_state(
+        network.value_encoder, {"bn1": "bn1", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3"}, generator)
+    resnet18["conv1.weight"] = torch.randn(64, 3, 7, 7, generator=generator)
+    resnet18["layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
+    torch.save(resnet50, tmp_path / "resnet50-0676ba61.pth")
+    torch.save(resnet18, tmp_path / "resnet18-5c106cde.pth")
+    with pytest.raises(ValueError, match=re.escape(
+        "resnet18-5c106cde.pth': layer1.0.conv1.weight has shape (64, 64, 1, 1), expected (64, 64, 3, 3)"
+    )):
+        load_imagenet_trunks(network, checkpoint_dir=tmp_path)
+    assert torch.equal(network.key_encoder.conv1.weight, recipe_state_dict["key_encoder.conv1.weight"])

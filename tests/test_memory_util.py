@@ -157,6 +157,11 @@ def test_sparse_top_k_readout_equals_dense(similarity, top_k):
     sparse_readout, sparse_usage = top_k_readout(similarity, memory_value, top_k)
     torch.testing.assert_close(sparse_readout, readout(dense_affinity, memory_value), **TOLERANCE)
     torch.testing.assert_close(sparse_usage, dense_usage, **TOLERANCE)
+    element_major_readout, element_major_usage = top_k_readout(
+        similarity, memory_value.transpose(1, 2).contiguous(), top_k, element_major=True
+    )
+    torch.testing.assert_close(element_major_readout, sparse_readout, rtol=0, atol=0)
+    torch.testing.assert_close(element_major_usage, sparse_usage, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------------------------- aggregation

@@ -1,12 +1,14 @@
 """The XMem network: recipe checkpoint, golden outputs of the original, released key layout, method contracts."""
 from __future__ import annotations
 
+import doctest
 import math
 
 import numpy as np
 import pytest
 import torch
 
+import model.network
 from model.checkpoint import load_network
 from model.network import XMem
 from tests.conftest import FIXTURES_DIR
@@ -206,3 +208,8 @@ def test_encode_value_others_channel_is_soft_sum_of_other_objects(recipe_network
     assert torch.equal(same_hidden, hidden[:, :1])  # no deep update: sensory memory passes through
     torch.testing.assert_close(value[:, :1], solo_value, rtol=1e-5, atol=1e-5)
     assert not math.isclose(float(new_hidden.abs().sum()), 0.0)
+
+
+def test_module_docstring_example_runs():
+    results = doctest.testmod(model.network, optionflags=doctest.ELLIPSIS)
+    assert results.attempted > 0 and results.failed == 0
