@@ -30,6 +30,7 @@ _TRAINING_CHECKPOINT_ENTRY = "network"  # training checkpoints store the state_d
 _GRU_GATES = 3
 _SINGLE_OBJECT_CHANNELS = 4  # RGB + mask
 _MULTI_OBJECT_CHANNELS = 5  # RGB + mask + others
+_DDP_PREFIX = "module."
 _KEYS_SHOWN = 3  # how many missing/unexpected keys an error message lists
 
 # ImageNet trunks as torchvision publishes them (same V1 weights under the legacy and the current name).
@@ -65,9 +66,15 @@ def _list_keys(keys: list[str]) -> str:
 def _not_xmem_error(state_dict: Mapping[str, torch.Tensor], expected: list[str], source) -> ValueError:
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in set(expected)]
+    wrapped = bool(unexpected) and all(key.startswith(_DDP_PREFIX) for key in unexpected)
+    fix = (
+        f"the keys carry the DDP wrapper's {_DDP_PREFIX!r} prefix: save network.module.state_dict() instead"
+        if wrapped
+        else "pass a released XMem .pth or a checkpoint saved by this project"
+    )
     return ValueError(
         f"{_describe(source)} is not an XMem state_dict: missing keys {_list_keys(missing)}, unexpected keys "
-        f"{_list_keys(unexpected)}; pass a released XMem .pth or a checkpoint saved by this project"
+        f"{_list_keys(unexpected)}; {fix}"
     )
 
 

@@ -162,6 +162,16 @@ def test_partial_state_dict_lists_missing_keys(recipe_state_dict):
         build_network_from_state_dict(recipe_state_dict, source="x.pth")
 
 
+def test_ddp_wrapped_state_dict_gets_a_hint(recipe_state_dict):
+    wrapped = {f"module.{key}": tensor for key, tensor in recipe_state_dict.items()}
+    with pytest.raises(ValueError, match=re.escape(
+        "missing keys 412 (key_encoder.conv1.weight, key_encoder.bn1.weight, key_encoder.bn1.bias, ...), unexpected "
+        "keys 412 (module.key_encoder.conv1.weight, module.key_encoder.bn1.weight, module.key_encoder.bn1.bias, ...)"
+        "; the keys carry the DDP wrapper's 'module.' prefix: save network.module.state_dict() instead"
+    )):
+        build_network_from_state_dict(wrapped, source="ddp.pth")
+
+
 def test_wrong_shape_names_key_expected_and_received(recipe_state_dict, tmp_path):
     recipe_state_dict["decoder.pred.weight"] = torch.zeros(1, 128, 3, 3)
     path = tmp_path / "wrong_shape.pth"
