@@ -45,6 +45,8 @@ TEXTURE_KINDS = ("noise", "stripes", "checker", "gradient")
 # Paths: each coordinate is a sum of PATH_COMPONENTS sinusoids; the faster ones run 1.5-2.5x the base frequency.
 PATH_COMPONENTS = 2
 PATH_HARMONIC_RANGE = (1.5, 2.5)
+PATH_MAIN_COMPONENT_WEIGHT = (0.5, 0.8)  # share of the path amplitude taken by the slow component
+PATH_AXIS_FREQUENCY_RATIO = (0.8, 1.25)  # x and y run at slightly different speeds: no straight back-and-forth
 # Objects start in distinct cells of a grid over the frame and fill at most this fraction of a cell's half-size,
 # so the objects present on their first frame do not cover each other there.
 HOME_CELL_FILL = 1.0
@@ -64,6 +66,8 @@ APPEARANCE_PERIOD_FRAMES = (60.0, 200.0)
 BACKGROUND_PAN_PERIOD_FRAMES = (80.0, 200.0)
 # Outlines: polygon vertex counts, number of samples around blobs and ellipses, blob harmonic amplitude.
 POLYGON_VERTICES = (3, 8)
+POLYGON_ANGLE_JITTER = 0.3  # vertex angles move up to this fraction of the even spacing
+POLYGON_VERTEX_RADIUS = (0.6, 1.0)
 OUTLINE_SAMPLES = 64
 BLOB_HARMONICS = (2, 3, 4)
 BLOB_HARMONIC_AMPLITUDE = 0.15
@@ -81,10 +85,12 @@ SECOND_COLOUR_HUE_SHIFT = (0.08, 0.25)  # fraction of the hue circle
 BACKGROUND_SATURATION = (0.05, 0.4)
 BACKGROUND_VALUE = (0.15, 0.85)
 DISTRACTOR_HUE_JITTER = 0.03
+BACKGROUND_HUE_SHIFT = (0.1, 0.5)
 BACKGROUND_CLUTTER_SHAPES = 24
 BACKGROUND_CLUTTER_RADIUS_FRACTION = (0.04, 0.15)
 BACKGROUND_TEXTURE_SCALE = 4.0  # background features are this much larger than an object's
 MAX_UINT8 = 255
+_OBJECT_COUNT_STREAM, _SCENE_STREAM = 0, 1  # independent random streams derived from a video's seed
 
 
 @dataclass(frozen=True)
@@ -219,7 +225,8 @@ def _rgb(hue: float, saturation: float, value: float) -> np.ndarray:
 def _texture(kind: str, height: int, width: int, colours: tuple[np.ndarray, np.ndarray], feature_px: float,
              rng: np.random.Generator) -> np.ndarray:
     """A height×width×3 uint8 texture mixing two colours by a pattern field of the given kind."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ys = np.arange(height, dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)[None, :]
     angle = rng.uniform(0, math.pi)
     along = xs * math.cos(angle) + ys * math.sin(angle)
     across = -xs * math.sin(angle) + ys * math.cos(angle)
@@ -240,7 +247,7 @@ def _texture(kind: str, height: int, width: int, colours: tuple[np.ndarray, np.n
         raise ValueError(f"unknown texture kind {kind!r}; expected one of {TEXTURE_KINDS}")
     first, second = colours
     image = first * (1 - field[..., None]) + second * field[..., None]
-    image += rng.normal(0.0, GRAIN_STD, size=image.shape).astype(np.float32)
+    image += GRAIN_STD * rng.standard_normal(size=image.shape, dtype=np.float32)
     return np.clip(image, 0, MAX_UINT8).astype(np.uint8)
 
 
@@ -254,9 +261,9 @@ def _outline(kind: str, rng: np.random.Generator) -> np.ndarray:
         points = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
     elif kind == "polygon":
         count = int(rng.integers(POLYGON_VERTICES[0], POLYGON_VERTICES[1] + 1))
-        jitter = rng.uniform(-0.3, 0.3, size=count) * (2 * math.pi / count)
+        jitter = rng.uniform(-POLYGON_ANGLE_JITTER, POLYGON_ANGLE_JITTER, size=count) * (2 * math.pi / count)
         vertex_angles = np.sort((np.arange(count) * 2 * math.pi / count + jitter) % (2 * math.pi))
-        radius = rng.uniform(0.6, 1.0, size=count)
+        radius = rng.uniform(*POLYGON_VERTEX_RADIUS, size=count)
         points = np.stack([radius * np.cos(vertex_angles), radius * np.sin(vertex_angles)], axis=1)
     elif kind == "ellipse":
         minor = rng.uniform(*ELLIPSE_MINOR_AXIS)
@@ -319,12 +326,12 @@ class SyntheticVideo:
     @property
     def entry_frames(self) -> dict[int, int]:
         """Object id -> first frame on which it is drawn (0 unless it enters mid-video)."""
-        return {layer.label: layer.entry_frame for layer in self._layers if layer.label > 0}
+        return {layer.label: layer.entry_frame for layer in self._layers_by_id}
 
     @property
     def shape_kinds(self) -> dict[int, str]:
         """Object id -> outline kind ('blob', 'polygon' or 'ellipse'), used as a category name."""
-        return {layer.label: layer.shape_kind for layer in self._layers if layer.label > 0}
+        return {layer.label: layer.shape_kind for layer in self._layers_by_id}
 
     @property
     def depth_order(self) -> tuple[int, ...]:
@@ -400,19 +407,19 @@ class SyntheticVideo:
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame index {index} is outside this video's frames 0..{self.num_frames - 1}")
 
-    @cached_property
-    def _rng_root(self) -> np.random.SeedSequence:
-        return np.random.SeedSequence(int(self.seed))
+    def _rng(self, stream: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([int(self.seed), stream]))
 
     @cached_property
     def _num_objects(self) -> int:
-        rng = np.random.default_rng(self._rng_root.spawn(1)[0])
+        # A stream of its own, so object ids are known without building the scene.
+        rng = self._rng(_OBJECT_COUNT_STREAM)
         return int(rng.integers(self.difficulty.min_objects, self.difficulty.max_objects + 1))
 
     @cached_property
     def _scene(self) -> tuple[list[_Layer], np.ndarray, int, np.ndarray, np.ndarray]:
         """(layers back to front, background canvas, pan margin, pan frequency (2,), pan phase (2,))."""
-        rng = np.random.default_rng(self._rng_root)
+        rng = self._rng(_SCENE_STREAM)
         difficulty = self.difficulty
         short_side = min(self.height, self.width)
         num_objects = self._num_objects
@@ -463,11 +470,11 @@ class SyntheticVideo:
                                          int(LATE_ENTRY_RANGE[1] * self.num_frames) + 1))
 
             amplitude_total = difficulty.occlusion * np.array([self.width, self.height]) / 2
-            weights = rng.uniform(0.5, 0.8)
+            main_weight = rng.uniform(*PATH_MAIN_COMPONENT_WEIGHT)
             # sin(w t + p) - sin(p) swings over up to 2 amplitudes, hence the halving.
-            path_amplitude = np.outer(amplitude_total, [weights, 1 - weights]) / 2
+            path_amplitude = np.outer(amplitude_total, [main_weight, 1 - main_weight]) / 2
             harmonics = np.array([1.0, rng.uniform(*PATH_HARMONIC_RANGE)])
-            path_frequency = np.outer(rng.uniform(0.8, 1.25, size=2), harmonics)
+            path_frequency = np.outer(rng.uniform(*PATH_AXIS_FREQUENCY_RATIO, size=2), harmonics)
             speed_px = difficulty.speed_fraction * math.hypot(self.height, self.width)
             rms_speed_per_unit = math.sqrt(float(np.sum((path_amplitude * path_frequency) ** 2)) / 2)
             path_frequency = path_frequency * (speed_px / rms_speed_per_unit)
@@ -494,7 +501,8 @@ class SyntheticVideo:
                 angle0_deg=rng.uniform(0, 360),
                 rotation_deg_per_frame=rng.uniform(-1, 1) * difficulty.rotation_deg_per_frame,
                 log_scale_amplitude=difficulty.scale_change,
-                scale_frequency=2 * math.pi / rng.uniform(*SCALE_PERIOD_FRAMES), scale_phase=rng.uniform(0, 2 * math.pi),
+                scale_frequency=2 * math.pi / rng.uniform(*SCALE_PERIOD_FRAMES),
+                scale_phase=rng.uniform(0, 2 * math.pi),
                 colour_gain_amplitude=difficulty.appearance_change if is_object else 0.0,
                 colour_frequency=2 * math.pi / rng.uniform(*APPEARANCE_PERIOD_FRAMES),
                 colour_phase=rng.uniform(0, 2 * math.pi, size=3),
@@ -504,7 +512,7 @@ class SyntheticVideo:
         depth = rng.permutation(num_layers)
         layers = [layers[i] for i in depth]
 
-        margin = int(math.ceil(difficulty.background_pan_fraction * short_side)) + 1
+        margin = int(math.ceil(difficulty.background_pan_fraction * short_side))
         canvas = self._background_canvas(rng, self.height + 2 * margin, self.width + 2 * margin)
         pan_frequency = 2 * math.pi / rng.uniform(*BACKGROUND_PAN_PERIOD_FRAMES, size=2)
         pan_phase = rng.uniform(0, 2 * math.pi, size=2)
@@ -515,7 +523,7 @@ class SyntheticVideo:
         short_side = min(self.height, self.width)
         hue = rng.uniform()
         colours = (_rgb(hue, rng.uniform(*BACKGROUND_SATURATION), rng.uniform(*BACKGROUND_VALUE)),
-                   _rgb(hue + rng.uniform(0.1, 0.5), rng.uniform(*BACKGROUND_SATURATION),
+                   _rgb(hue + rng.uniform(*BACKGROUND_HUE_SHIFT), rng.uniform(*BACKGROUND_SATURATION),
                         rng.uniform(*BACKGROUND_VALUE)))
         feature_px = BACKGROUND_TEXTURE_SCALE * self.difficulty.object_radius_fraction[1] * short_side
         canvas = _texture(TEXTURE_KINDS[rng.integers(len(TEXTURE_KINDS))], height, width, colours, feature_px, rng)
@@ -534,13 +542,17 @@ class SyntheticVideo:
     def _layers(self) -> list[_Layer]:
         return self._scene[0]
 
+    @property
+    def _layers_by_id(self) -> list[_Layer]:
+        return sorted((layer for layer in self._layers if layer.label > 0), key=lambda layer: layer.label)
+
     # ----------------------------------------------------------------------------------------------- per frame
     def _background(self, index: int) -> np.ndarray:
+        """The frame's window of the background canvas, panned by whole pixels (a sub-pixel resample of the
+        full frame would cost more than all the objects together)."""
         _, canvas, margin, frequency, phase = self._scene
-        offset = (margin - 1) * np.sin(frequency * index + phase)
-        centre_x = margin + (self.width - 1) / 2 + offset[0]
-        centre_y = margin + (self.height - 1) / 2 + offset[1]
-        return cv2.getRectSubPix(canvas, (self.width, self.height), (float(centre_x), float(centre_y)))
+        left, top = np.round(margin * (1 + np.sin(frequency * index + phase))).astype(int)
+        return canvas[top:top + self.height, left:left + self.width].copy()
 
     def _pose(self, layer: _Layer, index: int) -> tuple[np.ndarray, float, float] | None:
         """(centre x/y in pixels, angle in degrees, scale) of a layer on frame `index`, or None before it enters."""

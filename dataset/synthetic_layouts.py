@@ -4,15 +4,18 @@ Every layout follows the real dataset's conventions, so the benchmark readers, e
 read the output unchanged: `%05d` frame names, RGB JPEG frames, 8-bit palette PNG index masks (DAVIS palette),
 binary 0/255 grayscale PNG masks where the real data uses them (DAVIS 2016, static image sets).
 
-| writer                 | folders under `out`                                                                   |
-|------------------------|---------------------------------------------------------------------------------------|
-| `write_davis`          | `JPEGImages/480p/<v>/`, `Annotations/480p/<v>/` (every frame), `ImageSets/2017/{train,val}.txt` (`ImageSets/2016/` with `single_object_255`) |
-| `write_youtube_train`  | `train_480p/{JPEGImages,Annotations}/<v>/`: every 5th frame, all objects (the real train set ships only these) |
-| `write_youtube_valid`  | `valid/JPEGImages/<v>/` (every 5th frame), `valid/Annotations/<v>/` (only where objects first appear, holding only those objects), `valid/meta.json`, `all_frames/valid_all_frames/JPEGImages/<v>/` (every frame), `valid/GroundTruth/<v>/` (every 5th frame; not in the real set, which keeps it on the server) |
-| `write_long_video`     | `long_video/{JPEGImages,Annotations}/<v>/`: every frame, ground truth on frame 0 and every Nth |
-| `write_generic`        | `JPEGImages/<v>/`, `Annotations/<v>/` (frames where objects first appear, or every frame), optional `GroundTruth/<v>/` |
-| `write_static_fss`     | `<class>/<n>.jpg` + `<class>/<n>.png` (FSS-1000, n from 1), binary 0/255 masks         |
-| `write_static_flat`    | `<name>.jpg` + `<name>.png` (DUTS, ECSSD, BIG, HRSOD), binary 0/255 masks              |
+- `write_davis`: `JPEGImages/480p/<v>/`, `Annotations/480p/<v>/` (every frame), `ImageSets/2017/{train,val}.txt`
+  (`ImageSets/2016/` and single-object 0/255 masks with `single_object_255`);
+- `write_youtube_train`: `train_480p/{JPEGImages,Annotations}/<v>/` on every 5th frame, all objects (the real
+  train set ships only its annotated frames);
+- `write_youtube_valid`: `valid/JPEGImages/<v>/` (every 5th frame), `valid/Annotations/<v>/` (only where objects
+  first appear, holding only those objects), `valid/meta.json`, `all_frames/valid_all_frames/JPEGImages/<v>/`
+  (every frame), `valid/GroundTruth/<v>/` (every 5th frame; the real set keeps this on its server);
+- `write_long_video`: `long_video/{JPEGImages,Annotations}/<v>/`, every frame, ground truth on frame 0 and every Nth;
+- `write_generic`: `JPEGImages/<v>/`, `Annotations/<v>/` (frames where objects first appear, or every frame),
+  optional `GroundTruth/<v>/`;
+- `write_static_fss`: `<class>/<n>.jpg` + `<class>/<n>.png` (FSS-1000, n from 1), binary 0/255 masks;
+- `write_static_flat`: `<name>.jpg` + `<name>.png` (DUTS, ECSSD, BIG, HRSOD), binary 0/255 masks.
 
 "First appears" means the first written frame where at least MIN_VISIBLE_FRACTION of the frame is the object;
 an object is left out of ground truth before that frame (it would be unscorable there) and out of everything
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -181,6 +185,11 @@ class _FirstAppearance:
         return keep[mask]
 
 
+def _only(mask: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """The mask with every label not in `labels` set to background."""
+    return np.where(np.isin(mask, labels), mask, 0).astype(np.uint8)
+
+
 # --------------------------------------------------------------------------------------------------- DAVIS
 def write_davis(out: str | os.PathLike, train_videos: Mapping[str, SyntheticVideo],
                 val_videos: Mapping[str, SyntheticVideo], *, single_object_255: bool = False,
@@ -212,25 +221,29 @@ def write_davis(out: str | os.PathLike, train_videos: Mapping[str, SyntheticVide
                 )
     report = WriteReport()
     for name, video in videos.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            images = Path("JPEGImages") / DAVIS_RESOLUTION / name
-            masks = Path("Annotations") / DAVIS_RESOLUTION / name
-            for index, rgb, mask in video.frames():
-                write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
-                if single_object_255:
-                    write_index_mask(staging / masks / f"{frame_name(index)}.png",
-                                     (mask > 0).astype(np.uint8) * BINARY_FOREGROUND, palette=None)
-                else:
-                    write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
-                progress(1)
-            return [str(images), str(masks)], {}
-
         record = {"layout": "davis", "single_object_255": single_object_255, "video": _spec_record(video)}
+        write = functools.partial(_write_davis_video, name=name, video=video, single_object_255=single_object_255,
+                                  progress=progress)
         _write_unit(out, f"davis/{name}", record, video.num_frames, progress, write, report)
     year = "2016" if single_object_255 else "2017"
     _write_name_list(out / "ImageSets" / year / "train.txt", list(train_videos))
     _write_name_list(out / "ImageSets" / year / "val.txt", list(val_videos))
     return report
+
+
+def _write_davis_video(staging: Path, *, name: str, video: SyntheticVideo, single_object_255: bool,
+                       progress: ProgressCallback) -> tuple[list[str], dict]:
+    images = Path("JPEGImages") / DAVIS_RESOLUTION / name
+    masks = Path("Annotations") / DAVIS_RESOLUTION / name
+    for index, rgb, mask in video.frames():
+        write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
+        if single_object_255:
+            binary = (mask > 0).astype(np.uint8) * BINARY_FOREGROUND
+            write_index_mask(staging / masks / f"{frame_name(index)}.png", binary, palette=None)
+        else:
+            write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
+        progress(1)
+    return [str(images), str(masks)], {}
 
 
 # ---------------------------------------------------------------------------------------------- YouTube-VOS
@@ -246,19 +259,22 @@ def write_youtube_train(out: str | os.PathLike, videos: Mapping[str, SyntheticVi
     _check_names(videos, "video")
     report = WriteReport()
     for name, video in videos.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            images = Path("train_480p") / "JPEGImages" / name
-            masks = Path("train_480p") / "Annotations" / name
-            for index in range(0, video.num_frames, YOUTUBE_FRAME_STEP):
-                rgb, mask = video.frame(index)
-                write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
-                write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
-                progress(min(YOUTUBE_FRAME_STEP, video.num_frames - index))
-            return [str(images), str(masks)], {}
-
         record = {"layout": "youtube_train", "video": _spec_record(video)}
+        write = functools.partial(_write_youtube_train_video, name=name, video=video, progress=progress)
         _write_unit(out, f"youtube_train/{name}", record, video.num_frames, progress, write, report)
     return report
+
+
+def _write_youtube_train_video(staging: Path, *, name: str, video: SyntheticVideo,
+                               progress: ProgressCallback) -> tuple[list[str], dict]:
+    images = Path("train_480p") / "JPEGImages" / name
+    masks = Path("train_480p") / "Annotations" / name
+    for index in range(0, video.num_frames, YOUTUBE_FRAME_STEP):
+        rgb, mask = video.frame(index)
+        write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
+        write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
+        progress(min(YOUTUBE_FRAME_STEP, video.num_frames - index))
+    return [str(images), str(masks)], {}
 
 
 def write_youtube_valid(out: str | os.PathLike, videos: Mapping[str, SyntheticVideo], *, split: str = "valid",
@@ -282,42 +298,43 @@ def write_youtube_valid(out: str | os.PathLike, videos: Mapping[str, SyntheticVi
     report = WriteReport()
     meta_videos = {}
     for name, video in videos.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            sparse_images = Path(split) / "JPEGImages" / name
-            all_images = Path("all_frames") / f"{split}_all_frames" / "JPEGImages" / name
-            annotations = Path(split) / "Annotations" / name
-            ground_truth = Path(split) / GROUND_TRUTH_DIR / name
-            appearance = _FirstAppearance(video)
-            (staging / annotations).mkdir(parents=True)
-            for index, rgb, mask in video.frames():
-                all_path = staging / all_images / f"{frame_name(index)}.jpg"
-                write_image(all_path, rgb)
-                if index % YOUTUBE_FRAME_STEP == 0:
-                    (staging / sparse_images).mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(all_path, staging / sparse_images / f"{frame_name(index)}.jpg")
-                    new = appearance.update(index, mask)
-                    if new:
-                        only_new = np.where(np.isin(mask, new), mask, 0).astype(np.uint8)
-                        write_index_mask(staging / annotations / f"{frame_name(index)}.png", only_new)
-                    write_index_mask(staging / ground_truth / f"{frame_name(index)}.png",
-                                     appearance.annotated_only(mask))
-                progress(1)
-            last_sparse = (video.num_frames - 1) // YOUTUBE_FRAME_STEP * YOUTUBE_FRAME_STEP
-            kinds = video.shape_kinds
-            objects = {
-                str(label): {
-                    "category": kinds[label],
-                    "frames": [frame_name(index) for index in range(first, last_sparse + 1, YOUTUBE_FRAME_STEP)],
-                }
-                for label, first in sorted(appearance.first_frame.items())
-            }
-            return [str(sparse_images), str(all_images), str(annotations), str(ground_truth)], {"objects": objects}
-
         record = {"layout": "youtube_valid", "split": split, "video": _spec_record(video)}
-        meta_videos[name] = _write_unit(out, f"youtube_{split}/{name}", record, video.num_frames, progress,
-                                        write, report)
+        write = functools.partial(_write_youtube_valid_video, name=name, video=video, split=split,
+                                  progress=progress)
+        meta_videos[name] = _write_unit(out, f"youtube_{split}/{name}", record, video.num_frames,
+                                        progress, write, report)
     _write_text(out / split / "meta.json", json.dumps({"videos": meta_videos}, indent=1, sort_keys=True) + "\n")
     return report
+
+
+def _write_youtube_valid_video(staging: Path, *, name: str, video: SyntheticVideo, split: str,
+                               progress: ProgressCallback) -> tuple[list[str], dict]:
+    sparse_images = Path(split) / "JPEGImages" / name
+    all_images = Path("all_frames") / f"{split}_all_frames" / "JPEGImages" / name
+    annotations = Path(split) / "Annotations" / name
+    ground_truth = Path(split) / GROUND_TRUTH_DIR / name
+    (staging / sparse_images).mkdir(parents=True)
+    appearance = _FirstAppearance(video)
+    for index, rgb, mask in video.frames():
+        all_path = staging / all_images / f"{frame_name(index)}.jpg"
+        write_image(all_path, rgb)
+        if index % YOUTUBE_FRAME_STEP == 0:
+            shutil.copyfile(all_path, staging / sparse_images / f"{frame_name(index)}.jpg")
+            new = appearance.update(index, mask)
+            if new:
+                write_index_mask(staging / annotations / f"{frame_name(index)}.png", _only(mask, new))
+            write_index_mask(staging / ground_truth / f"{frame_name(index)}.png", appearance.annotated_only(mask))
+        progress(1)
+    last_sparse = (video.num_frames - 1) // YOUTUBE_FRAME_STEP * YOUTUBE_FRAME_STEP
+    kinds = video.shape_kinds
+    objects = {
+        str(label): {
+            "category": kinds[label],
+            "frames": [frame_name(index) for index in range(first, last_sparse + 1, YOUTUBE_FRAME_STEP)],
+        }
+        for label, first in sorted(appearance.first_frame.items())
+    }
+    return [str(sparse_images), str(all_images), str(annotations), str(ground_truth)], {"objects": objects}
 
 
 # --------------------------------------------------------------------------------------------- Long-time Video
@@ -339,19 +356,23 @@ def write_long_video(out: str | os.PathLike, videos: Mapping[str, SyntheticVideo
     _check_starts_complete(videos, "Long-time Video")
     report = WriteReport()
     for name, video in videos.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            images = Path(LONG_VIDEO_DIR) / "JPEGImages" / name
-            masks = Path(LONG_VIDEO_DIR) / "Annotations" / name
-            for index, rgb, mask in video.frames():
-                write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
-                if index % annotation_every == 0:
-                    write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
-                progress(1)
-            return [str(images), str(masks)], {}
-
         record = {"layout": "long", "annotation_every": annotation_every, "video": _spec_record(video)}
+        write = functools.partial(_write_long_video, name=name, video=video, annotation_every=annotation_every,
+                                  progress=progress)
         _write_unit(out, f"long/{name}", record, video.num_frames, progress, write, report)
     return report
+
+
+def _write_long_video(staging: Path, *, name: str, video: SyntheticVideo, annotation_every: int,
+                      progress: ProgressCallback) -> tuple[list[str], dict]:
+    images = Path(LONG_VIDEO_DIR) / "JPEGImages" / name
+    masks = Path(LONG_VIDEO_DIR) / "Annotations" / name
+    for index, rgb, mask in video.frames():
+        write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
+        if index % annotation_every == 0:
+            write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
+        progress(1)
+    return [str(images), str(masks)], {}
 
 
 # ------------------------------------------------------------------------------------------------- generic
@@ -369,29 +390,30 @@ def write_generic(out: str | os.PathLike, videos: Mapping[str, SyntheticVideo], 
     _check_names(videos, "video")
     report = WriteReport()
     for name, video in videos.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            images, masks = Path("JPEGImages") / name, Path("Annotations") / name
-            truth = Path(GROUND_TRUTH_DIR) / name
-            appearance = _FirstAppearance(video)
-            (staging / masks).mkdir(parents=True)
-            for index, rgb, mask in video.frames():
-                write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
-                new = appearance.update(index, mask)
-                if all_masks:
-                    write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
-                elif new:
-                    only_new = np.where(np.isin(mask, new), mask, 0).astype(np.uint8)
-                    write_index_mask(staging / masks / f"{frame_name(index)}.png", only_new)
-                if ground_truth:
-                    write_index_mask(staging / truth / f"{frame_name(index)}.png", appearance.annotated_only(mask))
-                progress(1)
-            relatives = [str(images), str(masks)] + ([str(truth)] if ground_truth else [])
-            return relatives, {"first_frames": {str(k): v for k, v in sorted(appearance.first_frame.items())}}
-
         record = {"layout": "generic", "all_masks": all_masks, "ground_truth": ground_truth,
                   "video": _spec_record(video)}
+        write = functools.partial(_write_generic_video, name=name, video=video, all_masks=all_masks,
+                                  ground_truth=ground_truth, progress=progress)
         _write_unit(out, f"generic/{name}", record, video.num_frames, progress, write, report)
     return report
+
+
+def _write_generic_video(staging: Path, *, name: str, video: SyntheticVideo, all_masks: bool, ground_truth: bool,
+                         progress: ProgressCallback) -> tuple[list[str], dict]:
+    images, masks, truth = Path("JPEGImages") / name, Path("Annotations") / name, Path(GROUND_TRUTH_DIR) / name
+    appearance = _FirstAppearance(video)
+    for index, rgb, mask in video.frames():
+        write_image(staging / images / f"{frame_name(index)}.jpg", rgb)
+        new = appearance.update(index, mask)
+        if all_masks:
+            write_index_mask(staging / masks / f"{frame_name(index)}.png", mask)
+        elif new:
+            write_index_mask(staging / masks / f"{frame_name(index)}.png", _only(mask, new))
+        if ground_truth:
+            write_index_mask(staging / truth / f"{frame_name(index)}.png", appearance.annotated_only(mask))
+        progress(1)
+    relatives = [str(images), str(masks)] + ([str(truth)] if ground_truth else [])
+    return relatives, {"first_frames": {str(label): first for label, first in sorted(appearance.first_frame.items())}}
 
 
 # ------------------------------------------------------------------------------------------- static images
@@ -400,7 +422,7 @@ def make_static_classes(num_classes: int, images_per_class: int, *, seed: int, h
     """Single-frame specs for `write_static_fss`: {'class000': [spec, ...], ...} with independent seeds.
 
     Raises:
-        ValueError: a count < 0 (or < 1 images per class).
+        ValueError: num_classes < 0 or images_per_class < 1.
     """
     if num_classes < 0 or images_per_class < 1:
         raise ValueError(
@@ -418,6 +440,7 @@ def make_static_classes(num_classes: int, images_per_class: int, *, seed: int, h
 
 
 def _static_pair(video: SyntheticVideo) -> tuple[np.ndarray, np.ndarray]:
+    """Frame 0 of `video` and its binary mask: 255 on every object, 0 elsewhere."""
     rgb, mask = video.frame(0)
     return rgb, (mask > 0).astype(np.uint8) * BINARY_FOREGROUND
 
@@ -433,18 +456,21 @@ def write_static_fss(out: str | os.PathLike, classes: Mapping[str, Sequence[Synt
     _check_names(classes, "class")
     report = WriteReport()
     for class_name, specs in classes.items():
-        def write(staging: Path, specs: Sequence[SyntheticVideo] = specs,
-                  class_name: str = class_name) -> tuple[list[str], dict]:
-            for number, video in enumerate(specs, start=1):
-                rgb, binary = _static_pair(video)
-                write_image(staging / class_name / f"{number}.jpg", rgb)
-                write_index_mask(staging / class_name / f"{number}.png", binary, palette=None)
-                progress(1)
-            return [class_name], {}
-
         record = {"layout": "static_fss", "images": [_spec_record(video) for video in specs]}
+        write = functools.partial(_write_fss_class, class_name=class_name, specs=specs,
+                                  progress=progress)
         _write_unit(out, f"static_fss/{class_name}", record, len(specs), progress, write, report)
     return report
+
+
+def _write_fss_class(staging: Path, *, class_name: str, specs: Sequence[SyntheticVideo],
+                     progress: ProgressCallback) -> tuple[list[str], dict]:
+    for number, video in enumerate(specs, start=1):
+        rgb, binary = _static_pair(video)
+        write_image(staging / class_name / f"{number}.jpg", rgb)
+        write_index_mask(staging / class_name / f"{number}.png", binary, palette=None)
+        progress(1)
+    return [class_name], {}
 
 
 def write_static_flat(out: str | os.PathLike, images: Mapping[str, SyntheticVideo], *,
@@ -458,16 +484,19 @@ def write_static_flat(out: str | os.PathLike, images: Mapping[str, SyntheticVide
     _check_names(images, "image")
     report = WriteReport()
     for name, video in images.items():
-        def write(staging: Path, video: SyntheticVideo = video, name: str = name) -> tuple[list[str], dict]:
-            rgb, binary = _static_pair(video)
-            write_image(staging / f"{name}.jpg", rgb)
-            write_index_mask(staging / f"{name}.png", binary, palette=None)
-            progress(1)
-            return [f"{name}.jpg", f"{name}.png"], {}
-
         record = {"layout": "static_flat", "image": _spec_record(video)}
+        write = functools.partial(_write_flat_pair, name=name, video=video, progress=progress)
         _write_unit(out, f"static_flat/{name}", record, 1, progress, write, report)
     return report
+
+
+def _write_flat_pair(staging: Path, *, name: str, video: SyntheticVideo,
+                     progress: ProgressCallback) -> tuple[list[str], dict]:
+    rgb, binary = _static_pair(video)
+    write_image(staging / f"{name}.jpg", rgb)
+    write_index_mask(staging / f"{name}.png", binary, palette=None)
+    progress(1)
+    return [f"{name}.jpg", f"{name}.png"], {}
 
 
 def split_names(names: Collection[str], val_fraction: float) -> tuple[list[str], list[str]]:
