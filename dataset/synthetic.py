@@ -26,6 +26,7 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import math
+import types
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator, Mapping, Sequence
@@ -152,7 +153,7 @@ class Difficulty:
             )
 
 
-PRESETS: Mapping[str, Difficulty] = {
+PRESETS: Mapping[str, Difficulty] = types.MappingProxyType({
     # Slow, few objects, no distractors, entries, exits or colour drift: a sanity check a tracker must ace.
     "easy": Difficulty(
         min_objects=1, max_objects=2, speed_fraction=0.006, occlusion=0.3, rotation_deg_per_frame=1.0,
@@ -168,7 +169,7 @@ PRESETS: Mapping[str, Difficulty] = {
         scale_change=0.4, num_distractors=3, appearance_change=0.4, late_entry_probability=0.5,
         exit_probability=0.5, background_pan_fraction=0.15,
     ),
-}
+})
 DEFAULT_PRESET = "held_out"
 
 
