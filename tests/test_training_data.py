@@ -6,7 +6,9 @@ All data is drawn here: constant-colour objects on a textured background, writte
 from __future__ import annotations
 
 import importlib.util
+import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -31,6 +33,7 @@ CHECKER_PX = 6
 JPEG_QUALITY = 100
 COLOUR_TOLERANCE = 45  # JPEG chroma subsampling and interpolation; colours differ by > 150 in some channel
 BORDER_EROSION_PX = 3
+SCRIPT_TIMEOUT_S = 120
 NO_COLOUR = dict(sequence_colour=ColourJitter(), frame_colour=ColourJitter(), grayscale_probability=0.0)
 
 
@@ -95,6 +98,7 @@ def load_script(name: str):
     """Load scripts/<name>.py as a module (scripts are not a package; nothing imports them in the code base)."""
     spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -458,24 +462,32 @@ def test_download_fails_offline_with_url_and_manual_alternative(tmp_path, monkey
     assert "\n" not in message
     assert "drive.usercontent.google.com" in message and "1wUJq3HcLdN-z1t4CsUhjeZ9BVDb9YKLd" in message
     assert "download it by hand" in message
-    assert not any(tmp_path.rglob("*.zip")), "no partial download may be left behind"
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()], "no partial download may be left behind"
+
+
+def run_resize_youtube(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "resize_youtube.py"), *args],
+                          capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
 
 
 def test_resize_youtube_scales_shorter_side_and_resumes(tmp_path):
     source = tmp_path / "train"
     for video in ("a", "b"):
         write_video(source / "JPEGImages", source / "Annotations", video, 2, height=60, width=100, num_objects=2)
-    resize = load_script("resize_youtube")
     output = tmp_path / "train_small"
-    resize.main([str(source), str(output), "--short-side", "30", "--workers", "2"])
+    first = run_resize_youtube(str(source), str(output), "--short-side", "30", "--workers", "2")
+    assert first.returncode == 0, first.stderr
     frame = read_image(output / "JPEGImages" / "a" / "00000.jpg")
     mask, palette = read_index_mask(output / "Annotations" / "a" / "00000.png")
     assert frame.shape == (30, 50, 3) and mask.shape == (30, 50)
-    assert set(np.unique(mask)) <= {0, 1, 2} and palette is not None
+    assert set(np.unique(mask)) == {0, 1, 2} and palette is not None
     stamp = (output / "JPEGImages" / "b" / "00001.jpg").stat().st_mtime_ns
     (output / "Annotations" / "b" / "00001.png").unlink()
-    resize.main([str(source), str(output), "--short-side", "30", "--workers", "1"])
+    second = run_resize_youtube(str(source), str(output), "--short-side", "30", "--workers", "1")
+    assert second.returncode == 0, second.stderr
+    assert "resized 1 files" in second.stdout
     assert (output / "Annotations" / "b" / "00001.png").is_file()
     assert (output / "JPEGImages" / "b" / "00001.jpg").stat().st_mtime_ns == stamp  # finished files are skipped
-    with pytest.raises(SystemExit, match=r"no JPEGImages/ or Annotations/ folder in .*missing"):
-        resize.main([str(tmp_path / "missing"), str(output)])
+    missing = run_resize_youtube(str(tmp_path / "missing"), str(output))
+    assert missing.returncode != 0
+    assert re.search(r"no JPEGImages/ or Annotations/ folder in .*missing", missing.stderr)
