@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dataset.image_io import read_image, read_index_mask, write_image, write_index_mask
-from dataset.sampling import (SkipCurriculum, dataset_max_skip, sample_frame_indices, sample_rng, stream_id)
+from dataset.sampling import SkipCurriculum, dataset_max_skip, sample_frame_indices, sample_rng
 from dataset.static_dataset import StaticAugmentation, StaticImageDataset, StaticSource, reference_static_sources
 from dataset.tps import random_tps_backward_map, tps_backward_map
 from dataset.transforms import (AffineJitter, ColourJitter, denormalise, horizontal_flip_matrix,
@@ -202,6 +202,25 @@ def test_warp_moves_image_and_mask_together_including_tps_and_antialiasing():
             filled = warped_mask == 0
             assert set(np.unique(warped_mask)) <= {0, 1, 2}
             assert filled.any()
+
+
+def test_mask_matches_the_interpolated_image_to_the_pixel():
+    """A white object on black, warped bilinearly, is > 0.8 only on the mask and < 0.2 only off it.
+
+    Bilinear value > 0.8 means the nearest source pixel (the largest of the four weights) is inside the object, so
+    any offset between the image's and the mask's transforms, even one pixel, shows up on the object's border.
+    """
+    _, mask = draw_frame(90, 120, {1: (10, 10, 40, 50), 2: (40, 60, 40, 50)})
+    intensity = np.repeat(((mask > 0) * 255).astype(np.uint8)[..., None], 3, axis=2)
+    jitter = AffineJitter(max_rotation_deg=30, scale_range=(0.6, 2.0), max_shear_deg=15)
+    for trial in range(24):
+        rng = sample_rng(4, 5, 6, trial)
+        matrix = horizontal_flip_matrix(120) @ jitter.sample(rng, 60, 45) if trial % 2 else jitter.sample(rng, 60, 45)
+        tps = random_tps_backward_map(rng, 64, 64, displacement_std=0.05) if trial % 3 else None
+        warped, warped_mask = warp_image_and_mask(intensity, mask, matrix, 64, backward_map=tps, image_fill=(0, 0, 0))
+        value = warped[..., 0] / 255.0
+        assert (warped_mask[value > 0.8] > 0).all() and (warped_mask[value < 0.2] == 0).all()
+        assert (value > 0.8).any() and (value < 0.2).any()
 
 
 def test_tps_with_zero_displacement_is_the_identity():
