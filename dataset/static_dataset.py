@@ -32,7 +32,7 @@ from dataset.sampling import sample_rng, stream_id
 from dataset.tps import TPS_DISPLACEMENT_STD, TPS_NUM_CONTROL_POINTS, TPS_PROBABILITY, random_tps_backward_map
 from dataset.transforms import (AffineJitter, ColourJitter, crop_to_square_matrix, grayscale_rgb,
                                 horizontal_flip_matrix, random_crop_offset, resize_matrix, to_normalised_tensor,
-                                warp_image_and_mask)
+                                to_planar_float, warp_image_and_mask)
 
 STATIC_NUM_FRAMES = 3
 DEFAULT_CROP_SIZE = 384
@@ -220,7 +220,7 @@ class StaticImageDataset(Dataset):
             warped, warped_mask = warp_image_and_mask(image, mask, source_to_output, self.crop_size,
                                                       image_interpolation=augmentation.image_interpolation,
                                                       backward_map=tps_map)
-            colour = sequence_colour.apply(warped.astype(np.float32) / np.float32(255.0))
+            colour = sequence_colour.apply(to_planar_float(warped))
             if grayscale:
                 colour = grayscale_rgb(colour)
             colour = augmentation.frame_colour.sample(rng).apply(colour)

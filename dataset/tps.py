@@ -17,6 +17,7 @@ TPS_NUM_CONTROL_POINTS = 12
 TPS_DISPLACEMENT_STD = 0.02
 """Standard deviation of control-point displacements, in units of the frame's width / height."""
 _AFFINE_TERMS = 3  # 1, x, y
+_TINY_SQUARED_DISTANCE = 1e-20  # U(0) = 0; clamping keeps log finite there (r² log r² -> 0)
 
 
 def _kernel(distance_squared: np.ndarray) -> np.ndarray:
@@ -70,15 +71,25 @@ def tps_backward_map(control_points: np.ndarray, displacements: np.ndarray, heig
         (map_x, map_y), float32 height×width each: the source pixel each output pixel reads.
     """
     weights, affine = fit_displacement_spline(control_points, displacements)
-    columns = np.linspace(0.0, 1.0, width) if width > 1 else np.zeros(1)
-    rows = np.linspace(0.0, 1.0, height) if height > 1 else np.zeros(1)
-    grid_x, grid_y = np.meshgrid(columns, rows)
-    points = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
-    squared_distance = ((points[:, None, :] - control_points[None, :, :]) ** 2).sum(-1)
-    displacement = _kernel(squared_distance) @ weights + affine[0] + points @ affine[1:]
-    map_x = (grid_x + displacement[:, 0].reshape(height, width)) * max(width - 1, 0)
-    map_y = (grid_y + displacement[:, 1].reshape(height, width)) * max(height - 1, 0)
-    return map_x.astype(np.float32), map_y.astype(np.float32)
+    columns = np.linspace(0.0, 1.0, width, dtype=np.float32)
+    rows = np.linspace(0.0, 1.0, height, dtype=np.float32)
+    points = np.asarray(control_points, dtype=np.float32)
+    # Squared distances to every control point, K×H×W, built from per-axis terms (float32: ~1e-4 px error).
+    row_term = (rows[None, :] - points[:, 1:2]) ** 2
+    column_term = (columns[None, :] - points[:, 0:1]) ** 2
+    squared = row_term[:, :, None] + column_term[:, None, :]
+    np.maximum(squared, np.float32(_TINY_SQUARED_DISTANCE), out=squared)
+    kernel = np.log(squared)
+    kernel *= squared
+    kernel *= np.float32(0.5)
+    field = (weights.T.astype(np.float32) @ kernel.reshape(len(points), -1)).reshape(2, height, width)
+    # Linear part of the spline, then back from normalised to pixel units.
+    for axis in range(2):
+        field[axis] += (affine[0, axis] + affine[1, axis] * columns[None, :]
+                        + affine[2, axis] * rows[:, None]).astype(np.float32)
+    map_x = np.arange(width, dtype=np.float32)[None, :] + field[0] * np.float32(max(width - 1, 0))
+    map_y = np.arange(height, dtype=np.float32)[:, None] + field[1] * np.float32(max(height - 1, 0))
+    return map_x, map_y
 
 
 def random_tps_backward_map(rng: np.random.Generator, height: int, width: int,

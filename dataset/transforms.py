@@ -7,7 +7,8 @@ or bicubic interpolation, the mask with nearest neighbour, so image and mask alw
 geometric transform and the image is interpolated only once. An optional backward map (the thin-plate spline of
 `dataset/tps.py`) is folded into the same single `cv2.remap`.
 
-Colour augmentations act on float32 H×W×3 images in [0, 1] and follow torchvision's ColorJitter (random order of
+Colour augmentations act on planar float32 3×H×W RGB images in [0, 1] (contiguous colour planes keep the per-pixel
+arithmetic vectorised) and follow torchvision's ColorJitter (random order of
 brightness, contrast, saturation and hue; factors uniform in [max(0, 1 - s), 1 + s], hue shift uniform in
 [-h, h] of a full turn) and RandomGrayscale (ITU-R 601 luma replicated to three channels).
 """
@@ -133,7 +134,7 @@ class ColourJitterParams:
     hue_shift: float | None
 
     def apply(self, image: np.ndarray) -> np.ndarray:
-        """Jitter a float32 H×W×3 RGB image in [0, 1]; returns a new float32 H×W×3 array in [0, 1]."""
+        """Jitter a float32 3×H×W RGB image in [0, 1]; returns a new float32 3×H×W array in [0, 1]."""
         for operation in self.order:
             if operation == 0 and self.brightness is not None:
                 image = np.clip(image * np.float32(self.brightness), 0.0, 1.0)
@@ -141,7 +142,7 @@ class ColourJitterParams:
                 mean = float(to_grayscale(image).mean())
                 image = _blend(image, np.float32(mean), self.contrast)
             elif operation == 2 and self.saturation is not None:
-                image = _blend(image, to_grayscale(image)[..., None], self.saturation)
+                image = _blend(image, to_grayscale(image)[None], self.saturation)
             elif operation == 3 and self.hue_shift is not None:
                 image = _shift_hue(image, self.hue_shift)
         return image
@@ -179,21 +180,25 @@ def _blend(image: np.ndarray, other: np.ndarray | np.float32, factor: float) -> 
 
 
 def _shift_hue(image: np.ndarray, shift_fraction: float) -> np.ndarray:
-    hsv = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2HSV)  # hue in [0, 360)
+    hsv = cv2.cvtColor(cv2.merge(list(image)), cv2.COLOR_RGB2HSV)  # float input: hue in [0, 360)
     hsv[..., 0] = np.mod(hsv[..., 0] + np.float32(shift_fraction * HUE_FULL_TURN_DEG), HUE_FULL_TURN_DEG)
-    return np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0.0, 1.0)
+    return np.clip(np.stack(cv2.split(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB))), 0.0, 1.0)
+
+
+def to_planar_float(image: np.ndarray) -> np.ndarray:
+    """uint8 H×W×3 RGB -> float32 3×H×W in [0, 1]."""
+    return np.stack(cv2.split(image)).astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def to_grayscale(image: np.ndarray) -> np.ndarray:
-    """Luma of a float32 H×W×3 RGB image; returns float32 H×W."""
+    """Luma of a float32 3×H×W RGB image; returns float32 H×W."""
     red, green, blue = GRAYSCALE_WEIGHTS
-    return (np.float32(red) * image[..., 0] + np.float32(green) * image[..., 1]
-            + np.float32(blue) * image[..., 2])
+    return np.float32(red) * image[0] + np.float32(green) * image[1] + np.float32(blue) * image[2]
 
 
 def grayscale_rgb(image: np.ndarray) -> np.ndarray:
-    """Replace a float32 H×W×3 image by its luma in all three channels."""
-    return np.repeat(to_grayscale(image)[..., None], 3, axis=2)
+    """Replace a float32 3×H×W image by its luma in all three channels."""
+    return np.repeat(to_grayscale(image)[None], 3, axis=0)
 
 
 def random_resized_crop_box(rng: np.random.Generator, height: int, width: int, scale_range: tuple[float, float],
@@ -241,7 +246,8 @@ def random_crop_offset(rng: np.random.Generator, length: int, crop: int) -> int:
 
 
 def warp_image_and_mask(image: np.ndarray, mask: np.ndarray, source_to_output: np.ndarray, output_size: int,
-                        *, image_interpolation: str = "bilinear", backward_map: tuple[np.ndarray, np.ndarray] | None = None,
+                        *, image_interpolation: str = "bilinear",
+                        backward_map: tuple[np.ndarray, np.ndarray] | None = None,
                         image_fill: tuple[int, int, int] = FILL_RGB) -> tuple[np.ndarray, np.ndarray]:
     """Warp a frame and its mask with one geometric transform onto a square output.
 
@@ -263,7 +269,8 @@ def warp_image_and_mask(image: np.ndarray, mask: np.ndarray, source_to_output: n
         raise ValueError(f"image_interpolation must be one of {sorted(INTERPOLATION_FLAGS)}, "
                          f"got {image_interpolation!r}")
     if image.shape[:2] != mask.shape[:2]:
-        raise ValueError(f"image is {image.shape[1]}×{image.shape[0]} but its mask is {mask.shape[1]}×{mask.shape[0]}")
+        raise ValueError(f"image is {image.shape[1]}×{image.shape[0]} but its mask is "
+                         f"{mask.shape[1]}×{mask.shape[0]}; they must be the same size")
     scale = linear_scale(source_to_output)
     if scale < ANTIALIAS_BELOW_SCALE:
         image, mask, source_to_output = _downsample_first(image, mask, source_to_output, scale)
@@ -306,11 +313,10 @@ def _downsample_first(image: np.ndarray, mask: np.ndarray, source_to_output: np.
 
 
 def to_normalised_tensor(image: np.ndarray) -> torch.Tensor:
-    """float32 H×W×3 RGB in [0, 1] -> float32 3×H×W torch tensor, ImageNet-normalised."""
-    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)
-    std = np.asarray(IMAGENET_STD, dtype=np.float32)
-    normalised = (image - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+    """float32 3×H×W RGB in [0, 1] -> float32 3×H×W torch tensor, ImageNet-normalised."""
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+    inverse_std = (1.0 / np.asarray(IMAGENET_STD, dtype=np.float32))[:, None, None]
+    return torch.from_numpy((image - mean) * inverse_std)
 
 
 def denormalise(image: torch.Tensor) -> np.ndarray:

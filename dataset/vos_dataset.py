@@ -39,7 +39,7 @@ from dataset.sampling import (INITIAL_MAX_SKIP, YOUTUBE_VOS_FRAME_STRIDE, datase
                               sample_rng, stream_id)
 from dataset.transforms import (NO_AFFINE, AffineJitter, ColourJitter, crop_to_square_matrix, grayscale_rgb,
                                 horizontal_flip_matrix, random_resized_crop_box, to_normalised_tensor,
-                                warp_image_and_mask)
+                                to_planar_float, warp_image_and_mask)
 
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_MAX_OBJECTS = 3
@@ -317,7 +317,7 @@ class VOSDataset(Dataset):
             source_to_output = frame_affine.sample(rng, centre, centre) @ source_to_output
             warped, warped_mask = warp_image_and_mask(image, mask, source_to_output, size,
                                                       image_interpolation=augmentation.image_interpolation)
-            colour = sequence_colour.apply(warped.astype(np.float32) / np.float32(255.0))
+            colour = sequence_colour.apply(to_planar_float(warped))
             if grayscale:
                 colour = grayscale_rgb(colour)
             colour = augmentation.frame_colour.sample(rng).apply(colour)

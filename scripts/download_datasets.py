@@ -110,7 +110,8 @@ def download(archive: Archive, temporary: Path) -> None:
         ConnectionError: the network is unreachable, the server refused, or it sent something that is not a zip;
             one line naming the URL and the manual alternative.
     """
-    by_hand = f"download it by hand from {archive.manual} (or {XMEM_DATA_GUIDE}) and extract it into {archive.destination}/"
+    by_hand = (f"download it by hand from {archive.manual} (or {XMEM_DATA_GUIDE}) and extract it into "
+               f"{archive.destination}/")
     try:
         with urllib.request.urlopen(archive.url, timeout=TIMEOUT_S) as response, open(temporary, "wb") as sink:
             total = int(response.headers.get("Content-Length") or 0) or None

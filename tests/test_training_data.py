@@ -281,7 +281,7 @@ def test_video_clip_masks_cover_each_object_after_every_transform(folder_root):
 
 
 def test_colour_jitter_keeps_range_and_zero_strength_is_identity():
-    image = np.random.default_rng(0).uniform(size=(8, 8, 3)).astype(np.float32)
+    image = np.random.default_rng(0).uniform(size=(3, 8, 8)).astype(np.float32)
     rng = np.random.default_rng(1)
     np.testing.assert_array_equal(ColourJitter().sample(rng).apply(image), image)
     jittered = ColourJitter(0.5, 0.5, 0.5, 0.5).sample(rng).apply(image)
