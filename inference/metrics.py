@@ -56,8 +56,11 @@ DECAY_BINS = 4
 """The decay compares the first and the last of this many bins over the scored frames."""
 VOID_ID = 255
 """Ground-truth label of ambiguous pixels in DAVIS; DAVIS mode turns it into background, as the toolkit does."""
+MAX_ID = 255
+"""Ids are 8-bit, as index-mask PNGs store them."""
+_NUM_IDS = MAX_ID + 1
 
-# The toolkit adds this before rounding its bin edges, so that an edge at k + 0.5 rounds up in every numpy version.
+# np.round rounds halves to even; the toolkit adds this to its bin edges first, so that an edge at k + 0.5 rounds up.
 _BIN_EDGE_NUDGE = 1e-10
 # The toolkit stores its bin indices as uint8, so they wrap modulo 256.
 _TOOLKIT_INDEX_MODULUS = 256
@@ -109,11 +112,26 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     return (mask != extended[:-1, 1:]) | (mask != extended[1:, :-1]) | (mask != extended[1:, 1:])
 
 
-def _label_slots(labels: np.ndarray, slot_of_id: np.ndarray) -> np.ndarray:
-    """Map an H×W label image to slots (1..N for scored objects, 0 for anything else) through a lookup table."""
-    if labels.max(initial=0) >= slot_of_id.size:
-        slot_of_id = np.pad(slot_of_id, (0, int(labels.max()) + 1 - slot_of_id.size))
-    return slot_of_id[labels]
+def as_labels(labels: np.ndarray, *, what: str = "labels") -> np.ndarray:
+    """Check that `labels` is an integer H×W image of 8-bit ids (what PNG index masks hold) and return it as uint8.
+
+    Raises:
+        ValueError: not 2-D, not integer, or ids outside 0..255.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what} must be an integer H×W label image, got {labels.dtype} {labels.shape}")
+    if labels.dtype != np.uint8:
+        if labels.size and (labels.min() < 0 or labels.max() > MAX_ID):
+            raise ValueError(f"{what} holds ids {labels.min()}..{labels.max()}; expected ids in 0..{MAX_ID}")
+        labels = labels.astype(np.uint8)
+    return labels
+
+
+def _pair_counts(ground_truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """int64 256×256: pixels per (ground-truth id, predicted id) pair, from uint8 H×W labels in one pass."""
+    pairs = (ground_truth.astype(np.uint16) << 8) | prediction
+    return np.bincount(pairs.ravel(), minlength=_NUM_IDS * _NUM_IDS).reshape(_NUM_IDS, _NUM_IDS)
 
 
 def _f_measure(precision: float, recall: float) -> float:
@@ -149,47 +167,47 @@ def frame_scores(
     Object k's masks are `ground_truth == k` and `prediction == k`; no void handling happens here.
 
     Args:
-        ground_truth: non-negative integer H×W label image.
-        prediction: non-negative integer H×W label image of the same size.
-        object_ids: the N ids to score (positive integers).
+        ground_truth: integer H×W label image, ids in 0..255.
+        prediction: integer H×W label image of the same size, ids in 0..255.
+        object_ids: the N ids to score, each in 1..255.
     Returns:
         (j, f): float64 arrays of length N in [0, 1].
     Raises:
-        ValueError: the images differ in size or are not 2-D.
+        ValueError: the images differ in size, are not 2-D, or hold ids outside 0..255; an object id outside 1..255.
     """
-    if ground_truth.ndim != 2 or ground_truth.shape != prediction.shape:
+    ground_truth = as_labels(ground_truth, what="ground truth")
+    prediction = as_labels(prediction, what="prediction")
+    if ground_truth.shape != prediction.shape:
         raise ValueError(
             f"ground truth {ground_truth.shape} and prediction {prediction.shape} must be H×W images of one size"
         )
-    num_objects = len(object_ids)
-    if num_objects == 0:
-        return np.zeros(0), np.zeros(0)
+    invalid = [object_id for object_id in object_ids if not 1 <= object_id <= MAX_ID]
+    if invalid:
+        raise ValueError(f"object ids must lie in 1..{MAX_ID} (0 is background), got {invalid[0]}")
+    return _scores_from_counts(ground_truth, prediction, _pair_counts(ground_truth, prediction), object_ids)
+
+
+def _scores_from_counts(
+    ground_truth: np.ndarray, prediction: np.ndarray, pair_counts: np.ndarray, object_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """`frame_scores` given the frame's `_pair_counts` (in which ground-truth void may already count as background)."""
+    ids = np.asarray(object_ids, dtype=np.intp)
+    intersection = pair_counts[ids, ids].astype(np.float64)
+    ground_truth_area = pair_counts[ids].sum(axis=1)
+    predicted_area = pair_counts[:, ids].sum(axis=0)
+    union = ground_truth_area + predicted_area - intersection
+    j = np.divide(intersection, union, out=np.ones(ids.size), where=union > 0)
+
     height, width = ground_truth.shape
-    slot_of_id = np.zeros(max(object_ids) + 1, dtype=np.intp)
-    slot_of_id[list(object_ids)] = np.arange(1, num_objects + 1)
-    ground_truth_slots = _label_slots(ground_truth, slot_of_id)
-    predicted_slots = _label_slots(prediction, slot_of_id)
-
-    # One pass counts every (ground-truth slot, predicted slot) pair: intersections and areas of all objects at once.
-    num_slots = num_objects + 1
-    pair_counts = np.bincount(
-        (ground_truth_slots * num_slots + predicted_slots).ravel(), minlength=num_slots * num_slots
-    ).reshape(num_slots, num_slots)
-    intersection = np.diagonal(pair_counts)[1:].astype(np.float64)
-    union = pair_counts.sum(axis=1)[1:] + pair_counts.sum(axis=0)[1:] - intersection
-    j = np.divide(intersection, union, out=np.ones(num_objects), where=union > 0)
-
     disk = _cached_disk(boundary_tolerance_px(height, width))
-    f = np.ones(num_objects)
-    for slot in range(1, num_slots):
-        ground_truth_object = ground_truth_slots == slot
-        predicted_object = predicted_slots == slot
-        if pair_counts[slot].sum() == 0 and pair_counts[:, slot].sum() == 0:
-            continue  # empty on both sides: F = 1
+    f = np.ones(ids.size)
+    for index in np.flatnonzero(union > 0):  # empty on both sides: F = 1
+        ground_truth_object = ground_truth == ids[index]
+        predicted_object = prediction == ids[index]
         left, top, box_width, box_height = cv2.boundingRect((ground_truth_object | predicted_object).view(np.uint8))
         rows = slice(max(top - _CROP_MARGIN_PX, 0), min(top + box_height + _CROP_MARGIN_PX, height))
         columns = slice(max(left - _CROP_MARGIN_PX, 0), min(left + box_width + _CROP_MARGIN_PX, width))
-        f[slot - 1] = _object_boundary_f(ground_truth_object[rows, columns], predicted_object[rows, columns], disk)
+        f[index] = _object_boundary_f(ground_truth_object[rows, columns], predicted_object[rows, columns], disk)
     return j, f
 
 
@@ -302,7 +320,7 @@ class SequenceScorer:
             raise ValueError(f"unknown metrics mode {mode!r}; expected one of {MODES}")
         self.mode = mode
         self.sequence = sequence
-        self._ground_truth_ids = self._ids_in(self._clean_ground_truth(first_ground_truth))
+        self._ground_truth_ids = self._ground_truth_ids_in(as_labels(first_ground_truth, what="ground truth"))
         self._first_prediction_source: dict[int, str] = {}
         self._appeared_in_scored_ground_truth: set[int] = set()
         self._first_frame_of_object: dict[int, int] = {}
@@ -314,43 +332,43 @@ class SequenceScorer:
             if num_objects == 0:
                 raise ValueError(
                     f"{first_source or f'sequence {sequence!r}'}: the first ground-truth frame holds no object; "
-                    f"DAVIS mode scores the "
-                    f"objects of the first frame (use mode 'appearance' for objects that appear later)"
+                    f"DAVIS mode scores the objects of the first frame (use mode 'appearance' for objects that "
+                    f"appear later)"
                 )
             self._object_ids = list(range(1, num_objects + 1))
             self._first_frame_of_object = dict.fromkeys(self._object_ids, 0)
 
-    def _clean_ground_truth(self, ground_truth: np.ndarray) -> np.ndarray:
-        if self.mode == MODE_DAVIS:
-            return np.where(ground_truth == VOID_ID, 0, ground_truth)
-        return ground_truth
-
-    @staticmethod
-    def _ids_in(labels: np.ndarray) -> set[int]:
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"labels must be non-negative object ids, got {labels.min()}")
-        return {int(value) for value in np.flatnonzero(np.bincount(labels.ravel())) if value != 0}
+    def _ground_truth_ids_in(self, ground_truth: np.ndarray) -> set[int]:
+        ids = set(np.flatnonzero(np.bincount(ground_truth.ravel(), minlength=_NUM_IDS)).tolist()) - {0}
+        return ids - {VOID_ID} if self.mode == MODE_DAVIS else ids
 
     def add_frame(self, ground_truth: np.ndarray, prediction: np.ndarray, *, source: str = "") -> None:
         """Score the next frame.
 
         Args:
-            ground_truth: integer H×W labels.
-            prediction: integer H×W labels of the same size.
+            ground_truth: integer H×W labels, ids in 0..255.
+            prediction: integer H×W labels of the same size, ids in 0..255.
             source: names the prediction (e.g. its file) in error messages.
         Raises:
-            ValueError: the sizes differ; in DAVIS mode, the prediction holds an id above the first frame's largest.
+            ValueError: the sizes differ or ids lie outside 0..255; in DAVIS mode, the prediction holds an id above
+                the first frame's largest.
         """
         source = source or f"sequence {self.sequence!r}, scored frame {len(self._j_rows)}"
+        ground_truth = as_labels(ground_truth, what=f"{source}: ground truth")
+        prediction = as_labels(prediction, what=f"{source}: prediction")
         if ground_truth.shape != prediction.shape:
             raise ValueError(
-                f"{source}: prediction is {prediction.shape[1::-1] if prediction.ndim >= 2 else prediction.shape} "
-                f"(width, height) but the ground truth is {ground_truth.shape[1::-1]}; predictions must have the "
-                f"ground truth's size"
+                f"{source}: prediction is {prediction.shape[1]}×{prediction.shape[0]} but the ground truth is "
+                f"{ground_truth.shape[1]}×{ground_truth.shape[0]} (width×height); predictions must have the ground "
+                f"truth's size"
             )
-        ground_truth = self._clean_ground_truth(ground_truth)
-        ground_truth_ids = self._ids_in(ground_truth)
-        predicted_ids = self._ids_in(prediction)
+        pair_counts = _pair_counts(ground_truth, prediction)
+        if self.mode == MODE_DAVIS:
+            # Void pixels count as background, as in the toolkit; no scored object has the void id.
+            pair_counts[0] += pair_counts[VOID_ID]
+            pair_counts[VOID_ID] = 0
+        ground_truth_ids = set(np.flatnonzero(pair_counts.sum(axis=1)).tolist()) - {0}
+        predicted_ids = set(np.flatnonzero(pair_counts.sum(axis=0)).tolist()) - {0}
         self._ground_truth_ids |= ground_truth_ids
         for object_id in predicted_ids:
             self._first_prediction_source.setdefault(object_id, source)
@@ -369,7 +387,7 @@ class SequenceScorer:
                 if object_id not in self._first_frame_of_object:
                     self._first_frame_of_object[object_id] = frame
                     self._object_ids.append(object_id)
-        j, f = frame_scores(ground_truth, prediction, self._object_ids)
+        j, f = _scores_from_counts(ground_truth, prediction, pair_counts, self._object_ids)
         self._j_rows.append(j)
         self._f_rows.append(f)
 
@@ -392,7 +410,7 @@ class SequenceScorer:
                 f"never scored, so at least 3 ground-truth frames are needed"
             )
         if last_ground_truth is not None:
-            self._ground_truth_ids |= self._ids_in(self._clean_ground_truth(last_ground_truth))
+            self._ground_truth_ids |= self._ground_truth_ids_in(as_labels(last_ground_truth, what="ground truth"))
         foreign = sorted(set(self._first_prediction_source) - self._ground_truth_ids)
         if foreign:
             raise ValueError(
