@@ -238,7 +238,8 @@ def evaluate_folders(
         EvaluationResults, per object in video order.
     Raises:
         FileNotFoundError, ValueError: bad input (see `list_sequences`); a prediction of another size than its
-            ground truth, or holding an object id the ground truth never has (the message names the file).
+            ground truth, or holding an object id the ground truth never has (the message names the file);
+            num_processes < 1; no object to score.
     """
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"num_processes must be at least 1, got {num_processes}")

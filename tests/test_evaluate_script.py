@@ -108,6 +108,11 @@ def test_results_go_to_the_prediction_folder_and_are_reused_until_inputs_change(
                                      mode=MODE_APPEARANCE)
     assert len(calls) == 10
 
+    # --recompute scores again although nothing changed.
+    evaluate_script.main([str(ground_truth_dir), str(prediction_dir), "--imageset", str(imageset),
+                          "--mode", MODE_APPEARANCE, "--num_processes", "1", "--recompute"])
+    assert len(calls) == 15
+
 
 def test_sparse_ground_truth_scores_only_annotated_frames(davis_copy):
     ground_truth_dir, prediction_dir, _ = davis_copy
