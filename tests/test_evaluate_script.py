@@ -1,4 +1,4 @@
-"""scripts/evaluate.py: folder against folder, the toolkit's tables, reuse of unchanged results, loud bad input."""
+"""scripts/evaluate.py and inference/folder_evaluation.py: folder against folder, the toolkit's tables, reuse of unchanged results, loud bad input."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset.image_io import read_index_mask, write_index_mask
+from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
+from inference import folder_evaluation
 from inference.metrics import MODE_APPEARANCE, evaluate_sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +26,15 @@ def load_script():
     # Scripts are not importable as a package (nothing imports scripts/); the test loads the file itself.
     spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # worker processes unpickle the scoring function by this name
     spec.loader.exec_module(module)
     return module
 
 
 evaluate_script = load_script()
+
+
+def evaluate_folders(ground_truth_dir, prediction_dir, **kwargs):
+    return folder_evaluation.evaluate_folders(ground_truth_dir, prediction_dir, read_mask=read_mask_ids, **kwargs)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -83,14 +87,14 @@ def test_cli_writes_the_toolkit_tables(tmp_path):
 
 def test_results_go_to_the_prediction_folder_and_are_reused_until_inputs_change(davis_copy, monkeypatch):
     ground_truth_dir, prediction_dir, imageset = davis_copy
-    first = evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
+    first = evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
     assert (prediction_dir / "global_results.csv").is_file()
     assert (prediction_dir / "per_object_results.csv").is_file()
 
     calls = []
-    score = evaluate_script._score_sequence
-    monkeypatch.setattr(evaluate_script, "_score_sequence", lambda job: calls.append(job.name) or score(job))
-    again = evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
+    score = folder_evaluation._score_sequence
+    monkeypatch.setattr(folder_evaluation, "_score_sequence", lambda job: calls.append(job.name) or score(job))
+    again = evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
     assert calls == [] and again == first
 
     # Change one predicted pixel: the stored results are stale and everything is scored again.
@@ -98,13 +102,13 @@ def test_results_go_to_the_prediction_folder_and_are_reused_until_inputs_change(
     mask, palette = read_index_mask(frame)
     mask[:20, :20] = 1 - (mask[:20, :20] == 1)
     write_index_mask(frame, mask, palette)
-    changed = evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
+    changed = evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1)
     assert len(calls) == 5 and changed != first
     (row,) = read_csv(prediction_dir / "global_results.csv")
     assert float(row["J-Mean"]) == pytest.approx(changed.global_scores()["J-Mean"], abs=1e-9)
 
     # Other options are other inputs too.
-    evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1,
+    evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=1,
                                      mode=MODE_APPEARANCE)
     assert len(calls) == 10
 
@@ -122,8 +126,8 @@ def test_sparse_ground_truth_scores_only_annotated_frames(davis_copy):
     kept = sorted((ground_truth_dir / "blobs-b").glob("*.png"))
     (ground_truth_dir / "list.txt").write_text("blobs-b\n")
     with pytest.raises(ValueError, match=r"pred/blobs-b/00001.png has no ground truth .* pass --sparse"):
-        evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=ground_truth_dir / "list.txt")
-    results = evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=ground_truth_dir / "list.txt",
+        evaluate_folders(ground_truth_dir, prediction_dir, imageset=ground_truth_dir / "list.txt")
+    results = evaluate_folders(ground_truth_dir, prediction_dir, imageset=ground_truth_dir / "list.txt",
                                                sparse=True, num_processes=1)
     ground_truth = np.stack([read_index_mask(path)[0] for path in kept])
     prediction = np.stack([read_index_mask(prediction_dir / "blobs-b" / path.name)[0] for path in kept])
@@ -132,7 +136,7 @@ def test_sparse_ground_truth_scores_only_annotated_frames(davis_copy):
 
 # --------------------------------------------------------------------------------------------------------- bad input
 def evaluate(ground_truth_dir, prediction_dir, **kwargs):
-    return evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, num_processes=1, **kwargs)
+    return evaluate_folders(ground_truth_dir, prediction_dir, num_processes=1, **kwargs)
 
 
 def test_missing_prediction_frame(davis_copy):
@@ -227,7 +231,7 @@ def test_rgb_prediction(davis_copy):
 def test_bad_process_count(davis_copy):
     ground_truth_dir, prediction_dir, imageset = davis_copy
     with pytest.raises(ValueError, match="num_processes must be at least 1, got 0"):
-        evaluate_script.evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=0)
+        evaluate_folders(ground_truth_dir, prediction_dir, imageset=imageset, num_processes=0)
 
 
 def test_cli_reports_bad_input_in_one_line(davis_copy):
