@@ -63,7 +63,7 @@ def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.devic
     Raises:
         ValueError: not an H×W×3 uint8 image.
     """
-    tensor = torch.as_tensor(np.asarray(rgb)) if not isinstance(rgb, torch.Tensor) else rgb
+    tensor = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.array(rgb))  # a writable copy
     if tensor.dim() != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
         raise ValueError(
             f"normalize_image expects a uint8 H×W×3 RGB image, got dtype {tensor.dtype} and shape "
@@ -315,7 +315,7 @@ class InferenceCore:
             if objects is not None:
                 raise ValueError(f"objects={list(objects)} given without a mask; pass the mask they annotate")
             return [], None
-        mask = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+        mask = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask))
         mask = mask.to(self.device)
         if mask.dim() == 2:
             if mask.is_floating_point():
