@@ -185,10 +185,12 @@ class MemoryManager:
             return query_key.new_zeros(1, self.num_objects, self.working.value_dim, height, width)
         query_key = query_key.flatten(start_dim=2)[0]
         query_selection = None if query_selection is None else query_selection.flatten(start_dim=2)[0]
-        similarities = [
-            self._similarity(store.live_keys(), store.live_shrinkage(), query_key, query_selection) for store in stores
-        ]
-        similarity = similarities[0] if len(similarities) == 1 else torch.cat(similarities)
+        if len(stores) == 1:
+            memory_keys, memory_shrinkage = stores[0].live_keys(), stores[0].live_shrinkage()
+        else:  # concatenating the keys (n×C^k) is far cheaper than concatenating two n_i×M similarities
+            memory_keys = torch.cat([store.live_keys() for store in stores])
+            memory_shrinkage = torch.cat([store.live_shrinkage() for store in stores])
+        similarity = self._similarity(memory_keys, memory_shrinkage, query_key, query_selection)
         value_dim = stores[0].value_dim
         result = query_key.new_zeros(self.num_objects, value_dim, height * width)
 
