@@ -160,6 +160,17 @@ def test_memory_stays_bounded_over_300_frames():
     assert manager.long_term.capacity == config.max_long_term_elements
 
 
+def test_tiny_frames_with_fewer_elements_than_top_k_and_candidates_than_prototypes():
+    config = InferenceConfig(mem_every=1, long_term_count_usage="on")  # P = 128, k = 30, LT_max = 10000
+    core = InferenceCore(CheapNetwork(), config)
+    for index in range(40):  # 32×32 frames: 4 elements per memory frame, 20 candidates per consolidation
+        rgb = _frame(index)[:32, :32]
+        prob = core.step(normalize_image(rgb), _blob_mask(1, 4, 4, 32, 32) if index == 0 else None)
+        assert torch.isfinite(prob).all()
+    assert core.long_term_memory_elements == 7 * 20  # consolidations at memory frames 9, 14, 19, ..., 39
+    assert core.working_memory_elements == 5 * 4
+
+
 def test_without_long_term_memory_working_memory_grows_and_is_never_consolidated():
     config = InferenceConfig(enable_long_term=False, mem_every=1, max_working_frames=2)
     core = InferenceCore(CheapNetwork(), config)

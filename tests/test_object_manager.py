@@ -35,19 +35,10 @@ def test_prob_to_mask_gives_user_ids():
         objects.prob_to_mask(prob[:2])
 
 
-def test_slot_masks_from_an_index_mask():
-    objects = ObjectManager()
-    objects.add_objects([3, 255])
-    index_mask = torch.tensor([[0, 3], [255, 255]])
-    masks = objects.slot_masks_from_index_mask(index_mask, [255])
-    assert torch.equal(masks, torch.tensor([[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]))
-
-
-def test_channels_put_background_first():
+def test_object_channels_follow_the_background():
     objects = ObjectManager()
     objects.add_objects([9])
     prob = torch.tensor([[[0.25]], [[0.75]]])
-    assert objects.background_probability(prob).item() == 0.25
     assert torch.equal(objects.object_probabilities(prob), torch.tensor([[[0.75]]]))
 
 
