@@ -107,7 +107,7 @@ class ResultWriter:
             raise ValueError(f"unknown output layout {layout!r}; expected 'davis' or 'youtube'")
         self.output_dir = Path(output_dir)
         self.layout = layout
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.mask_root.mkdir(parents=True, exist_ok=True)  # also tells merge_multi_scale.py the layout
 
     @property
     def mask_root(self) -> Path:

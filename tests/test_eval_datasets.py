@@ -1,5 +1,6 @@
 """Benchmark readers and result writers: layouts, sparse saving, late objects, resizing rules and bad input."""
 import json
+import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -353,3 +354,23 @@ def test_reader_needs_only_eval_fields():
     namespace = SimpleNamespace(dataset="X", split="val", size=480)
     with pytest.raises(ValueError, match="unknown dataset 'X'"):
         open_benchmark(namespace)
+
+
+# ---------------------------------------------------------------------------------------------------- LV3
+
+
+def test_expand_long_video_replays_forward_backward_forward(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import expand_long_vid
+
+    assert expand_long_vid.ping_pong_order(3) == [0, 1, 2, 2, 1, 0, 0, 1, 2]
+    source = tmp_path / "long_video"
+    _write_video(source / "JPEGImages/v", source / "Annotations/v", 3, {0: _mask([(1, (2, 2))]),
+                                                                       2: _mask([(1, (3, 3))])})
+    assert expand_long_vid.main(["--input", str(source), "--output", str(tmp_path / "x3")]) == ["v"]
+    frames = sorted(p.name for p in (tmp_path / "x3/JPEGImages/v").iterdir())
+    assert frames == [f"{i:05d}.jpg" for i in range(9)]
+    masks = sorted(p.stem for p in (tmp_path / "x3/Annotations/v").iterdir())
+    assert masks == ["00000", "00002", "00003", "00005", "00006", "00008"]
+    with pytest.raises(FileNotFoundError, match="no JPEGImages folder in"):
+        expand_long_vid.main(["--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "y")])
