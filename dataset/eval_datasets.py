@@ -39,6 +39,7 @@ from dataset.image_io import DAVIS_PALETTE, PALETTE_COLOURS, read_image, read_in
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
+GROUND_TRUTH_DIR = "GroundTruth"  # not part of the real benchmarks; synthetic and user data may hold full ground truth
 DAVIS_NATIVE_SIZE = 480  # DAVIS ships 480p frames; other sizes read the full-resolution frames when present
 DAVIS_FULL_RESOLUTION_DIRS = ("Full-Resolution", "1080p")
 NATIVE_SIZE = -1  # `size` value meaning "do not resize"
@@ -269,6 +270,8 @@ class Benchmark:
         zip_kind: the submission zip to make, or None: `youtube` = `<out>/<basename of out>.zip` holding
             `Annotations/`; `davis` (test-dev) = `<out>.zip` beside `<out>`, holding the video folders.
         ground_truth_dir: folder of `<video>/<frame>.png` ground truth to score against, or None.
+        scoring_mode: `davis` (DAVIS 2017 toolkit: objects of the first ground-truth frame) or `appearance`
+            (objects scored from where they appear, for benchmarks whose objects appear late).
     """
 
     dataset: str
@@ -278,6 +281,7 @@ class Benchmark:
     layout: OutputLayout
     zip_kind: Optional[Literal["davis", "youtube"]]
     ground_truth_dir: Optional[Path]
+    scoring_mode: Literal["davis", "appearance"]
     _make_video: Callable[[str], EvalVideo] = field(repr=False, compare=False)
 
     def video(self, name: str) -> EvalVideo:
@@ -419,7 +423,7 @@ def _davis_benchmark(dataset: str, split: str, root: Path, video_list: Path, siz
                             output_shape=output_shape)
 
     return Benchmark(dataset, split, _read_video_list(video_list), size, "davis", zip_kind,
-                     masks_480 if scored else None, make)
+                     masks_480 if scored else None, "davis", make)
 
 
 def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all: bool) -> Benchmark:
@@ -447,7 +451,10 @@ def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all
         save = None if save_all else {stem for obj in objects.values() for stem in obj.get("frames", [])}
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=True, save_stems=save)
 
-    return Benchmark(dataset, split, _list_videos(frame_root), size, "youtube", "youtube", None, make)
+    # The real sets keep their ground truth on the server; a local `GroundTruth/` folder (e.g. synthetic data) is scored.
+    ground_truth = split_dir / GROUND_TRUTH_DIR if (split_dir / GROUND_TRUTH_DIR).is_dir() else None
+    return Benchmark(dataset, split, _list_videos(frame_root), size, "youtube", "youtube", ground_truth,
+                     "appearance", make)
 
 
 def _long_video_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmark:
@@ -461,7 +468,7 @@ def _long_video_benchmark(dataset: str, split: str, root: Path, size: int) -> Be
         stems = {m.stem for m in _list_masks(mask_root / name)}
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=False, save_stems=stems)
 
-    return Benchmark(dataset, split, _list_videos(frame_root), NATIVE_SIZE, "davis", None, mask_root, make)
+    return Benchmark(dataset, split, _list_videos(frame_root), NATIVE_SIZE, "davis", None, mask_root, "davis", make)
 
 
 def _lvos_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmark:
@@ -492,7 +499,7 @@ def _lvos_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmar
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=False,
                             object_start_stems={stem: frozenset(ids) for stem, ids in starts.items()})
 
-    return Benchmark(dataset, split, _list_videos(frame_root), size, "davis", None, None, make)
+    return Benchmark(dataset, split, _list_videos(frame_root), size, "davis", None, None, "appearance", make)
 
 
 def _generic_benchmark(split: str, root: Path, size: int, use_all_masks: bool) -> Benchmark:
@@ -502,7 +509,11 @@ def _generic_benchmark(split: str, root: Path, size: int, use_all_masks: bool) -
     def make(name: str) -> EvalVideo:
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=use_all_masks)
 
-    return Benchmark("G", split, _list_videos(frame_root), size, "davis", None, mask_root, make)
+    # Ground truth: a `GroundTruth/` folder when there is one, else the annotations themselves (scored when they
+    # go beyond the input masks). Objects that appear late are scored from their appearance.
+    ground_truth = root / GROUND_TRUTH_DIR if (root / GROUND_TRUTH_DIR).is_dir() else mask_root
+    mode = "appearance" if use_all_masks or ground_truth != mask_root else "davis"
+    return Benchmark("G", split, _list_videos(frame_root), size, "davis", None, ground_truth, mode, make)
 
 
 def open_benchmark(config) -> Benchmark:
