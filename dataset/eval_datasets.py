@@ -359,7 +359,8 @@ def _build_video(
         raise ValueError(f"mask {mask_dir / orphans[0]} has no frame {orphans[0][:-len(MASK_SUFFIX)]}.* in "
                          f"{frame_dir}; mask names must match frame names")
     if object_start_stems is not None:
-        missing = [stem for stem in object_start_stems if stem not in position or not (mask_dir / (stem + MASK_SUFFIX)).is_file()]
+        missing = [stem for stem in object_start_stems
+                   if stem not in position or not (mask_dir / (stem + MASK_SUFFIX)).is_file()]
         if missing:
             raise FileNotFoundError(f"video {name!r}: an object starts on frame {missing[0]} (meta file) but "
                                     f"{mask_dir / (missing[0] + MASK_SUFFIX)} or its frame is missing")
@@ -451,7 +452,7 @@ def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all
         save = None if save_all else {stem for obj in objects.values() for stem in obj.get("frames", [])}
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=True, save_stems=save)
 
-    # The real sets keep their ground truth on the server; a local `GroundTruth/` folder (e.g. synthetic data) is scored.
+    # The real sets keep their ground truth on the server; a local `GroundTruth/` folder (synthetic data) is scored.
     ground_truth = split_dir / GROUND_TRUTH_DIR if (split_dir / GROUND_TRUTH_DIR).is_dir() else None
     return Benchmark(dataset, split, _list_videos(frame_root), size, "youtube", "youtube", ground_truth,
                      "appearance", make)

@@ -291,3 +291,24 @@ def test_missing_dataset_path_fails_before_loading_the_network(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint file not found: 'missing.pth'"):
         eval_cli.main(["--dataset", "G", "--generic_path", str(tmp_path / "g"), "--model", "missing.pth",
                        "--output", str(tmp_path / "o")])
+
+
+def test_eval_reproduces_the_originals_probabilities_on_the_golden_video(tmp_path, recipe_checkpoint_path):
+    """The whole eval path (reading, no resize, object order, score files) against the original's run of the
+    60-frame fixture video with the small-memory settings given through the original's flags (consolidation and
+    long-term pruning included)."""
+    fixtures = Path(__file__).parent / "fixtures"
+    summary = _run(recipe_checkpoint_path, "--dataset", "G", "--generic_path", fixtures / "inference_video",
+                   "--size", -1, "--save_scores", "--benchmark", "--max_mid_term_frames", 4,
+                   "--min_mid_term_frames", 2, "--num_prototypes", 16, "--max_long_term_elements", 70,
+                   "--mem_every", 2, "--output", tmp_path / "out")
+    assert summary["processed"] == ["vid00"] and summary["frames"] == 60
+    with np.load(fixtures / "inference_golden_small_memory.npz") as golden:
+        frames = sorted(key for key in golden.files if key.startswith("prob_"))
+        assert len(frames) >= 20
+        for key in frames:
+            expected = golden[key].astype(np.float32)
+            with np.load(tmp_path / f"out/Scores/vid00/{key[len('prob_'):]}.npz") as scores:
+                assert scores["labels"].tolist() == [1, 2]
+                # fixture tolerance 2e-3 (float16 storage on both sides)
+                assert np.abs(scores["prob"].astype(np.float32) - expected).max() < 2e-3, key
