@@ -32,6 +32,7 @@ from dataset.eval_datasets import (Benchmark, EmptyMaskError, EvalVideo, match_m
 from dataset.image_io import read_index_mask
 from dataset.writers import ResultWriter
 from inference.inference_core import InferenceCore, normalize_image
+from inference.inference_core import resolve_device as resolve_core_device
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, SequenceScorer
 from model.checkpoint import load_network
 
@@ -75,18 +76,12 @@ def resolve_config(argv: Optional[Sequence[str]] = None) -> Config:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; anything else is passed to torch.device.
+    """`auto` picks cuda, then mps, then cpu; an explicit accelerator must be available.
 
     Raises:
-        ValueError: an unavailable accelerator was asked for.
+        ValueError: an unknown device string, or an unavailable accelerator.
     """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
+    device = resolve_core_device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"eval.device={name!r} but CUDA is not available; use eval.device=cpu or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():

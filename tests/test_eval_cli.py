@@ -312,3 +312,12 @@ def test_eval_reproduces_the_originals_probabilities_on_the_golden_video(tmp_pat
                 assert scores["labels"].tolist() == [1, 2]
                 # fixture tolerance 2e-3 (float16 storage on both sides)
                 assert np.abs(scores["prob"].astype(np.float32) - expected).max() < 2e-3, key
+
+
+def test_unavailable_device_is_named(monkeypatch):
+    monkeypatch.setattr(eval_cli.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="eval.device='cuda' but CUDA is not available"):
+        eval_cli.resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        eval_cli.resolve_device("gpu0")
+    assert eval_cli.resolve_device("cpu").type == "cpu"
