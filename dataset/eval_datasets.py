@@ -17,8 +17,10 @@ Layouts (`<x>` = a video, `<f>` = a frame name; see the README of each benchmark
   file may introduce objects), `<root>/<split>/meta.json` lists the frames that are scored.
 - LV1/LV3: `<lv>/long_video[_x3]/{JPEGImages,Annotations}/<x>/`; only the first mask is input, frames with a
   ground-truth file are saved, always at native resolution (as the original).
-- LVOS1/LVOS2: `<lvos>/<split>/{JPEGImages,Annotations}/<x>/` and `<lvos>/<split>/<split>_meta.json`, whose
-  `frame_range.start` says on which frame each object is given (objects appear late).
+- LVOS1/LVOS2: `<lvos>/<split>/{JPEGImages,Annotations}/<x>/` (`valid` or `test`) and
+  `<lvos>/<split>/<split>_meta.json` (or `meta.json`), whose `frame_range.start` says on which frame each object is
+  given (objects appear late; only those objects are taken from that frame's annotation, so a densely annotated
+  folder needs no preprocessing). Every frame is saved; the LVOS toolkit scores every 5th.
 - G: `<generic>/{JPEGImages,Annotations}/<x>/`; the first mask is input (every mask with `use_all_masks`), every
   frame is saved.
 """
@@ -477,10 +479,11 @@ def _lvos_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmar
     split_dir = _require_dir(root / folder, f"{dataset} {folder} folder")
     frame_root = _require_dir(split_dir / "JPEGImages", f"{dataset} frame folder")
     mask_root = _require_dir(split_dir / "Annotations", f"{dataset} annotation folder")
-    meta_path = split_dir / f"{folder}_meta.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{dataset} meta file not found: {meta_path} (it says on which frame each object "
-                                f"is given)")
+    candidates = [split_dir / f"{folder}_meta.json", split_dir / "meta.json"]
+    meta_path = next((path for path in candidates if path.is_file()), None)
+    if meta_path is None:
+        raise FileNotFoundError(f"{dataset} meta file not found: {' or '.join(map(str, candidates))} (it says on "
+                                f"which frame each object is given)")
     try:
         meta = json.loads(meta_path.read_text())["videos"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:

@@ -374,3 +374,10 @@ def test_expand_long_video_replays_forward_backward_forward(tmp_path):
     assert masks == ["00000", "00002", "00003", "00005", "00006", "00008"]
     with pytest.raises(FileNotFoundError, match="no JPEGImages folder in"):
         expand_long_vid.main(["--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "y")])
+
+
+def test_lvos_without_meta_file_is_named(tmp_path):
+    split = tmp_path / "LVOS" / "valid"
+    _write_video(split / "JPEGImages/v1", split / "Annotations/v1", 2, {0: _mask([(1, (2, 2))])}, digits=8)
+    with pytest.raises(FileNotFoundError, match=r"LVOS1 meta file not found: .*valid_meta.json or .*meta.json"):
+        open_benchmark(_config(dataset="LVOS1", lvos_path=str(tmp_path / "LVOS")))
