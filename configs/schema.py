@@ -37,8 +37,15 @@ class InferenceConfig:
     """The streaming per-frame algorithm and its memory budgets. Defaults are the paper's."""
 
     top_k: Optional[int] = 30  # k: each query pixel reads its k most similar memory elements; null = all
-    mem_every: int = 5  # r: a working-memory frame is written every r frames (and on every annotated frame)
-    deep_update_every: int = -1  # frames between deep updates of the sensory memory; -1 = on every memory frame
+    # r: a working-memory frame is written every r frames and on every annotated frame; 0 = on annotated frames only
+    mem_every: int = 5
+    # Deep updates of the sensory memory (by the value encoder): -1 = on every memory frame, where they replace the
+    # decoder's update; 0 = never; n > 0 = every n frames, on top of the decoder's update, and (as the original)
+    # deferred to the next memory frame unless `immediate_deep_update`.
+    deep_update_every: int = -1
+    # With deep_update_every = n > 0: run a due deep update on its own frame, with an extra value-encoder pass when
+    # it is not a memory frame (n = 1: the paper's "deep update every frame"), instead of deferring it.
+    immediate_deep_update: bool = False
     enable_long_term: bool = True  # false: unbounded working memory, never consolidated (STCN-like)
     min_working_frames: int = 5  # T_min: working memory keeps this many frames after a consolidation
     max_working_frames: int = 10  # T_max: working memory is consolidated when it reaches this many frames

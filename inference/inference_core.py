@@ -5,6 +5,11 @@ and on every annotated frame, never on the last frame; the deep update of the se
 (or every `deep_update_every` frames, deferred to the next memory frame); the decoder's normal sensory update on
 every other frame; no segmentation at step 0. Frames before the first annotation are not steps (the original's
 eval skips them): they return background only.
+
+Ablation switches beyond the original's flags (configs/schema.py): `mem_every = 0` writes memory on annotated
+frames only; `deep_update_every = 0` never deep-updates; `immediate_deep_update` runs a due deep update on its own
+frame (with an extra value-encoder pass off memory frames) instead of deferring it; `use_sensory_memory = false`
+keeps the sensory memory at zero.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multipl
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MEMORY_ON_ANNOTATIONS_ONLY = 0  # mem_every value: memory frames only where a mask is given
+DEEP_UPDATE_ON_MEMORY_FRAMES = -1  # deep_update_every value: deep update with every memory frame (the default)
 
 
 def resolve_device(device: str | torch.device | None, network: torch.nn.Module | None = None) -> torch.device:
@@ -224,12 +231,18 @@ class InferenceCore:
         frame = self._frame_index
         config = self.config
         known_ids = self._objects.object_ids
-        sync_deep_update = config.deep_update_every < 0
-        is_memory_frame = (frame - self._last_memory_frame >= config.mem_every or mask is not None) and not end
+        sync_deep_update = config.deep_update_every == DEEP_UPDATE_ON_MEMORY_FRAMES
+        memory_frame_due = config.mem_every != MEMORY_ON_ANNOTATIONS_ONLY and (
+            frame - self._last_memory_frame >= config.mem_every
+        )
+        is_memory_frame = (memory_frame_due or mask is not None) and not end
         need_segment = frame > 0 and bool(known_ids) and not set(known_ids) <= set(annotated_ids)
         is_deep_update = (
             (sync_deep_update and is_memory_frame)
-            or (not sync_deep_update and frame - self._last_deep_update_frame >= config.deep_update_every)
+            or (
+                config.deep_update_every > 0
+                and frame - self._last_deep_update_frame >= config.deep_update_every
+            )
         ) and not end
         is_normal_update = (not sync_deep_update or not is_deep_update) and not end
 
@@ -283,6 +296,16 @@ class InferenceCore:
                     if hidden is not None and config.use_sensory_memory:
                         self._memory.sensory = hidden
                     self._last_deep_update_frame = frame
+            elif is_deep_update and config.immediate_deep_update:
+                if self._memory.sensory is not None and config.use_sensory_memory:
+                    _, self._memory.sensory = self.network.encode_value(
+                        padded,
+                        encoding.f16,
+                        self._memory.sensory,
+                        self._objects.object_probabilities(prob).unsqueeze(0),
+                        is_deep_update=True,
+                    )
+                self._last_deep_update_frame = frame
         return prob[:, top : top + height, left : left + width].float()
 
     # ----------------------------------------------------------------------------------------------- helpers
@@ -383,8 +406,13 @@ def _check_ids(ids: list[int]) -> None:
 
 def _check_config(config: InferenceConfig) -> None:
     problems = []
-    if config.mem_every < 1:
-        problems.append(f"mem_every={config.mem_every} must be ≥ 1")
+    if config.mem_every < 0:
+        problems.append(f"mem_every={config.mem_every} must be ≥ 1 (or 0 for annotated frames only)")
+    if config.deep_update_every < DEEP_UPDATE_ON_MEMORY_FRAMES:
+        problems.append(
+            f"deep_update_every={config.deep_update_every} must be -1 (every memory frame), 0 (never) or a number "
+            "of frames ≥ 1"
+        )
     if config.top_k is not None and config.top_k < 1:
         problems.append(f"top_k={config.top_k} must be ≥ 1 (or null for all elements)")
     if config.enable_long_term:

@@ -390,7 +390,8 @@ def test_normalize_image_rejects_non_rgb():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mem_every=0), "mem_every=0 must be ≥ 1"),
+        (dict(mem_every=-1), r"mem_every=-1 must be ≥ 1 \(or 0 for annotated frames only\)"),
+        (dict(deep_update_every=-2), r"deep_update_every=-2 must be -1 \(every memory frame\), 0 \(never\)"),
         (dict(top_k=0), "top_k=0 must be ≥ 1"),
         (dict(min_working_frames=5, max_working_frames=5), "need 1 ≤ min_working_frames < max_working_frames"),
         (dict(num_prototypes=200, max_long_term_elements=100), "need 1 ≤ num_prototypes ≤ max_long_term_elements"),
