@@ -9,10 +9,15 @@ Outputs are described in `dataset/writers.py`. A rerun skips finished videos unl
 report gives J&F / J / F when the split has ground truth (DAVIS 2016/2017 val, Long-time Video, generic folders
 with annotations beyond the first frame), the FPS without data loading and the peak memory. YouTube-VOS, DAVIS
 test-dev and LVOS are scored by their servers / toolkits, from the zip or folder written here.
+
+A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied: a
+memory-reading switch left at its default takes the sidecar's value, one set otherwise must agree with it.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import resource
 import sys
@@ -26,10 +31,10 @@ import torch
 from tqdm import tqdm
 
 from configs.loader import add_flag_aliases, dump_config, load_config, overrides_from_flags
-from configs.schema import Config
+from configs.schema import Config, ModelConfig
 from dataset.eval_datasets import (Benchmark, EmptyMaskError, EvalVideo, match_mask_to_frame, open_benchmark,
                                    resize_image, resize_mask, resize_probabilities, resized_shape)
-from dataset.image_io import read_index_mask
+from dataset.image_io import atomic_output, read_index_mask
 from dataset.writers import ResultWriter
 from inference.inference_core import InferenceCore, normalize_image
 from inference.inference_core import resolve_device as resolve_core_device
@@ -40,11 +45,15 @@ logger = logging.getLogger("eval")
 
 DEFAULT_OUTPUT_PATTERN = "../output/{dataset}_{split}"
 CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"  # the returned summary, for scripts that run eval.py as a process
 BYTES_PER_MB = 2**20
 RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, kilobytes on Linux
 MIN_SCORED_SEQUENCE_FRAMES = 3  # the first and last ground-truth frames are never scored
 # Video errors that stop one video and let the others run (bad files, missing masks, mismatched sizes).
 VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
+SIDECAR_SUFFIX = ".yaml"  # a training snapshot's model switches: <checkpoint>.yaml
+SIDECAR_SWITCHES = ("similarity", "use_shrinkage", "use_selection")  # what a state_dict cannot tell
+MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs")
 SERVER_SCORED = {
     "Y18": "YouTube-VOS 2018 is scored by its CodaLab server: upload {zip}",
     "Y19": "YouTube-VOS 2019 is scored by its CodaLab server: upload {zip}",
@@ -112,16 +121,73 @@ def _output_mask(prob: torch.Tensor, object_ids: Sequence[int]) -> tuple[torch.T
     return prob, labels, lookup[prob.argmax(dim=0)].cpu().numpy()
 
 
+def _sidecar_error(sidecar: Path, problem: str) -> ValueError:
+    return ValueError(f"checkpoint sidecar {str(sidecar)!r}: {problem}")
+
+
+def apply_checkpoint_switches(config: Config, checkpoint: str | Path, hidden_dim: int) -> Config:
+    """The config with the model switches a checkpoint was trained with (a new Config; `config` is unchanged).
+
+    A plain state_dict cannot say whether it was trained with selection, shrinkage or the dot product; training
+    snapshots carry a sidecar `<checkpoint>.yaml` with their `model:` switches. Each memory-reading switch
+    (SIDECAR_SWITCHES) left at its schema default takes the sidecar's value; one set to another value must agree
+    with it. Released checkpoints have no sidecar: the config is used as given.
+
+    Args:
+        config: the resolved run config.
+        checkpoint: the checkpoint path (its sidecar is the same path with suffix .yaml).
+        hidden_dim: C^h of the loaded weights (0: no sensory memory).
+    Returns:
+        the config to run with.
+    Raises:
+        ValueError: the config contradicts the sidecar, `model.hidden_dim` is set to a value the weights do not
+            have, or the sidecar is not a valid `model:` preset (each message names the file).
+    """
+    model, defaults = config.model, ModelConfig()
+    if model.hidden_dim != defaults.hidden_dim and model.hidden_dim != hidden_dim:
+        raise ValueError(
+            f"config model.hidden_dim={model.hidden_dim} but checkpoint {str(checkpoint)!r} has C^h={hidden_dim}; "
+            "pass a checkpoint trained with that sensory size (no sensory memory: hidden_dim=0, e.g. "
+            "XMem-no-sensory.pth), or keep this one and set inference.use_sensory_memory=false to hold its sensory "
+            "memory at zero"
+        )
+    sidecar = Path(checkpoint).with_suffix(SIDECAR_SUFFIX)
+    if not sidecar.is_file():
+        return config
+    try:
+        trained = load_config(sidecar).model
+    except (KeyError, TypeError, ValueError) as error:
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        raise _sidecar_error(sidecar, f"not a valid model preset ({message})") from error
+    switches = {}
+    for name in SIDECAR_SWITCHES:
+        wanted, used = getattr(model, name), getattr(trained, name)
+        if wanted == used:
+            continue
+        if wanted != getattr(defaults, name):
+            raise _sidecar_error(
+                sidecar,
+                f"the checkpoint was trained with model.{name}={used!r} but the config sets {wanted!r}; drop the "
+                "override or evaluate a checkpoint trained with it",
+            )
+        logger.info("model.%s=%r from the checkpoint's sidecar %s", name, used, sidecar)
+        switches[name] = used
+    return dataclasses.replace(config, model=dataclasses.replace(model, **switches)) if switches else config
+
+
 def _run_video(network, video: EvalVideo, config: Config, benchmark: Benchmark, writer: ResultWriter,
                device: torch.device) -> dict[str, Any]:
-    """Segment one video frame by frame and write its saved frames; return its timing record.
+    """Segment one video frame by frame and write its saved frames; return its record.
 
     Timing covers normalisation, resizing, the network and the output resize/argmax (not reading or writing files).
+    The record also holds the memory at the end of the video (working / long-term elements) and the largest
+    absolute value the sensory memory took (None for a network without sensory memory).
     """
     options = config.eval
     core = InferenceCore(network, config.inference, device=device, num_frames=len(video), model_config=config.model)
     seconds = 0.0
     saved = 0
+    sensory_peak = None
     for frame in tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False):
         image, mask = frame.image, frame.mask
         if options.flip:
@@ -145,6 +211,9 @@ def _run_video(network, video: EvalVideo, config: Config, benchmark: Benchmark, 
                 prob, labels, output = _output_mask(prob, core.object_ids)
         _synchronize(device)
         seconds += time.perf_counter() - start
+        if core.memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
+            frame_peak = core.memory.sensory.detach().abs().amax().float()
+            sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
         if frame.save:
             writer.write_mask(video.name, frame.name, output, video.palette)
             if options.save_scores:
@@ -152,7 +221,19 @@ def _run_video(network, video: EvalVideo, config: Config, benchmark: Benchmark, 
             saved += 1
     frames = len(video)
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
-            "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan")}
+            "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
+            "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
+            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6)}
+
+
+def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Largest final working / long-term element counts and sensory peak over the videos' records (None where no
+    record has the entry, e.g. records written by an older version, or no sensory memory)."""
+    summary = {}
+    for key in MEMORY_RECORD_KEYS:
+        values = [record[key] for record in records if record.get(key) is not None]
+        summary[key] = max(values) if values else None
+    return summary
 
 
 def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
@@ -194,10 +275,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     Returns:
         dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names), `failed`
         (video -> error message), `frames`, `seconds`, `fps` (this run, data loading excluded), `peak_memory_mb` and
-        `peak_memory_kind`, `scores` (global J&F table or None), `zip` (path or None), `timings` and `config` paths.
+        `peak_memory_kind`, `memory` (over finished videos: largest final `working_elements` and
+        `long_term_elements`, largest `sensory_peak_abs`), `scores` (global J&F table or None), `zip` (path or
+        None), `report` (the printed text), `timings`, `config` and `summary` paths (the summary is also written
+        as JSON to <output>/summary.json).
     Raises:
         FileNotFoundError: the checkpoint or the dataset root / its required folders are missing (named).
-        UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint or meta file.
+        UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint, checkpoint sidecar or meta file.
     """
     config = resolve_config(argv)
     options = config.eval
@@ -205,6 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     benchmark = open_benchmark(options)
     device = resolve_device(options.device)
     network = load_network(options.model, device)
+    config = apply_checkpoint_switches(config, options.model, network.hidden_dim)
     writer = ResultWriter(output_dir, benchmark.layout)
     dump_config(config, output_dir / CONFIG_FILE)
 
@@ -241,12 +326,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     summary["seconds"] = sum(records[name]["seconds"] for name in summary["processed"])
     summary["fps"] = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else float("nan")
     summary["peak_memory_mb"], summary["peak_memory_kind"] = _peak_memory(device)
+    summary["memory"] = _memory_summary([records[name] for name in finished])
     summary["timings"] = writer.write_timings([records[name] for name in finished])
     summary["config"] = output_dir / CONFIG_FILE
     summary["zip"] = writer.write_submission_zip(benchmark.zip_kind, finished) if benchmark.zip_kind else None
     results = _score(benchmark, writer, finished, options.davis_compat_decay)
     summary["scores"] = None if results is None else results.global_scores()
     summary["report"] = _format_report(summary, benchmark, results)
+    summary["summary"] = output_dir / SUMMARY_FILE
+    with atomic_output(summary["summary"]) as temporary:
+        temporary.write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 
@@ -263,6 +352,10 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
     lines.append(f"frames {summary['frames']}  time {summary['seconds']:.2f} s  FPS {summary['fps']:.2f} "
                  f"(data loading excluded)  peak memory {summary['peak_memory_mb']:.0f} MB "
                  f"({summary['peak_memory_kind']})")
+    memory = summary["memory"]
+    if memory["working_elements"] is not None:
+        lines.append(f"memory at the end of a video (largest): {memory['working_elements']} working, "
+                     f"{memory['long_term_elements']} long-term elements")
     lines.append(f"per-video timings: {summary['timings']}  config: {summary['config']}")
     for name, message in summary["failed"].items():
         lines.append(f"FAILED {name}: {message}")
