@@ -10,8 +10,8 @@ report gives J&F / J / F when the split has ground truth (DAVIS 2016/2017 val, L
 with annotations beyond the first frame), the FPS without data loading and the peak memory. YouTube-VOS, DAVIS
 test-dev and LVOS are scored by their servers / toolkits, from the zip or folder written here.
 
-A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied: a
-memory-reading switch left at its default takes the sidecar's value, one set otherwise must agree with it.
+A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied: memory
+reading switches left at their defaults take the sidecar's values; switches set in the config must agree with it.
 """
 from __future__ import annotations
 
@@ -121,17 +121,18 @@ def _output_mask(prob: torch.Tensor, object_ids: Sequence[int]) -> tuple[torch.T
     return prob, labels, lookup[prob.argmax(dim=0)].cpu().numpy()
 
 
-def _sidecar_error(sidecar: Path, problem: str) -> ValueError:
-    return ValueError(f"checkpoint sidecar {str(sidecar)!r}: {problem}")
+def _describe_switches(model: ModelConfig) -> str:
+    return ", ".join(f"{name}={getattr(model, name)!r}" for name in SIDECAR_SWITCHES)
 
 
 def apply_checkpoint_switches(config: Config, checkpoint: str | Path, hidden_dim: int) -> Config:
     """The config with the model switches a checkpoint was trained with (a new Config; `config` is unchanged).
 
     A plain state_dict cannot say whether it was trained with selection, shrinkage or the dot product; training
-    snapshots carry a sidecar `<checkpoint>.yaml` with their `model:` switches. Each memory-reading switch
-    (SIDECAR_SWITCHES) left at its schema default takes the sidecar's value; one set to another value must agree
-    with it. Released checkpoints have no sidecar: the config is used as given.
+    snapshots carry a sidecar `<checkpoint>.yaml` with their `model:` switches. When the config leaves every
+    memory-reading switch (SIDECAR_SWITCHES) at its default, the sidecar's switches are used (with a warning if
+    they differ); when it sets any of them, all must agree with the sidecar. Released checkpoints have no
+    sidecar: the config is used as given.
 
     Args:
         config: the resolved run config.
@@ -140,8 +141,8 @@ def apply_checkpoint_switches(config: Config, checkpoint: str | Path, hidden_dim
     Returns:
         the config to run with.
     Raises:
-        ValueError: the config contradicts the sidecar, `model.hidden_dim` is set to a value the weights do not
-            have, or the sidecar is not a valid `model:` preset (each message names the file).
+        ValueError: the config's reading switches contradict the sidecar, `model.hidden_dim` is set to a value the
+            weights do not have, or the sidecar is not a valid `model:` preset (each message names the file).
     """
     model, defaults = config.model, ModelConfig()
     if model.hidden_dim != defaults.hidden_dim and model.hidden_dim != hidden_dim:
@@ -158,21 +159,20 @@ def apply_checkpoint_switches(config: Config, checkpoint: str | Path, hidden_dim
         trained = load_config(sidecar).model
     except (KeyError, TypeError, ValueError) as error:
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        raise _sidecar_error(sidecar, f"not a valid model preset ({message})") from error
-    switches = {}
-    for name in SIDECAR_SWITCHES:
-        wanted, used = getattr(model, name), getattr(trained, name)
-        if wanted == used:
-            continue
-        if wanted != getattr(defaults, name):
-            raise _sidecar_error(
-                sidecar,
-                f"the checkpoint was trained with model.{name}={used!r} but the config sets {wanted!r}; drop the "
-                "override or evaluate a checkpoint trained with it",
-            )
-        logger.info("model.%s=%r from the checkpoint's sidecar %s", name, used, sidecar)
-        switches[name] = used
-    return dataclasses.replace(config, model=dataclasses.replace(model, **switches)) if switches else config
+        raise ValueError(f"checkpoint sidecar {str(sidecar)!r}: not a valid model preset ({message})") from error
+    wanted = {name: getattr(model, name) for name in SIDECAR_SWITCHES}
+    used = {name: getattr(trained, name) for name in SIDECAR_SWITCHES}
+    if wanted == used:
+        return config
+    if any(value != getattr(defaults, name) for name, value in wanted.items()):
+        raise ValueError(
+            f"checkpoint sidecar {str(sidecar)!r}: the checkpoint was trained with {_describe_switches(trained)} "
+            f"but the config sets {_describe_switches(model)}; drop those settings or evaluate a checkpoint "
+            "trained with them"
+        )
+    warnings.warn(f"memory reading as the checkpoint was trained ({_describe_switches(trained)}, from {sidecar})",
+                  stacklevel=2)
+    return dataclasses.replace(config, model=dataclasses.replace(model, **used))
 
 
 def _run_video(network, video: EvalVideo, config: Config, benchmark: Benchmark, writer: ResultWriter,
