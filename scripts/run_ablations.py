@@ -1,0 +1,364 @@
+"""Run the paper's ablation rows (configs/ablations/*.yaml) through eval.py and tabulate them.
+
+Each row file is an ordinary config preset holding only what the row changes (memory stores, memory reading,
+long-term memory, memory sizes, deep update); its first line is a `# <group>: <label>` title. Every row runs
+eval.py on the same benchmark, in its own process (so that peak memory is the row's own), into
+`<output>/<row>/`, and the table gets J&F / J / F (when the benchmark has ground truth), FPS (data loading
+excluded), peak memory and, at the end of a video (largest over videos), the working and long-term element
+counts and the largest absolute value the sensory memory took.
+
+Checkpoints: rows run `--model`, except rows whose config sets `eval.model` (rows that need a retrained network:
+no sensory memory, other memory-reading similarities); they run that checkpoint and are skipped with the training
+command when it does not exist. Rows with the same settings as an earlier row (e.g. the full-XMem row of each
+group) reuse its result.
+
+Resuming: a finished row is not run again and an interrupted one continues where eval.py stopped (finished
+videos are kept); a row folder made with other settings is an error (choose another --output). The tables
+`<output>/ablations.md` and `<output>/ablations.csv` are rewritten after every row.
+
+Usage (every argument not listed below goes to eval.py: dataset flags, --size, key=value overrides):
+    python scripts/run_ablations.py --model saves/XMem.pth --dataset D17 --d17_path ../DAVIS/2017
+    python scripts/run_ablations.py --model saves/XMem.pth --config eval/lv1 --lv_path ../long_video_set \
+        --rows 'long_term_*' stores_all --output ../output/ablations_lv1
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import fnmatch
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from configs.loader import add_flag_aliases, load_config, overrides_from_flags  # noqa: E402
+from configs.schema import Config  # noqa: E402
+from dataset.image_io import atomic_output  # noqa: E402
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+ABLATION_DIR = REPOSITORY / "configs" / "ablations"
+DEFAULT_OUTPUT_PATTERN = "../output/ablations_{dataset}"
+TABLE_FILE = "ablations"  # <output>/ablations.md and .csv
+REQUEST_FILE = "ablation_request.json"  # the eval.py arguments a row folder was made with
+RESULT_FILE = "ablation_result.json"  # a finished row's summary
+EVAL_SCRIPT = REPOSITORY / "eval.py"
+EVAL_SUMMARY_FILE = "summary.json"  # what eval.py writes into its output folder
+STDERR_CHUNK_BYTES = 4096
+STDERR_TAIL_BYTES = 4096  # enough to hold eval.py's last error line
+ROW_SECTIONS = ("model", "inference", "eval")  # what a row may change for evaluation (train is for training)
+TITLE_PREFIX = "# "
+GROUP_ORDER = ("Memory stores", "Memory reading", "Long-term memory", "Memory sizes", "Deep update")
+OTHER_GROUP = "Other"
+PERCENT = 100
+TABLE_COLUMNS = ("row", "group", "label", "status", "checkpoint", "same_as", "jf", "j", "f", "fps",
+                 "peak_memory_mb", "peak_memory_kind", "working_elements", "long_term_elements",
+                 "sensory_peak_abs", "videos", "frames")
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationRow:
+    """One row: its file, title and the settings it changes.
+
+    Attributes:
+        name: the file stem (what --rows selects).
+        group, label: from the file's `# <group>: <label>` first line.
+        overrides: `section.field=value` strings for the model / inference / eval fields the row sets.
+        checkpoint: the row's own checkpoint (`eval.model` set in the file), or None to use --model.
+    """
+
+    name: str
+    path: Path
+    group: str
+    label: str
+    overrides: tuple[str, ...]
+    checkpoint: Optional[str]
+
+
+def _title(path: Path) -> tuple[str, str]:
+    first_line = path.read_text().splitlines()[0] if path.read_text().strip() else ""
+    title = first_line[len(TITLE_PREFIX):].strip() if first_line.startswith(TITLE_PREFIX) else ""
+    group, separator, label = title.partition(":")
+    if not separator:
+        return OTHER_GROUP, title or path.stem
+    return group.strip(), label.strip()
+
+
+def _render(value: Any) -> str:
+    """A value as the text of a `key=value` override (YAML flow style; strings as they are)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(list(value) if isinstance(value, tuple) else value)
+
+
+def _changed_fields(config: Any, default: Any, prefix: str) -> list[tuple[str, Any]]:
+    changed = []
+    for field in dataclasses.fields(config):
+        value, default_value = getattr(config, field.name), getattr(default, field.name)
+        if dataclasses.is_dataclass(value):
+            changed += _changed_fields(value, default_value, f"{prefix}{field.name}.")
+        elif value != default_value:
+            changed.append((f"{prefix}{field.name}", value))
+    return changed
+
+
+def load_row(path: Path) -> AblationRow:
+    """Read one row file (a config preset; `extends` allowed).
+
+    Raises:
+        FileNotFoundError, UnknownConfigKeyError, TypeError, ValueError: as `configs.loader.load_config`.
+    """
+    config, defaults = load_config(path), Config()
+    checkpoint = None
+    overrides = []
+    for section in ROW_SECTIONS:
+        for key, value in _changed_fields(getattr(config, section), getattr(defaults, section), f"{section}."):
+            if key == "eval.model":
+                checkpoint = value
+            else:
+                overrides.append(f"{key}={_render(value)}")
+    group, label = _title(path)
+    return AblationRow(path.stem, path, group, label, tuple(overrides), checkpoint)
+
+
+def select_rows(patterns: Optional[Sequence[str]], directory: Path = ABLATION_DIR) -> list[AblationRow]:
+    """The rows named by `patterns` (file stems or shell patterns, in the given order), or all rows sorted by
+    group (GROUP_ORDER) and name.
+
+    Raises:
+        FileNotFoundError: the directory has no row file.
+        ValueError: a pattern matches no row (the message lists the rows).
+    """
+    paths = {path.stem: path for path in sorted(Path(directory).glob("*.yaml"))}
+    if not paths:
+        raise FileNotFoundError(f"no ablation configs (*.yaml) in {str(directory)!r}")
+    if not patterns:
+        rows = [load_row(path) for path in paths.values()]
+        rank = {group: index for index, group in enumerate(GROUP_ORDER)}
+        return sorted(rows, key=lambda row: (rank.get(row.group, len(GROUP_ORDER)), row.name))
+    names: list[str] = []
+    for pattern in patterns:
+        matched = [name for name in paths if fnmatch.fnmatchcase(name, pattern)]
+        if not matched:
+            raise ValueError(f"--rows {pattern!r} matches no ablation config in {str(directory)!r}; rows: "
+                             f"{', '.join(paths)}")
+        names += [name for name in matched if name not in names]
+    return [load_row(paths[name]) for name in names]
+
+
+# --------------------------------------------------------------------------------------------------- running
+def _eval_arguments(row: AblationRow, checkpoint: str, output: Path, forwarded: Sequence[str]) -> list[str]:
+    """eval.py's argv for a row: the user's (canonical) arguments, then the row's settings (which win), the
+    checkpoint and the row's output folder."""
+    return [*forwarded, *row.overrides, f"eval.model={checkpoint}", f"eval.output={output}"]
+
+
+def _check_request(row_dir: Path, arguments: list[str]) -> None:
+    """Record a row folder's eval.py arguments, or check that a resumed folder was made with the same ones."""
+    request = row_dir / REQUEST_FILE
+    if request.is_file():
+        previous = json.loads(request.read_text())
+        if previous != arguments:
+            raise ValueError(
+                f"{str(row_dir)!r} holds results made with other eval.py arguments ({' '.join(previous)}); "
+                "use another --output, or delete that folder to redo the row"
+            )
+        return
+    row_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_output(request) as temporary:
+        temporary.write_text(json.dumps(arguments))
+
+
+def _run_eval_process(arguments: list[str], summary_path: Path) -> dict[str, Any]:
+    """Run `python eval.py ARGUMENTS` in a fresh process (its output shown live) and read its summary.json.
+
+    Returns:
+        eval.py's summary, or {'error': the last line eval.py printed} when it exited without one.
+    """
+    summary_path.unlink(missing_ok=True)
+    process = subprocess.Popen([sys.executable, str(EVAL_SCRIPT), *arguments], stderr=subprocess.PIPE)
+    tail = b""
+    while chunk := process.stderr.read1(STDERR_CHUNK_BYTES):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
+    process.wait()
+    if process.returncode == 0 and summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    lines = [line.strip() for line in tail.decode(errors="replace").replace("\r", "\n").splitlines()]
+    last = next((line for line in reversed(lines) if line), "")
+    return {"error": f"eval.py exited with status {process.returncode}: {last}"}
+
+
+def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:
+    """(videos, frames, seconds) over every finished video of a row (this run's and earlier, resumed runs')."""
+    with open(timings_csv, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    return len(records), sum(int(r["frames"]) for r in records), sum(float(r["seconds"]) for r in records)
+
+
+def _table_entry(row: AblationRow, status: str, checkpoint: Optional[str],
+                 summary: Optional[dict[str, Any]] = None, same_as: str = "") -> dict[str, Any]:
+    entry = {column: "" for column in TABLE_COLUMNS}
+    entry.update(row=row.name, group=row.group, label=row.label, status=status, checkpoint=checkpoint or "",
+                 same_as=same_as)
+    if summary is None or "error" in summary:
+        return entry
+    scores = summary.get("scores") or {}
+    for column, key in (("jf", "J&F-Mean"), ("j", "J-Mean"), ("f", "F-Mean")):
+        if key in scores:
+            entry[column] = round(PERCENT * scores[key], 1)
+    videos, frames, seconds = _timing_totals(Path(summary["timings"]))
+    entry.update(videos=videos, frames=frames, fps=round(frames / seconds, 2) if seconds > 0 else "",
+                 peak_memory_mb=round(summary["peak_memory_mb"]), peak_memory_kind=summary["peak_memory_kind"])
+    for key in ("working_elements", "long_term_elements", "sensory_peak_abs"):
+        value = summary["memory"].get(key)
+        entry[key] = "" if value is None else value
+    return entry
+
+
+def run_row(row: AblationRow, *, model: str, output: Path, forwarded: Sequence[str]) -> tuple[str, dict | None]:
+    """Run (or resume, or reuse) one row. Returns (status, summary or None)."""
+    checkpoint = row.checkpoint or model
+    if not Path(checkpoint).is_file():
+        how = (f"train it with python train.py --config {row.path} (or download a released one)"
+               if row.checkpoint else "check --model")
+        return f"skipped: checkpoint {checkpoint} not found; {how}", None
+    row_dir = output / row.name
+    result_path = row_dir / RESULT_FILE
+    arguments = _eval_arguments(row, checkpoint, row_dir, forwarded)
+    _check_request(row_dir, arguments)
+    if result_path.is_file():
+        return "done (earlier run)", json.loads(result_path.read_text())
+    print(f"ablation row {row.name}: {row.group}: {row.label}", flush=True)
+    summary = _run_eval_process(arguments, row_dir / EVAL_SUMMARY_FILE)
+    if "error" in summary:
+        return f"failed: {summary['error']}", summary
+    if summary["failed"]:
+        first = next(iter(summary["failed"].items()))
+        return f"failed: {len(summary['failed'])} video(s), e.g. {first[0]}: {first[1]}", summary
+    with atomic_output(result_path) as temporary:
+        temporary.write_text(json.dumps(summary))
+    return "done", summary
+
+
+def _format_number(value: Any, digits: int = 1) -> str:
+    if value == "" or value is None:
+        return "–"
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_markdown(entries: Sequence[dict[str, Any]]) -> str:
+    """The table as markdown, one section per group."""
+    header = ("row", "setting", "J&F", "J", "F", "FPS", "peak MB", "working el.", "long-term el.", "max abs sensory",
+              "status")
+    lines = []
+    for group in dict.fromkeys(entry["group"] for entry in entries):
+        lines += [f"### {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for entry in (entry for entry in entries if entry["group"] == group):
+            status = entry["status"] + (f" (same settings as {entry['same_as']})" if entry["same_as"] else "")
+            cells = (entry["row"], entry["label"], _format_number(entry["jf"]), _format_number(entry["j"]),
+                     _format_number(entry["f"]), _format_number(entry["fps"], 2),
+                     _format_number(entry["peak_memory_mb"]), _format_number(entry["working_elements"]),
+                     _format_number(entry["long_term_elements"]), _format_number(entry["sensory_peak_abs"], 4),
+                     status.replace("|", "/"))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    kinds = sorted({entry["peak_memory_kind"] for entry in entries if entry["peak_memory_kind"]})
+    if kinds:
+        lines.append(f"Peak memory: {', '.join(kinds)}. FPS excludes data loading. Element counts and "
+                     "max abs sensory are at the end of a video (largest over videos).")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(entries: Sequence[dict[str, Any]], output: Path) -> tuple[Path, Path]:
+    """Write `<output>/ablations.csv` and `.md` atomically; return their paths."""
+    buffer = io.StringIO()
+    table = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
+    table.writeheader()
+    table.writerows(entries)
+    csv_path, markdown_path = output / f"{TABLE_FILE}.csv", output / f"{TABLE_FILE}.md"
+    with atomic_output(csv_path) as temporary:
+        temporary.write_text(buffer.getvalue())
+    with atomic_output(markdown_path) as temporary:
+        temporary.write_text(format_markdown(entries))
+    return csv_path, markdown_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Every other argument is passed to eval.py (dataset flags, --size, "
+                                            "--config PRESET, key=value overrides).")
+    parser.add_argument("--model", required=True, help="checkpoint for rows that do not name their own")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                        help="row names or shell patterns (e.g. 'long_term_*'); default: every row")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"root folder (default {DEFAULT_OUTPUT_PATTERN.format(dataset='<dataset>')})")
+    parser.add_argument("--ablation_dir", type=Path, default=ABLATION_DIR, help="folder of the row configs")
+    return parser
+
+
+def eval_base_arguments(forwarded: Sequence[str]) -> tuple[list[str], Config]:
+    """The user's eval.py arguments in canonical form (`--config PRESET`, then `key=value` overrides with the
+    original flags turned into overrides in eval.py's order), and the config they resolve to.
+
+    Raises:
+        SystemExit: an argument eval.py does not know (argparse's message).
+        FileNotFoundError, UnknownConfigKeyError, TypeError, ValueError: as `configs.loader.load_config`.
+    """
+    parser = argparse.ArgumentParser(prog="run_ablations.py (arguments for eval.py)")
+    parser.add_argument("--config", default=None)
+    add_flag_aliases(parser)
+    parser.add_argument("overrides", nargs="*")
+    parsed = parser.parse_args(list(forwarded))
+    overrides = overrides_from_flags(parsed) + list(parsed.overrides)
+    config = load_config(parsed.config, overrides)
+    return ([] if parsed.config is None else ["--config", parsed.config]) + overrides, config
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Run the selected rows; return {'entries': table rows, 'csv': path, 'markdown': path, 'table': text}.
+
+    Raises:
+        FileNotFoundError / ValueError: no row files, an unknown row, a row folder made with other settings, or
+            eval.py arguments that do not resolve (checked before any row runs).
+    """
+    arguments, forwarded = build_parser().parse_known_args(argv)
+    rows = select_rows(arguments.rows, arguments.ablation_dir)
+    forwarded, base_config = eval_base_arguments(forwarded)
+    output = arguments.output or Path(DEFAULT_OUTPUT_PATTERN.format(dataset=base_config.eval.dataset))
+    entries = []
+    by_settings: dict[tuple, str] = {}
+    summaries: dict[str, Optional[dict]] = {}
+    for row in rows:
+        checkpoint = row.checkpoint or arguments.model
+        settings = (str(Path(checkpoint).resolve()), tuple(sorted(row.overrides)))
+        if settings in by_settings:
+            first = by_settings[settings]
+            previous = next(entry for entry in entries if entry["row"] == first)
+            entries.append(_table_entry(row, previous["status"], checkpoint, summaries[first], same_as=first))
+        else:
+            status, summary = run_row(row, model=arguments.model, output=output, forwarded=forwarded)
+            by_settings[settings], summaries[row.name] = row.name, summary
+            entries.append(_table_entry(row, status, checkpoint, summary))
+        write_tables(entries, output)
+    csv_path, markdown_path = write_tables(entries, output)
+    table = format_markdown(entries)
+    print(table)
+    return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "table": table}
+
+
+def _cli() -> int:
+    result = main()
+    return 1 if any(entry["status"].startswith("failed") for entry in result["entries"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

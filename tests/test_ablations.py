@@ -1,0 +1,381 @@
+"""Ablation switches, the configs/ablations rows and scripts/run_ablations.py.
+
+Each switch is checked for the behaviour a user would notice (memory contents, sensory state, deep-update calls),
+each memory-reading variant against its formula on random tensors, and run_ablations.py end to end on a tiny
+synthetic DAVIS set with the recipe checkpoint.
+"""
+import csv
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import eval as eval_cli
+from configs.loader import load_config
+from configs.schema import Config, InferenceConfig, ModelConfig
+from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
+from dataset.synthetic_layouts import write_davis
+from inference.inference_core import InferenceCore, normalize_image
+from inference.memory_manager import MemoryManager
+from model.checkpoint import build_network_from_state_dict, save_network
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import run_ablations  # noqa: E402
+
+ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
+HEIGHT, WIDTH = 64, 112
+ELEMENTS_PER_FRAME = (HEIGHT // 16) * (WIDTH // 16)
+NUM_FRAMES = 8
+# Small memory budgets so that an 8-frame video consolidates (T_max = 3 frames, P = 8, LT_max = 40).
+SMALL_MEMORY = dict(mem_every=1, max_working_frames=3, min_working_frames=2, num_prototypes=8,
+                    max_long_term_elements=40)
+SMALL_MEMORY_OVERRIDES = [f"inference.{key}={value}" for key, value in SMALL_MEMORY.items()]
+NO_SENSORY_PREFIXES = ("decoder.hidden_update.", "value_encoder.hidden_reinforce.")
+DECODER_FUSER_INPUTS_WITHOUT_HIDDEN = 1024 + 512  # [f16 | readout]; the hidden channels come last
+RETRAINING_SWITCHES = ("similarity", "use_shrinkage", "use_selection", "hidden_dim")
+
+
+def _row_config(name: str, **inference) -> Config:
+    config = load_config(ABLATION_DIR / f"{name}.yaml")
+    return dataclasses.replace(config, inference=dataclasses.replace(config.inference, **inference))
+
+
+def _video(num_frames: int = NUM_FRAMES, seed: int = 0) -> SyntheticVideo:
+    return SyntheticVideo(seed=seed, height=HEIGHT, width=WIDTH, num_frames=num_frames, difficulty=PRESETS["easy"])
+
+
+def _run_core(network, config: InferenceConfig, *, model_config: ModelConfig | None = None,
+              video: SyntheticVideo | None = None) -> tuple[InferenceCore, list[int]]:
+    """Stream a synthetic video (mask on frame 0); return the core and the working-memory size after each frame."""
+    video = video or _video()
+    core = InferenceCore(network, config, model_config=model_config, num_frames=video.num_frames)
+    working = []
+    for index, rgb, mask in video.frames():
+        core.step(normalize_image(rgb), mask.astype(np.int64) if index == 0 else None,
+                  end=index == video.num_frames - 1)
+        working.append(core.working_memory_elements)
+    return core, working
+
+
+# ----------------------------------------------------------------------------------------------- the row files
+def test_every_row_file_loads_with_a_title_and_names_a_checkpoint_when_it_needs_retraining():
+    defaults = Config()
+    rows = run_ablations.select_rows(None, ABLATION_DIR)
+    assert len(rows) == len(list(ABLATION_DIR.glob("*.yaml")))
+    assert {row.group for row in rows} == set(run_ablations.GROUP_ORDER)
+    for row in rows:
+        config = load_config(row.path)
+        assert row.label and row.label != row.name, row.name
+        retrained = any(getattr(config.model, switch) != getattr(defaults.model, switch)
+                        for switch in RETRAINING_SWITCHES)
+        assert (row.checkpoint is not None) == retrained, row.name
+        if retrained:  # the same file trains that checkpoint
+            assert config.train.exp_id != defaults.train.exp_id, row.name
+        if "(XMem)" in row.label:
+            assert row.overrides == () and row.checkpoint is None, row.name
+        else:
+            assert row.overrides or row.checkpoint, f"{row.name} changes nothing"
+    # Groups in the paper's order.
+    order = [run_ablations.GROUP_ORDER.index(row.group) for row in rows]
+    assert order == sorted(order)
+
+
+def test_row_selection_by_pattern_and_errors(tmp_path):
+    names = [row.name for row in run_ablations.select_rows(["long_term_*", "stores_all"], ABLATION_DIR)]
+    assert names == ["long_term_full", "long_term_no_potentiation", "long_term_off", "long_term_random_prototypes",
+                     "stores_all"]
+    with pytest.raises(ValueError, match=r"--rows 'nope\*' matches no ablation config in .*; rows: deep_update_"):
+        run_ablations.select_rows(["nope*"], ABLATION_DIR)
+    with pytest.raises(FileNotFoundError, match="no ablation configs"):
+        run_ablations.select_rows(None, tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------- reading formulas
+KEY_DIM, VALUE_DIM, FEATURE_SIZE, MEMORY_FRAMES = 64, 16, (4, 5), 3
+
+
+def _expected_similarity(row: str, key, shrinkage, query, selection) -> torch.Tensor:
+    """N×M similarity of each reading row from its formula (up to a per-query constant, which the softmax and
+    top-k ignore). key N×C^k, shrinkage N, query C^k×M, selection C^k×M."""
+    difference = key[:, :, None] - query[None]  # N×C^k×M
+    scale = math.sqrt(KEY_DIM)
+    if row == "reading_dot":  # STM: k_i·q_j / sqrt(C^k)
+        return key @ query / scale
+    if row == "reading_l2":  # STCN: -||k_i - q_j||² / sqrt(C^k)
+        return -difference.pow(2).sum(1) / scale
+    if row == "reading_l2_shrinkage":  # s_i (2 k_i·q_j - ||k_i||²) / sqrt(C^k): the original drops ||q_j||² here
+        return shrinkage[:, None] * (2 * key @ query - key.pow(2).sum(1, keepdim=True)) / scale
+    if row == "reading_l2_selection":  # -Σ_c e_cj (k_ci - q_cj)² / sqrt(C^k)
+        return -(selection[None] * difference.pow(2)).sum(1) / scale
+    # XMem: -s_i Σ_c e_cj (k_ci - q_cj)² / sqrt(C^k)
+    return -shrinkage[:, None] * (selection[None] * difference.pow(2)).sum(1) / scale
+
+
+@pytest.mark.parametrize("row", ["reading_dot", "reading_l2", "reading_l2_shrinkage", "reading_l2_selection",
+                                 "reading_l2_shrinkage_selection", "reading_no_top_k"])
+def test_each_reading_row_reads_memory_by_its_formula(row):
+    """The memory manager, configured by the row file, reads what the row's formula says: top-k (or full)
+    softmax over the similarity, then the weighted sum of the values."""
+    config = _row_config(row, enable_long_term=False)
+    manager = MemoryManager(config.inference, model_config=config.model, hidden_dim=0,
+                            count_long_term_usage=False)
+    manager.add_objects(1)
+    manager.initialize(FEATURE_SIZE, key_dim=KEY_DIM, value_dim=VALUE_DIM, device=torch.device("cpu"),
+                       dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    keys, shrinkages, values = [], [], []
+    for _ in range(MEMORY_FRAMES):
+        key = torch.randn(1, KEY_DIM, *FEATURE_SIZE, generator=generator, dtype=torch.float64)
+        shrinkage = 1 + torch.rand(1, 1, *FEATURE_SIZE, generator=generator, dtype=torch.float64) ** 2
+        value = torch.randn(1, 1, VALUE_DIM, *FEATURE_SIZE, generator=generator, dtype=torch.float64)
+        manager.add_memory(key, shrinkage, None, value)
+        keys.append(key.flatten(2)[0].t())
+        shrinkages.append(shrinkage.flatten())
+        values.append(value.flatten(3)[0, 0].t())
+    query = torch.randn(1, KEY_DIM, *FEATURE_SIZE, generator=generator, dtype=torch.float64)
+    selection = torch.rand(1, KEY_DIM, *FEATURE_SIZE, generator=generator, dtype=torch.float64)
+
+    read = manager.read(query, selection)[0, 0].flatten(1)  # C^v×M
+    similarity = _expected_similarity(row, torch.cat(keys), torch.cat(shrinkages), query.flatten(2)[0],
+                                      selection.flatten(2)[0])
+    top_k = config.inference.top_k
+    if top_k is not None:  # keep each query's k largest
+        threshold = similarity.topk(top_k, dim=0).values[-1:]
+        similarity = similarity.masked_fill(similarity < threshold, -math.inf)
+    expected = torch.cat(values).t() @ torch.softmax(similarity, dim=0)
+    torch.testing.assert_close(read, expected, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------- long-term switches
+def _consolidated(row: str, seed: int = 0) -> tuple[MemoryManager, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A manager (row's settings, small budgets) after one consolidation with reads in between (usage).
+
+    Returns the manager and the candidates' keys, values and normalised usage just before consolidating.
+    """
+    config = _row_config(row, **SMALL_MEMORY)
+    manager = MemoryManager(config.inference, model_config=config.model, hidden_dim=0, count_long_term_usage=True)
+    manager.add_objects(1)
+    manager.initialize(FEATURE_SIZE, key_dim=KEY_DIM, value_dim=VALUE_DIM, device=torch.device("cpu"),
+                       dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    elements = FEATURE_SIZE[0] * FEATURE_SIZE[1]
+    candidates = None
+    for frame in range(config.inference.max_working_frames):
+        if frame == config.inference.max_working_frames - 1:  # this add consolidates frame 1 (the only candidate)
+            working = manager.working
+            candidates = (working.keys[elements:2 * elements].clone(), working.values[elements:2 * elements].clone(),
+                          working.normalized_usage()[elements:2 * elements].clone())
+        manager.add_memory(torch.randn(1, KEY_DIM, *FEATURE_SIZE, generator=generator),
+                           1 + torch.rand(1, 1, *FEATURE_SIZE, generator=generator),
+                           torch.rand(1, KEY_DIM, *FEATURE_SIZE, generator=generator),
+                           torch.randn(1, 1, VALUE_DIM, *FEATURE_SIZE, generator=generator))
+        manager.read(torch.randn(1, KEY_DIM, *FEATURE_SIZE, generator=generator),
+                     torch.rand(1, KEY_DIM, *FEATURE_SIZE, generator=generator))
+    assert manager.long_term_elements == SMALL_MEMORY["num_prototypes"]
+    return (manager, *candidates)
+
+
+def _candidate_rows(prototype_keys: torch.Tensor, candidate_keys: torch.Tensor) -> list[int]:
+    """Which candidate each prototype key is (every prototype key is one of the candidates' keys)."""
+    matches = (prototype_keys[:, None] == candidate_keys[None]).all(dim=2)
+    assert torch.all(matches.sum(dim=1) == 1)
+    return matches.float().argmax(dim=1).tolist()
+
+
+def test_usage_prototypes_are_the_most_used_and_random_ones_differ():
+    usage_manager, keys, _, usage = _consolidated("long_term_full")
+    chosen = _candidate_rows(usage_manager.long_term.live_keys(), keys)
+    assert sorted(chosen) == sorted(usage.topk(SMALL_MEMORY["num_prototypes"]).indices.tolist())
+    random_manager, random_keys, _, _ = _consolidated("long_term_random_prototypes")
+    torch.testing.assert_close(random_keys, keys, rtol=0, atol=0)  # same memory, only the selection differs
+    assert sorted(_candidate_rows(random_manager.long_term.live_keys(), keys)) != sorted(chosen)
+
+
+def test_no_potentiation_keeps_the_prototypes_own_values():
+    plain, keys, values, _ = _consolidated("long_term_no_potentiation")
+    chosen = _candidate_rows(plain.long_term.live_keys(), keys)
+    torch.testing.assert_close(plain.long_term.live_values(), values[chosen], rtol=0, atol=0)
+    potentiated, keys, values, _ = _consolidated("long_term_full")
+    chosen = _candidate_rows(potentiated.long_term.live_keys(), keys)
+    # Potentiation averages over the candidates a prototype attends to: not the prototype's own value.
+    assert not torch.allclose(potentiated.long_term.live_values(), values[chosen])
+
+
+# ----------------------------------------------------------------------------------------------- core switches
+def test_sensory_only_writes_memory_on_annotated_frames_only(recipe_network):
+    config = _row_config("stores_sensory_only")
+    core, working = _run_core(recipe_network, config.inference)
+    assert working == [ELEMENTS_PER_FRAME] * NUM_FRAMES
+    assert core.long_term_memory_elements == 0
+    assert float(core.memory.sensory.abs().max()) > 0  # the sensory memory carries the video
+
+
+def _deep_update_calls(network, config: InferenceConfig, monkeypatch) -> list[bool]:
+    """is_deep_update of every encode_value call over the test video."""
+    calls = []
+    original = network.encode_value
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["is_deep_update"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(network, "encode_value", spy)
+    _run_core(network, config)
+    monkeypatch.undo()
+    return calls
+
+
+def test_deep_update_rows_change_when_the_sensory_memory_is_deep_updated(recipe_network, monkeypatch):
+    memory_every_3 = dict(mem_every=3)  # memory frames 0, 3, 6 (the last frame, 7, is never one)
+    every_memory_frame = _deep_update_calls(
+        recipe_network, _row_config("deep_update_memory_frames", **memory_every_3).inference, monkeypatch)
+    assert every_memory_frame == [True, True, True]
+    never = _deep_update_calls(recipe_network, _row_config("deep_update_never", **memory_every_3).inference,
+                               monkeypatch)
+    assert never == [False, False, False]
+    every_frame = _deep_update_calls(recipe_network, _row_config("deep_update_every_frame", **memory_every_3).inference,
+                                     monkeypatch)
+    assert every_frame == [True] * (NUM_FRAMES - 1)  # an extra value-encoder pass on each non-memory frame
+    deferred = _deep_update_calls(recipe_network, _row_config("deep_update_every_10_frames", mem_every=3,
+                                                              deep_update_every=4).inference, monkeypatch)
+    assert deferred == [True, False, True]  # due at frame 4, deferred to the memory frame 6
+
+
+def test_no_sensory_model_runs_and_eval_rejects_a_sensory_checkpoint_for_it(recipe_state_dict, tmp_path):
+    weights = {key: tensor for key, tensor in recipe_state_dict.items() if not key.startswith(NO_SENSORY_PREFIXES)}
+    for key in ("decoder.fuser.block1.conv1.weight", "decoder.fuser.block1.downsample.weight"):
+        weights[key] = weights[key][:, :DECODER_FUSER_INPUTS_WITHOUT_HIDDEN]
+    network = build_network_from_state_dict(weights)
+    assert network.hidden_dim == 0
+    config = _row_config("stores_working_long_term", **SMALL_MEMORY)
+    assert config.model.hidden_dim == 0
+    core, _ = _run_core(network, config.inference, model_config=config.model)
+    assert core.memory.sensory is None and core.long_term_memory_elements > 0
+
+    checkpoint = tmp_path / "xmem.pth"
+    assert eval_cli.apply_checkpoint_switches(config, checkpoint, hidden_dim=0) is config
+    with pytest.raises(ValueError, match=r"config model.hidden_dim=0 but checkpoint '.*xmem.pth' has C\^h=64; "
+                                         r"pass a checkpoint trained with that sensory size .* set "
+                                         r"inference.use_sensory_memory=false"):
+        eval_cli.apply_checkpoint_switches(config, checkpoint, hidden_dim=64)
+
+
+def test_eval_applies_and_checks_a_checkpoint_sidecar(tmp_path):
+    checkpoint = tmp_path / "ablation_reading_dot_s03_110000.pth"
+    sidecar = checkpoint.with_suffix(".yaml")
+    trained = {"key_dim": 64, "value_dim": 512, "hidden_dim": 64, "single_object": False, "similarity": "dot",
+               "use_shrinkage": False, "use_selection": False}
+    sidecar.write_text(yaml.safe_dump({"model": trained}))
+    with pytest.warns(UserWarning, match=r"memory reading as the checkpoint was trained \(similarity='dot', "
+                                         r"use_shrinkage=False, use_selection=False, from .*\.yaml\)"):
+        applied = eval_cli.apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
+    assert (applied.model.similarity, applied.model.use_shrinkage, applied.model.use_selection) == ("dot", False,
+                                                                                                    False)
+    row = load_config(ABLATION_DIR / "reading_dot.yaml")
+    assert eval_cli.apply_checkpoint_switches(row, checkpoint, hidden_dim=64) is row
+    contradicting = load_config(ABLATION_DIR / "reading_l2_selection.yaml")
+    with pytest.raises(ValueError, match=r"checkpoint sidecar '.*\.yaml': the checkpoint was trained with "
+                                         r"similarity='dot', use_shrinkage=False, use_selection=False but the config "
+                                         r"sets similarity='l2', use_shrinkage=False, use_selection=True; drop"):
+        eval_cli.apply_checkpoint_switches(contradicting, checkpoint, hidden_dim=64)
+    sidecar.write_text("model:\n  similarity: cosine\n")
+    with pytest.raises(ValueError, match=r"checkpoint sidecar '.*\.yaml': not a valid model preset \(config key "
+                                         r"'model.similarity': got 'cosine'"):
+        eval_cli.apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
+
+
+# ----------------------------------------------------------------------------------------------- run_ablations.py
+def _davis_set(root: Path) -> Path:
+    write_davis(root / "trainval", {}, make_videos(1, seed=0, num_frames=NUM_FRAMES, height=HEIGHT, width=WIDTH,
+                                                   difficulty=PRESETS["easy"]))
+    return root
+
+
+def _table(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as handle:
+        return {row["row"]: row for row in csv.DictReader(handle)}
+
+
+THREE_ROWS = ["long_term_off", "long_term_random_prototypes", "stores_sensory_zeroed"]
+
+
+def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_checkpoint_path, recipe_network,
+                                                              monkeypatch):
+    davis = _davis_set(tmp_path / "DAVIS")
+    output = tmp_path / "ablations"
+    arguments = ["--model", str(recipe_checkpoint_path), "--rows", *THREE_ROWS, "--output", str(output),
+                 "--dataset", "D17", "--d17_path", str(davis), "--size", "-1", "eval.device=cpu",
+                 *SMALL_MEMORY_OVERRIDES]
+    result = run_ablations.main(arguments)
+
+    table = _table(output / "ablations.csv")
+    assert list(table) == THREE_ROWS
+    markdown = (output / "ablations.md").read_text()
+    for name in THREE_ROWS:
+        row = table[name]
+        assert row["status"] == "done" and row["checkpoint"] == str(recipe_checkpoint_path)
+        assert float(row["fps"]) > 0 and float(row["peak_memory_mb"]) > 0 and int(row["frames"]) == NUM_FRAMES
+        assert 0 <= float(row["jf"]) <= 100
+        assert f"| {name} |" in markdown
+        resolved = yaml.safe_load((output / name / "config.yaml").read_text())
+        assert resolved["inference"]["max_working_frames"] == SMALL_MEMORY["max_working_frames"]
+    # Long-term off: nothing is consolidated and working memory keeps every memory frame (all but the last).
+    assert int(table["long_term_off"]["long_term_elements"]) == 0
+    assert int(table["long_term_off"]["working_elements"]) == (NUM_FRAMES - 1) * ELEMENTS_PER_FRAME
+    assert int(table["long_term_random_prototypes"]["long_term_elements"]) > 0
+    # Sensory memory held at zero by the switch; it moves in the rows that keep it.
+    assert float(table["stores_sensory_zeroed"]["sensory_peak_abs"]) == 0
+    assert float(table["long_term_off"]["sensory_peak_abs"]) > 0
+    assert result["entries"][0]["row"] == "long_term_off"
+
+    # Random prototypes: the run's own settings consolidate other prototypes than usage-based selection does.
+    ran = load_config(output / "long_term_random_prototypes" / "config.yaml")
+    assert ran.inference.prototype_selection == "random"
+    random_core, _ = _run_core(recipe_network, ran.inference)
+    usage_core, _ = _run_core(recipe_network, dataclasses.replace(ran.inference, prototype_selection="usage"))
+    assert random_core.long_term_memory_elements == usage_core.long_term_memory_elements > 0
+    random_keys = {tuple(key.tolist()) for key in random_core.memory.long_term.live_keys()}
+    usage_keys = {tuple(key.tolist()) for key in usage_core.memory.long_term.live_keys()}
+    assert random_keys != usage_keys
+
+    # A rerun reuses every finished row without starting eval.py.
+    def no_process(*args, **kwargs):
+        raise AssertionError("a finished row was run again")
+
+    monkeypatch.setattr(run_ablations.subprocess, "Popen", no_process)
+    again = _table(run_ablations.main(arguments)["csv"])
+    assert [row["status"] for row in again.values()] == ["done (earlier run)"] * 3
+    assert {name: row["jf"] for name, row in again.items()} == {name: row["jf"] for name, row in table.items()}
+
+
+def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkpoint_path):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    # A no-sensory row given the sensory recipe checkpoint: eval.py refuses it.
+    (rows / "a_no_sensory.yaml").write_text(f"# Memory stores: no sensory\nmodel:\n  hidden_dim: 0\neval:\n"
+                                            f"  model: {recipe_checkpoint_path}\n")
+    (rows / "b_same.yaml").write_text(f"# Memory stores: same again\nmodel:\n  hidden_dim: 0\neval:\n"
+                                      f"  model: {recipe_checkpoint_path}\n")
+    (rows / "c_missing.yaml").write_text("# Memory reading: dot\nmodel:\n  similarity: dot\neval:\n"
+                                         "  model: ./no/such/checkpoint.pth\n")
+    davis = _davis_set(tmp_path / "DAVIS")
+    arguments = ["--model", str(recipe_checkpoint_path), "--ablation_dir", str(rows), "--output",
+                 str(tmp_path / "out"), "--dataset", "D17", "--d17_path", str(davis), "eval.device=cpu"]
+    entries = {entry["row"]: entry for entry in run_ablations.main(arguments)["entries"]}
+    assert entries["a_no_sensory"]["status"].startswith(
+        "failed: eval.py exited with status 1: ValueError: config model.hidden_dim=0 but checkpoint")
+    assert entries["b_same"]["same_as"] == "a_no_sensory" and entries["b_same"]["status"].startswith("failed")
+    assert entries["c_missing"]["status"] == (
+        f"skipped: checkpoint ./no/such/checkpoint.pth not found; train it with python train.py --config "
+        f"{rows / 'c_missing.yaml'} (or download a released one)")
+    assert not (tmp_path / "out" / "c_missing").exists()
+    assert list(_table(tmp_path / "out" / "ablations.csv")) == ["a_no_sensory", "b_same", "c_missing"]
+
+    with pytest.raises(ValueError, match=r"holds results made with other eval.py arguments .*; use another "
+                                         r"--output, or delete that folder"):
+        run_ablations.main([*arguments, "--size", "48"])
