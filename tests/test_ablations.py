@@ -22,7 +22,7 @@ from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
-from model.checkpoint import build_network_from_state_dict, save_network
+from model.checkpoint import build_network_from_state_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import run_ablations  # noqa: E402
