@@ -35,9 +35,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs.loader import add_flag_aliases, load_config, overrides_from_flags  # noqa: E402
+from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,  # noqa: E402
+                            overrides_from_flags, resolve_preset_path)
 from configs.schema import Config  # noqa: E402
 from dataset.image_io import atomic_output  # noqa: E402
 
@@ -90,21 +93,28 @@ def _title(path: Path) -> tuple[str, str]:
 
 
 def _render(value: Any) -> str:
-    """A value as the text of a `key=value` override (YAML flow style; strings as they are)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(list(value) if isinstance(value, tuple) else value)
+    """A value as the text of a `key=value` override (JSON is YAML flow style; strings as they are)."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
-def _changed_fields(config: Any, default: Any, prefix: str) -> list[tuple[str, Any]]:
-    changed = []
-    for field in dataclasses.fields(config):
-        value, default_value = getattr(config, field.name), getattr(default, field.name)
-        if dataclasses.is_dataclass(value):
-            changed += _changed_fields(value, default_value, f"{prefix}{field.name}.")
-        elif value != default_value:
-            changed.append((f"{prefix}{field.name}", value))
-    return changed
+def _written_settings(path: Path, depth: int = 0) -> dict[str, Any]:
+    """`section.field -> value` for every field a preset file (and its `extends` chain) writes, even where the value
+    equals the default, so that a row wins over the user's arguments on every field it names."""
+    if depth > MAX_EXTENDS_DEPTH:
+        raise ValueError(f"config {path}: more than {MAX_EXTENDS_DEPTH} levels of 'extends' (a cycle?)")
+    data = yaml.safe_load(path.read_text()) or {}
+    parent = data.pop("extends", None)
+    settings = {} if parent is None else _written_settings(resolve_preset_path(parent, path.parent), depth + 1)
+
+    def flatten(mapping: dict[str, Any], prefix: str) -> None:
+        for key, value in mapping.items():
+            if isinstance(value, dict):
+                flatten(value, f"{prefix}{key}.")
+            else:
+                settings[f"{prefix}{key}"] = value
+
+    flatten(data, "")
+    return settings
 
 
 def load_row(path: Path) -> AblationRow:
@@ -113,15 +123,16 @@ def load_row(path: Path) -> AblationRow:
     Raises:
         FileNotFoundError, UnknownConfigKeyError, TypeError, ValueError: as `configs.loader.load_config`.
     """
-    config, defaults = load_config(path), Config()
+    load_config(path)  # validates every key and value
     checkpoint = None
     overrides = []
-    for section in ROW_SECTIONS:
-        for key, value in _changed_fields(getattr(config, section), getattr(defaults, section), f"{section}."):
-            if key == "eval.model":
-                checkpoint = value
-            else:
-                overrides.append(f"{key}={_render(value)}")
+    for key, value in _written_settings(path).items():
+        if key.split(".")[0] not in ROW_SECTIONS:
+            continue
+        if key == "eval.model":
+            checkpoint = value
+        else:
+            overrides.append(f"{key}={_render(value)}")
     group, label = _title(path)
     return AblationRow(path.stem, path, group, label, tuple(overrides), checkpoint)
 
@@ -293,7 +304,7 @@ def write_tables(entries: Sequence[dict[str, Any]], output: Path) -> tuple[Path,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      epilog="Every other argument is passed to eval.py (dataset flags, --size, "
                                             "--config PRESET, key=value overrides).")
     parser.add_argument("--model", required=True, help="checkpoint for rows that do not name their own")
