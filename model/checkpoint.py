@@ -30,16 +30,18 @@ _TRAINING_CHECKPOINT_ENTRY = "network"  # training checkpoints store the state_d
 _GRU_GATES = 3
 _SINGLE_OBJECT_CHANNELS = 4  # RGB + mask
 _MULTI_OBJECT_CHANNELS = 5  # RGB + mask + others
+_DDP_PREFIX = "module."
 _KEYS_SHOWN = 3  # how many missing/unexpected keys an error message lists
 
 # ImageNet trunks as torchvision publishes them (same V1 weights under the legacy and the current name).
 _IMAGENET_URL_ROOT = "https://download.pytorch.org/models/"
 _RESNET50_FILES = ("resnet50-19c8e357.pth", "resnet50-0676ba61.pth")
 _RESNET18_FILES = ("resnet18-5c106cde.pth", "resnet18-f37072fd.pth")
-_RESNET50_TO_KEY_ENCODER = {"conv1.": "conv1.", "bn1.": "bn1.", "layer1.": "res2.", "layer2.": "layer2.",
-                            "layer3.": "layer3."}
-_RESNET18_TO_VALUE_ENCODER = {"conv1.": "conv1.", "bn1.": "bn1.", "layer1.": "layer1.", "layer2.": "layer2.",
-                              "layer3.": "layer3."}
+# torchvision module name -> our name; only the stem and layers 1-3 are kept (layer4 and fc are skipped).
+_RESNET50_TO_KEY_ENCODER = {"conv1": "conv1", "bn1": "bn1", "layer1": "res2", "layer2": "layer2", "layer3": "layer3"}
+_RESNET18_TO_VALUE_ENCODER = {
+    "conv1": "conv1", "bn1": "bn1", "layer1": "layer1", "layer2": "layer2", "layer3": "layer3"
+}
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,15 @@ def _list_keys(keys: list[str]) -> str:
 def _not_xmem_error(state_dict: Mapping[str, torch.Tensor], expected: list[str], source) -> ValueError:
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in set(expected)]
+    wrapped = bool(unexpected) and all(key.startswith(_DDP_PREFIX) for key in unexpected)
+    fix = (
+        f"the keys carry the DDP wrapper's {_DDP_PREFIX!r} prefix: save network.module.state_dict() instead"
+        if wrapped
+        else "pass a released XMem .pth or a checkpoint saved by this project"
+    )
     return ValueError(
         f"{_describe(source)} is not an XMem state_dict: missing keys {_list_keys(missing)}, unexpected keys "
-        f"{_list_keys(unexpected)}; pass a released XMem .pth or a checkpoint saved by this project"
+        f"{_list_keys(unexpected)}; {fix}"
     )
 
 
@@ -168,7 +176,9 @@ def build_network_from_state_dict(
 
 def _read_weights_file(path: Path, what: str) -> object:
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {str(path)!r}; check the path")
+        raise FileNotFoundError(
+            f"{what} file not found: {str(path)!r}; check the path (released XMem weights: scripts/download_models.py)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as error:
@@ -244,24 +254,37 @@ def _find_imagenet_file(directory: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _trunk_state(
-    torchvision_state: Mapping[str, torch.Tensor], renames: dict[str, str], target: nn.Module, path: Path
-) -> dict[str, torch.Tensor]:
-    """Rename a torchvision ResNet state_dict into `target`'s names, keeping only the trunk (stem, layers 1-3)."""
+def _trunk_state(torchvision_state: Mapping[str, torch.Tensor], renames: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ResNet state_dict into our names, keeping the trunk and dropping num_batches_tracked."""
     renamed = {}
     for key, tensor in torchvision_state.items():
-        for source_prefix, target_prefix in renames.items():
-            if key.startswith(source_prefix) and not key.endswith("num_batches_tracked"):
-                renamed[target_prefix + key[len(source_prefix):]] = tensor
-    trunk_keys = {key for key in target.state_dict() if key.split(".")[0] in {p[:-1] for p in renames.values()}}
-    trunk_keys = {key for key in trunk_keys if not key.endswith("num_batches_tracked")}
-    missing = sorted(trunk_keys - set(renamed))
+        module_name, _, rest = key.partition(".")
+        if module_name in renames and not key.endswith("num_batches_tracked"):
+            renamed[f"{renames[module_name]}.{rest}"] = tensor
+    return renamed
+
+
+def _checked_trunk_targets(
+    module: nn.Module, state: Mapping[str, torch.Tensor], trunk_names: set[str], path: Path
+) -> dict[str, torch.Tensor]:
+    """`module`'s trunk tensors (to copy `state` into), after checking that `state` has each one, rightly shaped."""
+    targets = {
+        key: tensor for key, tensor in module.state_dict().items()
+        if key.partition(".")[0] in trunk_names and not key.endswith("num_batches_tracked")
+    }
+    missing = [key for key in targets if key not in state]
     if missing:
         raise ValueError(
             f"ImageNet weights {str(path)!r} are not a torchvision ResNet state_dict: missing "
             f"{_list_keys(missing)}; download the file again"
         )
-    return renamed
+    for key, target in targets.items():
+        if state[key].shape != target.shape:
+            raise ValueError(
+                f"ImageNet weights {str(path)!r}: {key} has shape {tuple(state[key].shape)}, expected "
+                f"{tuple(target.shape)}; use torchvision's ResNet-50 / ResNet-18 ImageNet files"
+            )
+    return targets
 
 
 def load_imagenet_trunks(network: XMem, *, checkpoint_dir: str | os.PathLike | None = None) -> None:
@@ -291,19 +314,21 @@ def load_imagenet_trunks(network: XMem, *, checkpoint_dir: str | os.PathLike | N
             + f" into {directory} (or pass checkpoint_dir=)"
         )
     resnet50_path, resnet18_path = found[_RESNET50_FILES], found[_RESNET18_FILES]
-    key_state = _trunk_state(
-        _read_weights_file(resnet50_path, "ImageNet weights"), _RESNET50_TO_KEY_ENCODER, network.key_encoder,
-        resnet50_path,
-    )
-    value_state = _trunk_state(
-        _read_weights_file(resnet18_path, "ImageNet weights"), _RESNET18_TO_VALUE_ENCODER, network.value_encoder,
-        resnet18_path,
-    )
-    conv1 = value_state["conv1.weight"]
-    extra_channels = network.value_encoder.conv1.weight.shape[1] - conv1.shape[1]
-    value_state["conv1.weight"] = _widened_conv1(conv1, extra_channels, orthogonal=True)
+    key_state = _trunk_state(_read_weights_file(resnet50_path, "ImageNet weights"), _RESNET50_TO_KEY_ENCODER)
+    value_state = _trunk_state(_read_weights_file(resnet18_path, "ImageNet weights"), _RESNET18_TO_VALUE_ENCODER)
+    conv1 = value_state.get("conv1.weight")
+    input_channels = network.value_encoder.conv1.weight.shape[1]
+    if conv1 is not None and conv1.dim() == 4 and conv1.shape[1] < input_channels:
+        value_state["conv1.weight"] = _widened_conv1(conv1, input_channels - conv1.shape[1], orthogonal=True)
+    # Check both files before writing anything, so a bad file leaves the network untouched.
+    copies = [
+        (state, _checked_trunk_targets(module, state, set(renames.values()), path))
+        for module, state, renames, path in (
+            (network.key_encoder, key_state, _RESNET50_TO_KEY_ENCODER, resnet50_path),
+            (network.value_encoder, value_state, _RESNET18_TO_VALUE_ENCODER, resnet18_path),
+        )
+    ]
     with torch.no_grad():
-        for module, state in ((network.key_encoder, key_state), (network.value_encoder, value_state)):
-            targets = module.state_dict()
-            for key, tensor in state.items():
-                targets[key].copy_(tensor)
+        for state, targets in copies:
+            for key, target in targets.items():
+                target.copy_(state[key])

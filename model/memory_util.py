@@ -150,7 +150,7 @@ def readout(affinity: torch.Tensor, memory_value: torch.Tensor) -> torch.Tensor:
 
 
 def top_k_readout(
-    similarity: torch.Tensor, memory_value: torch.Tensor, top_k: int
+    similarity: torch.Tensor, memory_value: torch.Tensor, top_k: int, *, element_major: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse top-k read: gather each query pixel's k selected values and weight-sum them, plus usage.
 
@@ -160,18 +160,20 @@ def top_k_readout(
 
     Args:
         similarity: B×N×M float.
-        memory_value: B×C×N float (trailing dims after C flattened), as for `readout`.
+        memory_value: B×C×N float (trailing dims after C flattened), as for `readout`; or B×N×C when
+            `element_major` (a store that keeps one row per element: no transposed copy of the values is made).
         top_k: k, the number of memory elements each query pixel reads.
+        element_major: memory_value is laid out B×N×C.
     Returns:
         (readout B×C×M, usage B×N) where usage_i = Σ_j affinity_ij of the equivalent dense affinity.
     Raises:
         ValueError: top_k < 1 or N == 0.
     """
     weights, indices = _top_k_weights(similarity, top_k)
-    values = memory_value.flatten(start_dim=2)
+    tables = memory_value if element_major else memory_value.flatten(start_dim=2).transpose(1, 2)
     outputs = []
     for batch_index in range(similarity.shape[0]):
-        table = values[batch_index].t()  # N×C: one row per memory element
+        table = tables[batch_index].contiguous()  # N×C: one row per memory element
         gathered = F.embedding_bag(
             indices[batch_index].t(),  # M×k: the bag of elements each query pixel reads
             table,

@@ -30,6 +30,8 @@ SENSORY_UPDATE_CHANNELS = 256  # width the three decoder scales are projected to
 CBAM_REDUCTION = 16  # channel-gate bottleneck ratio
 CBAM_SPATIAL_KERNEL = 7
 GRU_GATES = 3  # forget, update, candidate
+UPSAMPLE_FACTOR = 2  # each decoder up-step doubles the resolution (1/16 -> 1/8 -> 1/4)
+LOGITS_STRIDE = 4  # the decoder predicts at 1/4 of the input resolution
 
 
 def _fold_objects(group: torch.Tensor) -> torch.Tensor:
@@ -207,8 +209,8 @@ class HiddenUpdater(nn.Module):
     def forward(self, g16: torch.Tensor, g8: torch.Tensor, g4: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         merged = (
             self.g16_conv(g16)
-            + self.g8_conv(_resize_groups(g8, 1 / 2, "area"))
-            + self.g4_conv(_resize_groups(g4, 1 / 4, "area"))
+            + self.g8_conv(_resize_groups(g8, 1 / UPSAMPLE_FACTOR, "area"))  # 1/8 -> 1/16
+            + self.g4_conv(_resize_groups(g4, 1 / (UPSAMPLE_FACTOR * UPSAMPLE_FACTOR), "area"))  # 1/4 -> 1/16
         )
         return gru_sensory_update(self.transform(torch.cat([merged, hidden], dim=2)), hidden)
 
@@ -222,7 +224,7 @@ class UpsampleBlock(nn.Module):
         B×N×out_dim×2h×2w.
     """
 
-    def __init__(self, skip_dim: int, up_dim: int, out_dim: int, scale: int = 2):
+    def __init__(self, skip_dim: int, up_dim: int, out_dim: int, scale: int = UPSAMPLE_FACTOR):
         super().__init__()
         self.scale = scale
         self.skip_conv = nn.Conv2d(skip_dim, up_dim, kernel_size=3, padding=1)
@@ -380,5 +382,5 @@ class Decoder(nn.Module):
             hidden = self.hidden_update(g16, g8, torch.cat([g4, logits_4], dim=2), hidden)
         else:
             hidden = None
-        logits = _resize_groups(logits_4, 4, "bilinear")
+        logits = _resize_groups(logits_4, LOGITS_STRIDE, "bilinear")
         return hidden, logits[:, :, 0]

@@ -1,0 +1,62 @@
+"""The recipe checkpoint of tests/fixtures/README.md: a deterministic XMem state_dict built from the key list alone.
+
+The golden fixtures were recorded by the original implementation with exactly these weights, so any test that
+compares against them builds this state_dict (`build_recipe_state_dict()`, or the `recipe_state_dict` /
+`recipe_network` fixtures of conftest.py).
+"""
+from __future__ import annotations
+
+import ast
+import math
+import zlib
+from pathlib import Path
+
+import torch
+
+KEY_LIST_PATH = Path(__file__).parent / "fixtures" / "xmem_state_dict.tsv"
+
+RUNNING_MEAN_SCALE = 0.1
+RUNNING_VAR_OFFSET = 0.5
+BN_WEIGHT_SCALE = 0.1
+BN_BIAS_SCALE = 0.1
+BIAS_SCALE = 0.01
+WEIGHT_GAINS = {"key_proj.key_proj.weight": 0.5, "key_proj.e_proj.weight": 0.5, "key_proj.d_proj.weight": 0.25}
+DEFAULT_WEIGHT_GAIN = 1.0
+
+
+def read_key_list(path: Path = KEY_LIST_PATH) -> list[tuple[str, tuple[int, ...], str]]:
+    """The released state_dict's (key, shape, dtype name) entries, in order."""
+    entries = []
+    for line in path.read_text().splitlines():
+        key, shape, dtype = line.split("\t")
+        entries.append((key, tuple(ast.literal_eval(shape)), dtype))
+    return entries
+
+
+def build_recipe_state_dict(path: Path = KEY_LIST_PATH) -> dict[str, torch.Tensor]:
+    """Build the recipe checkpoint bit for bit (each expression evaluated left to right as the README writes it)."""
+    entries = read_key_list(path)
+    batch_norms = {key[: -len(".running_mean")] for key, _, _ in entries if key.endswith(".running_mean")}
+    state_dict = {}
+    for key, shape, _ in entries:
+        if key.endswith("num_batches_tracked"):
+            state_dict[key] = torch.tensor(0, dtype=torch.int64)
+            continue
+        generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        owner, _, leaf = key.rpartition(".")
+        if leaf == "running_mean":
+            tensor = RUNNING_MEAN_SCALE * torch.randn(shape, generator=generator)
+        elif leaf == "running_var":
+            tensor = RUNNING_VAR_OFFSET + torch.rand(shape, generator=generator)
+        elif leaf == "weight" and owner in batch_norms:
+            tensor = 1 + BN_WEIGHT_SCALE * torch.randn(shape, generator=generator)
+        elif leaf == "bias" and owner in batch_norms:
+            tensor = BN_BIAS_SCALE * torch.randn(shape, generator=generator)
+        elif leaf == "bias":
+            tensor = BIAS_SCALE * torch.randn(shape, generator=generator)
+        else:
+            fan_in = math.prod(shape[1:])
+            gain = WEIGHT_GAINS.get(key, DEFAULT_WEIGHT_GAIN)
+            tensor = gain * torch.randn(shape, generator=generator) / math.sqrt(fan_in)
+        state_dict[key] = tensor
+    return state_dict
