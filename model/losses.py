@@ -96,7 +96,7 @@ def clip_losses(
         num_objects: per sample, its number of real objects (≥ 1); slots beyond it are padding.
         fraction: bootstrapped CE pixel fraction p (`bootstrap_fraction`).
     Returns:
-        {"total_loss", "p", "ce_loss_t", "dice_loss_t" for t = 1..T−1}: scalar tensors ("p" is a constant).
+        {"total_loss", "p", then "ce_loss_t", "dice_loss_t" for t = 1..T−1}: scalar tensors ("p" is a constant).
     Raises:
         ValueError: the numbers of predicted frames and ground-truth frames disagree.
     """
@@ -105,7 +105,7 @@ def clip_losses(
         raise ValueError(f"clip_losses needs {num_frames - 1} predicted frames for a {num_frames}-frame clip, got "
                          f"{len(logits)} logits and {len(masks)} masks")
     batch_size = class_maps.shape[0]
-    losses: dict[str, torch.Tensor] = {"p": torch.tensor(fraction)}
+    terms: dict[str, torch.Tensor] = {}
     total = torch.zeros((), device=class_maps.device)
     for frame, (frame_logits, frame_masks) in enumerate(zip(logits, masks), start=1):
         frame_classes = class_maps[:, frame, 0]
@@ -115,8 +115,7 @@ def clip_losses(
             sample_loss = bootstrapped_cross_entropy(sample_logits, frame_classes[sample:sample + 1], fraction)
             cross_entropy = cross_entropy + sample_loss / batch_size
         dice = dice_loss(frame_masks, frame_classes)
-        losses[f"ce_loss_{frame}"] = cross_entropy
-        losses[f"dice_loss_{frame}"] = dice
+        terms[f"ce_loss_{frame}"] = cross_entropy
+        terms[f"dice_loss_{frame}"] = dice
         total = total + cross_entropy + dice
-    losses["total_loss"] = total
-    return losses
+    return {"total_loss": total, "p": torch.tensor(fraction), **terms}
