@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Seque
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+import torchvision
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -82,8 +82,8 @@ def sample_clip_plan(batch_size: int, num_frames: int, num_ref_frames: int, deep
         ValueError: T < 2 or R < 1.
     """
     if num_frames < 2 or num_ref_frames < 1:
-        raise ValueError(f"a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got num_frames={num_frames}, "
-                         f"num_ref_frames={num_ref_frames}; fix train.stageN")
+        raise ValueError(f"a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got "
+                         f"num_frames={num_frames}, num_ref_frames={num_ref_frames}; fix train.stageN")
     memory_frames: list[torch.Tensor | None] = []
     deep_update: list[bool] = []
     for frame in range(1, num_frames):
@@ -477,6 +477,15 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 # Files of a run
 
 
+_DEFAULT_FILE_MODE = 0o666  # what open() would create, before the umask
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Run `write(temporary_path)` then rename onto `path`, so that a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -484,6 +493,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _DEFAULT_FILE_MODE & ~_current_umask())  # mkstemp makes 0600; runs are shared
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -579,10 +589,11 @@ def image_grid(rgb: torch.Tensor, predicted: Sequence[torch.Tensor], class_maps:
     """A 3×H'×W' grid for TensorBoard: per logged sample, rows RGB / prediction / ground truth over the frames.
 
     Args:
-        rgb: B×T×3×H×W normalised; predicted: T−1 masks B×N×H×W; class_maps: B×T×1×H×W; first_frame_gt: B×N×H×W.
+        rgb: B×T×3×H×W normalised; predicted: T−1 masks B×N×H×W in [0, 1]; class_maps: B×T×1×H×W int64;
+        first_frame_gt: B×N×H×W in {0, 1}.
+    Returns:
+        float32 3×H'×W' in [0, 1].
     """
-    import torchvision  # only image logging needs it
-
     samples = min(rgb.shape[0], MAX_LOGGED_SAMPLES)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
