@@ -168,8 +168,9 @@ class ClipUnroller(nn.Module):
         object_selector = selector[:, :, None, None]
         hidden = None
         if network.hidden_dim > 0:
+            # In the input's dtype (float32 under AMP too), as the original's hidden state starts.
             hidden = torch.zeros(batch_size, first_frame_gt.shape[1], network.hidden_dim, *key.shape[-2:],
-                                 device=rgb.device, dtype=f16.dtype)
+                                 device=rgb.device, dtype=rgb.dtype)
         value, hidden = network.encode_value(rgb[:, 0], f16[:, 0], hidden, first_frame_gt, is_deep_update=True)
         values = [value]
         logits, masks = [], []
@@ -615,8 +616,9 @@ class TrainingLogger:
     Only rank 0 writes; every rank must call `log_scalars` at the same iterations (it all-reduces).
     """
 
-    def __init__(self, log_dir: Path | None, *, world_size: int = 1):
+    def __init__(self, log_dir: Path | None, *, world_size: int = 1, device: torch.device | str = "cpu"):
         self.world_size = world_size
+        self.device = torch.device(device)  # NCCL reduces only CUDA tensors
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # rank 0 only; the import is slow
@@ -634,7 +636,8 @@ class TrainingLogger:
     def log_scalars(self, iteration: int, lr: float) -> dict[str, float]:
         """Write the averages since the last call (loss/<term>, train/lr, train/s_per_it); returns the averages."""
         names = sorted(self.sums)
-        averages = torch.tensor([self.sums[name] / max(self.count, 1) for name in names], dtype=torch.float64)
+        averages = torch.tensor([self.sums[name] / max(self.count, 1) for name in names], dtype=torch.float64,
+                                device=self.device)
         if self.world_size > 1:
             dist.all_reduce(averages)
             averages /= self.world_size
@@ -737,7 +740,7 @@ def run_stage(trainer: Trainer, context: StageContext, data: StageData,
     total = context.total_iterations
     position = position or DataPosition(data.phase_at(trainer.iteration))
     logger = TrainingLogger(context.run.tensorboard(context.name) if context.run and context.is_main else None,
-                            world_size=context.world_size)
+                            world_size=context.world_size, device=trainer.device)
     batches = iter(data.batches(position.phase, position.epoch, position.batches_done))
     progress = tqdm(total=total, initial=trainer.iteration, desc=f"stage {context.name}", unit="it",
                     disable=not context.is_main, dynamic_ncols=True)
