@@ -6,10 +6,15 @@ convolve per object, similarity term by term, as the original. Timings are print
 """
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 import torch
 
+import model.acceleration
+from model.acceleration import optimize_network
+from model.checkpoint import build_network_from_state_dict
 from model.memory_util import get_similarity
 from model.network import XMem
 from tests.conftest import FIXTURES_DIR
@@ -147,3 +152,36 @@ def test_state_dict_keeps_the_released_layout(recipe_network, recipe_state_dict)
         (key, shape) for key, shape, _ in read_key_list()
     ]
     assert all(torch.equal(state[key], recipe_state_dict[key]) for key in state)
+
+
+def test_state_dict_is_the_released_layout_after_channels_last(recipe_state_dict):
+    network = optimize_network(build_network_from_state_dict(recipe_state_dict), channels_last=True)
+    state = network.state_dict()
+    assert [(key, tuple(tensor.shape)) for key, tensor in state.items()] == [
+        (key, shape) for key, shape, _ in read_key_list()
+    ]
+    assert all(torch.equal(state[key], recipe_state_dict[key]) for key in state)
+    assert network.decoder.fuser.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    XMem().load_state_dict(state, strict=True)
+
+
+def test_channels_last_network_gives_the_same_outputs(recipe_network, recipe_state_dict):
+    channels_last = optimize_network(build_network_from_state_dict(recipe_state_dict), channels_last=True)
+    inputs = _frame_inputs(recipe_network, 2, seed=5)
+    with torch.no_grad():
+        plain = recipe_network.encode_key(inputs["image"])
+        fast = channels_last.encode_key(inputs["image"])
+        plain_segmentation = recipe_network.segment(inputs["features"], inputs["readout"], inputs["hidden"])
+        fast_segmentation = channels_last.segment(inputs["features"], inputs["readout"], inputs["hidden"])
+    for optimised, reference in zip((*fast, *fast_segmentation), (*plain, *plain_segmentation)):
+        assert _agree(optimised, reference)
+
+
+def test_optimize_network_rejects_other_modules():
+    with pytest.raises(TypeError, match=r"optimize_network expects an XMem network .*got Linear; build one with"):
+        optimize_network(torch.nn.Linear(2, 2), channels_last=True)
+
+
+def test_acceleration_docstring_example_runs():
+    results = doctest.testmod(model.acceleration)
+    assert results.attempted > 0 and results.failed == 0
