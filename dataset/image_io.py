@@ -138,3 +138,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     options = {"quality": quality} if file_format == "JPEG" else {}
     with atomic_output(path) as temporary:
         Image.fromarray(image).save(temporary, format=file_format, **options)
+
+
+def read_mask_ids(path: str | os.PathLike) -> np.ndarray:
+    """The uint8 H×W object ids of an index-mask file (`read_index_mask` without the palette)."""
+    return read_index_mask(path)[0]

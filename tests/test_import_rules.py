@@ -41,8 +41,9 @@ def test_package_imports_only_allowed_packages(package):
 
 
 def test_nothing_imports_a_cli_or_scripts():
-    for package in ("model", "inference", "dataset", "configs", "scripts"):
-        for path in _modules(package):
+    clis = [ROOT / f"{name}.py" for name in TOP_LEVEL_SCRIPTS if (ROOT / f"{name}.py").is_file()]
+    for package in ("model", "inference", "dataset", "configs", "scripts", "clis"):
+        for path in clis if package == "clis" else _modules(package):
             for name in _project_imports(path):
                 top = name.split(".")[0]
                 assert top not in TOP_LEVEL_SCRIPTS, f"{path.relative_to(ROOT)} imports the CLI {name}"

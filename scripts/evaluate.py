@@ -1,0 +1,65 @@
+"""Score a folder of predicted index masks against a folder of ground truth: J, F, J&F, recall and decay.
+
+Both folders hold `<video>/<frame>.png` index masks (DAVIS layout, e.g. `DAVIS/2017/trainval/Annotations/480p`
+and the output of eval.py). Writes `global_results.csv` and `per_object_results.csv` (values in 0..1, as the
+DAVIS toolkit) into the prediction folder, or `--output`. The metrics and the two modes are described in
+`inference/metrics.py`; with the defaults the numbers are the DAVIS 2017 toolkit's.
+
+    python scripts/evaluate.py DAVIS/2017/trainval/Annotations/480p output/d17 \
+        --imageset DAVIS/2017/trainval/ImageSets/2017/val.txt
+    python scripts/evaluate.py LVOS/valid/Annotations output/lvos --mode appearance --sparse
+
+A rerun on unchanged inputs reads the stored results instead of scoring again: a SHA-256 of every mask file read
+and of the options is stored next to the tables, and any change makes it score again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset.image_io import read_mask_ids  # noqa: E402
+from inference.folder_evaluation import evaluate_folders  # noqa: E402
+from inference.metrics import MODE_DAVIS, MODES, EvaluationResults  # noqa: E402
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("ground_truth_dir", help="folder of <video>/<frame>.png ground-truth index masks")
+    parser.add_argument("prediction_dir", help="folder of <video>/<frame>.png predicted index masks")
+    parser.add_argument("--imageset", help="text file with one video name per line (default: all videos)")
+    parser.add_argument("--mode", choices=MODES, default=MODE_DAVIS,
+                        help="davis: DAVIS 2017 toolkit (objects of the first frame); appearance: vos-benchmark "
+                             "(objects scored from their first appearance)")
+    parser.add_argument("--sparse", action="store_true",
+                        help="ground truth covers only some frames: score those, ignore other predictions")
+    parser.add_argument("--output", help="folder for the result tables (default: the prediction folder)")
+    parser.add_argument("--davis_compat_decay", action="store_true",
+                        help="decay as the DAVIS toolkit computes it (wraps, or NaN, beyond 256 scored frames)")
+    parser.add_argument("--num_processes", type=int, default=None, help="worker processes (default: CPU cores)")
+    parser.add_argument("--recompute", action="store_true", help="score again even if the inputs are unchanged")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> EvaluationResults:
+    """Command-line entry point; prints the global table and where the tables went."""
+    args = _parse_args(argv)
+    results = evaluate_folders(
+        args.ground_truth_dir, args.prediction_dir, read_mask=read_mask_ids, imageset=args.imageset, mode=args.mode, sparse=args.sparse,
+        output_dir=args.output, davis_compat_decay=args.davis_compat_decay, num_processes=args.num_processes,
+        reuse_results=not args.recompute,
+    )
+    output_dir = Path(args.output or args.prediction_dir)
+    print(f"{len(results.objects)} objects scored; tables in {output_dir}")
+    print(results.format_table())
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
