@@ -66,7 +66,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.height % FEATURE_STRIDE or args.width % FEATURE_STRIDE or args.height <= 0 or args.width <= 0:
-        parser.error(f"--height/--width must be positive multiples of {FEATURE_STRIDE}, got {args.height}×{args.width}")
+        parser.error(
+            f"--height/--width must be positive multiples of {FEATURE_STRIDE}, got {args.height}×{args.width}"
+        )
     if min(args.objects) < 1 or args.repeats < 1 or args.threads < 1 or args.top_k < 1:
         parser.error("--objects, --repeats, --threads and --top-k must be ≥ 1")
     if args.working_frames < 1 or args.long_term_elements < 0:

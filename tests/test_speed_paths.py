@@ -45,7 +45,7 @@ def _frame_inputs(network: XMem, num_objects: int, seed: int) -> dict[str, torch
     return {
         "image": image,
         "masks": torch.rand(1, num_objects, *FRAME, generator=generator),
-        "hidden": torch.tanh(torch.randn(1, num_objects, max(network.hidden_dim, 1), height, width, generator=generator))
+        "hidden": torch.tanh(torch.randn(1, num_objects, network.hidden_dim, height, width, generator=generator))
         if network.hidden_dim > 0 else None,
         "readout": torch.randn(1, num_objects, network.value_dim, height, width, generator=generator),
         "features": (encoding.f16, encoding.f8, encoding.f4),
@@ -145,7 +145,7 @@ def test_one_product_similarity_equals_term_by_term(mode, use_shrinkage, use_sel
 
 
 def test_state_dict_keeps_the_released_layout(recipe_network, recipe_state_dict):
-    """The split convolutions slice the stored weights: nothing is added to, renamed in or reshaped in the state_dict."""
+    """The split convolutions only slice the stored weights: nothing added, renamed or reshaped in the state_dict."""
     _both_paths(recipe_network, _frame_inputs(recipe_network, 3, seed=6))
     state = recipe_network.state_dict()
     assert [(key, tuple(tensor.shape)) for key, tensor in state.items()] == [
