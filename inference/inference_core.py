@@ -254,6 +254,7 @@ class InferenceCore:
                     self._memory.sensory,
                     update_hidden=is_normal_update,
                     strip_background=False,
+                    reference_compute=config.reference_compute,
                 )
                 prob = segmentation.prob[0]
                 if is_normal_update and segmentation.hidden is not None and config.use_sensory_memory:
@@ -271,6 +272,7 @@ class InferenceCore:
                     self._memory.sensory,
                     self._objects.object_probabilities(prob).unsqueeze(0),
                     is_deep_update=is_deep_update,
+                    reference_compute=config.reference_compute,
                 )
                 self._memory.add_memory(
                     encoding.key,
