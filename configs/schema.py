@@ -59,6 +59,9 @@ class InferenceConfig:
     use_sensory_memory: bool = True  # ablation off: the hidden state is kept at zero
     use_amp: Literal["auto", "on", "off"] = "auto"  # autocast: auto = on for CUDA, off elsewhere
     reference_compute: bool = False  # run the straightforward (dense, unshared) computation, for checking speedups
+    # Exact, optional accelerations of the network (model/acceleration.py); outputs change only by float rounding.
+    channels_last: bool = False  # channels-last (NHWC) convolution weights and features; often faster on GPU
+    compile_network: bool = False  # torch.compile the encoders and decoder; the first frame of each size compiles
     seed: int = 0  # random prototype selection draws from this
 
 
@@ -145,7 +148,8 @@ class TrainConfig:
     """The training recipe. Stage 0: static images; 1: BL30K; 2: main long; 3: main short (released model: 03)."""
 
     exp_id: str = "xmem"
-    save_dir: str = "./saves"
+    save_dir: str = "./saves"  # the run's files go to <save_dir>/<exp_id>/
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda; torchrun ranks use cuda:LOCAL_RANK
     stages: str = "03"
     seed: int = 14159265
     weight_decay: float = 0.05

@@ -267,6 +267,7 @@ class InferenceCore:
                     self._memory.sensory,
                     update_hidden=is_normal_update,
                     strip_background=False,
+                    reference_compute=config.reference_compute,
                 )
                 prob = segmentation.prob[0]
                 if is_normal_update and segmentation.hidden is not None and config.use_sensory_memory:
@@ -284,6 +285,7 @@ class InferenceCore:
                     self._memory.sensory,
                     self._objects.object_probabilities(prob).unsqueeze(0),
                     is_deep_update=is_deep_update,
+                    reference_compute=config.reference_compute,
                 )
                 self._memory.add_memory(
                     encoding.key,
@@ -304,6 +306,7 @@ class InferenceCore:
                         self._memory.sensory,
                         self._objects.object_probabilities(prob).unsqueeze(0),
                         is_deep_update=True,
+                        reference_compute=config.reference_compute,
                     )
                 self._last_deep_update_frame = frame
         return prob[:, top : top + height, left : left + width].float()

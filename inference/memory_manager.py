@@ -4,7 +4,8 @@ The per-frame algorithm of the original (`inference/memory_manager.py` of XMem, 
 `MemoryStore`s. Frame budgets (T_min, T_max) are converted to element budgets once, when the feature size h×w is
 known. Departures from the original, each exact where the original is well defined:
 - top-k softmax subtracts the maximum (finite for any similarity; the original gives NaN below about −100);
-- the default read gathers only the k selected values per query pixel (`reference_compute` reads densely);
+- the default read gathers only the k selected values per query pixel (`reference_compute` reads densely and
+  evaluates the similarity term by term);
 - fewer than k memory elements or fewer than P candidates use all of them (the original's topk raises);
 - long-term pruning with nothing to remove is a no-op (the original raises IndexError), and pruning works with
   objects that appeared late (the original raises NotImplementedError, reference §2.7 a);
@@ -166,6 +167,7 @@ class MemoryManager:
             mode=self.model_config.similarity,
             use_shrinkage=self.model_config.use_shrinkage,
             use_selection=self.model_config.use_selection,
+            reference_compute=self.config.reference_compute,
         )[0]
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:

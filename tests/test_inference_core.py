@@ -51,13 +51,15 @@ class CheapNetwork(nn.Module):
         f4 = F.avg_pool2d(image, 4)
         return KeyEncoding(key, shrinkage, selection, pooled, f8, f4)
 
-    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True):
+    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True, reference_compute=False):
         self.calls.append(("encode_value", masks.shape[1], is_deep_update))
         pooled_masks = F.avg_pool2d(masks, 16)  # 1×N×h×w
         value = pooled_masks[:, :, None] * self.value_projection[None, None, :, None, None]
         return value, (hidden + 1 if is_deep_update else hidden)
 
-    def segment(self, features, readout, hidden, *, update_hidden=True, strip_background=True):
+    def segment(
+        self, features, readout, hidden, *, update_hidden=True, strip_background=True, reference_compute=False
+    ):
         self.calls.append(("segment", readout.shape[1], update_hidden))
         object_evidence = readout.mean(dim=2) / self.value_projection.mean()
         prob = torch.sigmoid(8 * (F.interpolate(object_evidence, scale_factor=16, mode="nearest") - 0.5))
