@@ -16,13 +16,14 @@ import torch
 import yaml
 
 import eval as eval_cli
-from configs.loader import load_config
+from configs.loader import config_to_dict, load_config
 from configs.schema import Config, InferenceConfig, ModelConfig
 from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
+from model.trainer import DataPhase, RunDirectory, StageData, run_training
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import run_ablations  # noqa: E402
@@ -379,3 +380,59 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
     with pytest.raises(ValueError, match=r"holds results made with other eval.py arguments .*; use another "
                                          r"--output, or delete that folder"):
         run_ablations.main([*arguments, "--size", "48"])
+
+
+# ----------------------------------------------------------------------------------------------- training side
+CROP = 32
+TINY_STAGE3 = [
+    "train.stages=3", "train.imagenet_init=false", "train.log_text_interval=1", "train.log_image_interval=0",
+    "train.save_network_interval=0", "train.save_checkpoint_interval=0", "train.stage3.batch_size=1",
+    "train.stage3.iterations=1", "train.stage3.finetune_iterations=0", "train.stage3.num_frames=3",
+    "train.stage3.num_ref_frames=2", "train.stage3.lr_steps=[]", "train.stage3.skip_fractions=[]",
+    "train.stage3.skip_values=[]",
+]
+
+
+def _training_data(stage: str) -> StageData:
+    """One fixed clip per epoch: a square moving over noise, exact masks (1 object, 3 frames of 32×32)."""
+    generator = torch.Generator().manual_seed(0)
+    rgb = 0.3 * torch.randn(1, 3, 3, CROP, CROP, generator=generator)
+    class_maps = torch.zeros(1, 3, 1, CROP, CROP, dtype=torch.int64)
+    for frame in range(3):
+        rgb[0, frame, :, 8 + frame:20 + frame, 8:20] = 1.0
+        class_maps[0, frame, 0, 8 + frame:20 + frame, 8:20] = 1
+    batch = {"rgb": rgb, "first_frame_gt": (class_maps[:, :1] == 1).float(), "cls_gt": class_maps,
+             "selector": torch.ones(1, 1), "info": {"num_objects": torch.ones(1, dtype=torch.int64)}}
+    return StageData(lambda iteration: DataPhase(max_skip=1, finetune=False),
+                     lambda phase, epoch, start: iter([batch] if start == 0 else []))
+
+
+def _train_row(row: str | None, save_dir: Path) -> Path:
+    """One training iteration with a row's model switches; returns the final snapshot."""
+    preset = None if row is None else ABLATION_DIR / f"{row}.yaml"
+    config = load_config(preset, [*TINY_STAGE3, f"train.save_dir={save_dir}"])
+    run_training(config, config_to_dict(config), _training_data)
+    return RunDirectory(config.train.save_dir, config.train.exp_id).snapshot("3", 1)
+
+
+def test_rows_that_need_retraining_train_with_their_switches_and_eval_reads_the_sidecar(tmp_path):
+    plain = _train_row(None, tmp_path / "xmem")
+    stcn = _train_row("reading_l2", tmp_path / "stcn")
+    no_sensory = _train_row("stores_working_only", tmp_path / "no_sensory")
+
+    trained = {path: yaml.safe_load(path.with_suffix(".yaml").read_text())["model"]
+               for path in (plain, stcn, no_sensory)}
+    assert (trained[stcn]["similarity"], trained[stcn]["use_shrinkage"], trained[stcn]["use_selection"]) == (
+        "l2", False, False)
+    assert trained[no_sensory]["hidden_dim"] == 0 and trained[plain]["hidden_dim"] == 64
+    # Same initial weights and data: only the memory read differs, so one step moves the weights differently.
+    plain_weights, stcn_weights = (torch.load(path, weights_only=True) for path in (plain, stcn))
+    assert not torch.equal(plain_weights["key_proj.key_proj.weight"], stcn_weights["key_proj.key_proj.weight"])
+    assert not any(key.startswith(NO_SENSORY_PREFIXES) for key in torch.load(no_sensory, weights_only=True))
+
+    # eval.py reads the sidecar: the STCN snapshot evaluated with default settings reads memory as it was trained.
+    with pytest.warns(UserWarning, match="memory reading as the checkpoint was trained"):
+        applied = eval_cli.apply_checkpoint_switches(Config(), stcn, hidden_dim=64)
+    assert (applied.model.use_shrinkage, applied.model.use_selection) == (False, False)
+    row = load_config(ABLATION_DIR / "stores_working_only.yaml")
+    assert eval_cli.apply_checkpoint_switches(row, no_sensory, hidden_dim=0) is row
