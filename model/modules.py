@@ -77,11 +77,13 @@ def _conv_of_broadcast_cat(conv: nn.Conv2d, shared: torch.Tensor, group: torch.T
     Returns:
         B×N×C_out×h'×w', equal to `conv(_broadcast_cat(shared, group))` (unfolded) up to float rounding.
     """
+    settings = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
     if group.shape[1] == 1:
         # One object: nothing to share, and one convolution over the concatenation beats two plus an addition.
-        return _unfold_objects(conv(_fold_objects(_broadcast_cat(shared, group))), group.shape[0])
+        # F.conv2d, not conv(...): `conv` may be a GroupConv2d, whose forward expects B×N×C×h×w.
+        flat = _fold_objects(_broadcast_cat(shared, group))
+        return _unfold_objects(F.conv2d(flat, conv.weight, conv.bias, **settings), group.shape[0])
     shared_channels = shared.shape[1]
-    settings = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
     shared_part = F.conv2d(shared, conv.weight[:, :shared_channels], conv.bias, **settings)
     object_part = F.conv2d(_fold_objects(group), conv.weight[:, shared_channels:], None, **settings)
     # In place: a convolution's backward does not need its output, so autograd allows it.

@@ -35,19 +35,19 @@ def _agree(optimised: torch.Tensor, reference: torch.Tensor) -> bool:
     return float((optimised - reference).abs().max()) <= PATH_TOLERANCE * scale
 
 
-def _frame_inputs(network: XMem, num_objects: int, seed: int) -> dict[str, torch.Tensor]:
-    """Image, soft masks, sensory memory and a readout of one small frame, with its key-encoder features."""
+def _frame_inputs(network: XMem, num_objects: int, seed: int, batch_size: int = 1) -> dict[str, torch.Tensor]:
+    """Image, soft masks, sensory memory and a readout of small frames, with their key-encoder features."""
     generator = torch.Generator().manual_seed(seed)
     height, width = FRAME[0] // FEATURE_STRIDE, FRAME[1] // FEATURE_STRIDE
-    image = torch.randn(1, 3, *FRAME, generator=generator)
+    image = torch.randn(batch_size, 3, *FRAME, generator=generator)
     with torch.no_grad():
         encoding = network.encode_key(image)
+    hidden_shape = (batch_size, num_objects, network.hidden_dim, height, width)
     return {
         "image": image,
-        "masks": torch.rand(1, num_objects, *FRAME, generator=generator),
-        "hidden": torch.tanh(torch.randn(1, num_objects, network.hidden_dim, height, width, generator=generator))
-        if network.hidden_dim > 0 else None,
-        "readout": torch.randn(1, num_objects, network.value_dim, height, width, generator=generator),
+        "masks": torch.rand(batch_size, num_objects, *FRAME, generator=generator),
+        "hidden": torch.tanh(torch.randn(hidden_shape, generator=generator)) if network.hidden_dim > 0 else None,
+        "readout": torch.randn(batch_size, num_objects, network.value_dim, height, width, generator=generator),
         "features": (encoding.f16, encoding.f8, encoding.f4),
     }
 
@@ -72,9 +72,10 @@ def _both_paths(network: XMem, inputs: dict[str, torch.Tensor]) -> list[tuple[st
     return [(name, results[False][name], results[True][name]) for name in results[True]]
 
 
-@pytest.mark.parametrize("num_objects", [1, 3])
-def test_optimised_and_reference_paths_agree(recipe_network, num_objects):
-    compared = _both_paths(recipe_network, _frame_inputs(recipe_network, num_objects, seed=num_objects))
+@pytest.mark.parametrize("num_objects, batch_size", [(1, 1), (3, 1), (1, 2), (3, 2)])
+def test_optimised_and_reference_paths_agree(recipe_network, num_objects, batch_size):
+    inputs = _frame_inputs(recipe_network, num_objects, seed=num_objects, batch_size=batch_size)
+    compared = _both_paths(recipe_network, inputs)
     assert {name for name, _, _ in compared} == {
         "value", "hidden_after_value", "logits", "prob", "hidden_after_segment"
     }
@@ -94,7 +95,8 @@ def test_paths_agree_on_network_variants(variant):
     torch.manual_seed(0)
     network = XMem(**variant).eval()
     num_objects = 1 if variant.get("single_object") else 2
-    for name, optimised, reference in _both_paths(network, _frame_inputs(network, num_objects, seed=3)):
+    inputs = _frame_inputs(network, num_objects, seed=3, batch_size=2)  # training batches: B > 1
+    for name, optimised, reference in _both_paths(network, inputs):
         assert _agree(optimised, reference), name
 
 
