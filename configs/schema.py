@@ -138,7 +138,8 @@ class TrainConfig:
     """The training recipe. Stage 0: static images; 1: BL30K; 2: main long; 3: main short (released model: 03)."""
 
     exp_id: str = "xmem"
-    save_dir: str = "./saves"
+    save_dir: str = "./saves"  # the run's files go to <save_dir>/<exp_id>/
+    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda; torchrun ranks use cuda:LOCAL_RANK
     stages: str = "03"
     seed: int = 14159265
     weight_decay: float = 0.05

@@ -1,0 +1,270 @@
+"""The training iteration and loop: clip plans, frozen BatchNorm, learning, errors, exact resume, DDP on Gloo.
+
+Every test uses the full architecture on small crops (32×32, three or four frames) and CPU.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from configs import config_to_dict, load_config
+from model.checkpoint import build_network_from_state_dict
+from model.network import XMem
+from model.trainer import (ClipPlan, DataPhase, GlobalBatchSampler, RunDirectory, StageData, StepSettings, Trainer,
+                           image_grid, per_rank_batch_size, run_training, sample_clip_plan, validate_stages)
+
+CROP = 32
+NUM_OBJECTS = 2
+
+
+def _batch(batch_size: int, num_frames: int, *, seed: int = 0, num_objects: int = NUM_OBJECTS) -> dict:
+    """A clip of moving squares, one per object, on a textured background (exact masks)."""
+    generator = torch.Generator().manual_seed(seed)
+    rgb = 0.3 * torch.randn(batch_size, num_frames, 3, CROP, CROP, generator=generator)
+    class_maps = torch.zeros(batch_size, num_frames, 1, CROP, CROP, dtype=torch.int64)
+    for sample in range(batch_size):
+        for slot in range(num_objects):
+            top, left = torch.randint(0, CROP // 2, (2,), generator=generator).tolist()
+            colour = torch.randn(3, 1, 1, generator=generator)
+            for frame in range(num_frames):
+                rows = slice(top + frame, top + frame + CROP // 3)
+                columns = slice(left + slot, left + slot + CROP // 3)
+                rgb[sample, frame, :, rows, columns] = colour
+                class_maps[sample, frame, 0, rows, columns] = slot + 1
+    first_frame_gt = torch.stack([(class_maps[:, 0, 0] == slot + 1).float() for slot in range(num_objects)], 1)
+    return {"rgb": rgb, "first_frame_gt": first_frame_gt.unsqueeze(1), "cls_gt": class_maps,
+            "selector": torch.ones(batch_size, num_objects),
+            "info": {"num_objects": torch.full((batch_size,), num_objects)}}
+
+
+def _network(seed: int = 0) -> XMem:
+    torch.manual_seed(seed)
+    return XMem().eval()
+
+
+# ---------------------------------------------------------------------------------------------- clip plans
+
+def test_plan_reads_all_previous_frames_then_first_plus_random_distinct_earlier_ones():
+    plan = sample_clip_plan(batch_size=4, num_frames=8, num_ref_frames=3, deep_update_prob=0.5,
+                            generator=torch.Generator().manual_seed(0))
+    assert plan.memory_frames[:3] == (None, None, None)  # query frames 1..3 read every previous frame
+    for frame in range(4, 8):
+        frames = plan.memory_frames[frame - 1]
+        assert frames.shape == (4, 3)
+        assert (frames[:, 0] == 0).all()  # the annotated first frame is always in memory
+        for sample in frames:
+            earlier = sample[1:].tolist()
+            assert len(set(earlier)) == 2 and all(1 <= index < frame for index in earlier)
+    assert len(plan.deep_update) == 6  # frames 1..6 are value-encoded; the last frame is not
+
+
+def test_plan_draws_come_from_the_generator_and_deep_update_prob_is_honoured():
+    def draw(seed, probability):
+        return sample_clip_plan(2, 8, 3, probability, torch.Generator().manual_seed(seed))
+
+    first, again = draw(5, 0.5), draw(5, 0.5)
+    assert first.deep_update == again.deep_update
+    assert all(torch.equal(a, b) for a, b in zip(first.memory_frames[3:], again.memory_frames[3:]))
+    assert not any(draw(1, 0.0).deep_update) and all(draw(1, 1.0).deep_update)
+    sliced = first.for_samples(1, 2)
+    assert torch.equal(sliced.memory_frames[5], first.memory_frames[5][1:2])
+    assert sliced.deep_update == first.deep_update
+
+
+def test_plan_rejects_a_clip_without_query_frames():
+    with pytest.raises(ValueError, match="a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got "
+                                         "num_frames=1"):
+        sample_clip_plan(1, 1, 3, 0.2, torch.Generator())
+
+
+# ---------------------------------------------------------------------------------------------- the step
+
+def test_step_keeps_batchnorm_statistics_and_changes_parameters():
+    network = _network()
+    buffers = {name: buffer.clone() for name, buffer in network.named_buffers()}
+    parameters = {name: parameter.detach().clone() for name, parameter in network.named_parameters()}
+    trainer = Trainer(network, StepSettings(num_frames=3, num_ref_frames=2, batch_size=1, lr=1e-4))
+    losses = trainer.train_step(_batch(1, 3))
+
+    assert set(losses) == {"total_loss", "p", "ce_loss_1", "dice_loss_1", "ce_loss_2", "dice_loss_2"}
+    assert not network.training  # eval mode (frozen BatchNorm) during training, as the original
+    assert trainer.iteration == 1
+    for name, buffer in network.named_buffers():  # running_mean / running_var / num_batches_tracked
+        assert torch.equal(buffer, buffers[name]), name
+    changed = [name for name, parameter in network.named_parameters() if not torch.equal(parameter,
+                                                                                          parameters[name])]
+    assert len(changed) == len(parameters)
+
+
+def test_loss_falls_on_a_fixed_batch():
+    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=1, lr=3e-5,
+                                               deep_update_prob=0.0))
+    batch = _batch(1, 3, num_objects=1)
+    losses = [trainer.train_step(batch)["total_loss"] for _ in range(12)]
+    assert sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
+
+
+def test_non_finite_loss_names_iteration_and_terms():
+    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=1))
+    trainer.iteration = 41
+    batch = _batch(1, 3)
+    batch["rgb"][0, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 41 of stage 3: .*total_loss=nan.*"
+                                                 r"ce_loss_1=nan"):
+        trainer.train_step(batch)
+
+
+def test_bad_batches_are_rejected_with_what_was_expected():
+    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=2))
+    batch = _batch(2, 3)
+    del batch["selector"]
+    with pytest.raises(KeyError, match=r"training batch lacks \['selector'\]"):
+        trainer.train_step(batch)
+    with pytest.raises(ValueError, match="training batch has 1 clips, expected 2 per process"):
+        trainer.train_step(_batch(1, 3))
+
+
+def test_global_batch_must_divide_across_processes():
+    assert per_rank_batch_size(8, 4) == 2
+    with pytest.raises(ValueError, match=r"batch_size=6 \(global\) must be a positive multiple of the 4 processes"):
+        per_rank_batch_size(6, 4)
+
+
+def test_global_batch_sampler_splits_single_process_batches_across_ranks():
+    single = list(GlobalBatchSampler(10, 4, seed=3, epoch=2))
+    ranks = [list(GlobalBatchSampler(10, 4, rank=rank, world_size=2, seed=3, epoch=2)) for rank in range(2)]
+    assert len(single) == 2  # the incomplete last batch is dropped
+    assert [a + b for a, b in zip(*ranks)] == single
+    assert list(GlobalBatchSampler(10, 4, seed=3, epoch=2, start_batch=1)) == single[1:]
+    assert list(GlobalBatchSampler(10, 4, seed=3, epoch=3)) != single
+    with pytest.raises(ValueError, match="the training set has 3 samples, fewer than one global batch of 4"):
+        GlobalBatchSampler(3, 4)
+
+
+def test_image_grid_has_rgb_prediction_and_truth_rows():
+    batch = _batch(3, 3)
+    predictions = [torch.rand(3, NUM_OBJECTS, CROP, CROP) for _ in range(2)]
+    grid = image_grid(batch["rgb"], predictions, batch["cls_gt"], batch["first_frame_gt"][:, 0])
+    padding = 2  # make_grid's default
+    assert grid.shape == (3, 6 * (CROP + padding) + padding, 3 * (CROP + padding) + padding)  # 2 samples × 3 rows
+
+
+# ---------------------------------------------------------------------------------------------- the loop, resume
+
+RESUME_OVERRIDES = [
+    "train.stages=3", "train.imagenet_init=false", "train.deep_update_prob=0.5", "train.log_text_interval=2",
+    "train.log_image_interval=0", "train.save_network_interval=0", "train.save_checkpoint_interval=2",
+    "train.stage3.batch_size=2", "train.stage3.iterations=3", "train.stage3.finetune_iterations=1",
+    "train.stage3.num_frames=4", "train.stage3.num_ref_frames=2", "train.stage3.lr=1e-4",
+    "train.stage3.lr_steps=[2]", "train.stage3.skip_fractions=[0.5]", "train.stage3.skip_values=[10]",
+]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _fake_data(stop_after: int | None = None):
+    """StageData whose batches are a pure function of (phase, epoch, batch index); 2 batches per epoch."""
+    served = []
+
+    def phase_at(iteration: int) -> DataPhase:
+        return DataPhase(10 if iteration >= 2 else 5, iteration >= 3)
+
+    def batches(phase: DataPhase, epoch: int, start_batch: int):
+        for index in range(start_batch, 2):
+            if stop_after is not None and len(served) == stop_after:
+                raise _Interrupted
+            served.append((phase, epoch, index))
+            yield _batch(2, 4, seed=1000 * epoch + 10 * index + phase.max_skip + phase.finetune)
+
+    return (lambda stage: StageData(phase_at, batches)), served
+
+
+def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
+    straight_config = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'straight'}"])
+    data, straight_batches = _fake_data()
+    straight = run_training(straight_config, config_to_dict(straight_config), data)
+
+    config = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'resumed'}"])
+    data, _ = _fake_data(stop_after=2)
+    with pytest.raises(_Interrupted):
+        run_training(config, config_to_dict(config), data)
+    run = RunDirectory(config.train.save_dir, config.train.exp_id)
+    assert [path.name for path in run.checkpoints()] == ["xmem_s3_checkpoint_2.pth"]
+    data, resumed_batches = _fake_data()
+    resumed = run_training(config, config_to_dict(config), data, resume=True)
+
+    assert resumed_batches == straight_batches[2:]  # the data stream continues where it stopped
+    for (name, parameter), expected in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(parameter, expected), name
+    assert (run.root / "config.yaml").is_file() and (run.root / "xmem_s3_4.pth").is_file()
+
+    with pytest.raises(ValueError, match=r"--resume: the config differs from the one of .*xmem_s3_checkpoint_4.pth: "
+                                         r"train.stage3.lr \(checkpoint: 0.0001, now: 0.001\)"):
+        changed = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'resumed'}",
+                                                            "train.stage3.lr=1e-3"])
+        run_training(changed, config_to_dict(changed), data, resume=True)
+    with pytest.raises(FileExistsError, match="already holds checkpoints of run 'xmem'; pass --resume"):
+        run_training(config, config_to_dict(config), data)
+
+
+def test_resume_without_checkpoint_and_bad_stages_are_errors(tmp_path):
+    config = load_config(overrides=[f"train.save_dir={tmp_path}", "train.exp_id=empty"])
+    with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint 'empty_s\*_checkpoint_\*.pth' in "):
+        run_training(config, config_to_dict(config), _fake_data()[0], resume=True)
+    with pytest.raises(ValueError, match="train.stages='04': expected distinct stage names from 0, 1, 2, 3"):
+        validate_stages("04")
+
+
+# ---------------------------------------------------------------------------------------------- DDP (Gloo, CPU)
+
+DDP_STEPS = 2
+# In float64 the gradients of both runs agree to ~1e-15, so Adam (which turns any gradient, however tiny, into a
+# step of about lr) cannot amplify rounding noise into differences of lr: the parameters must agree to 1e-6 while
+# training moves them by ~2e-4. (In float32, elements whose gradient is at rounding-noise level differ by up to 1e-5.)
+DDP_DTYPE = torch.float64
+
+
+def _double_batch(batch_size: int, seed: int) -> dict:
+    batch = _batch(batch_size, 3, seed=seed)
+    batch["rgb"] = batch["rgb"].to(DDP_DTYPE)
+    return batch
+
+
+def _ddp_worker(rank: int, world_size: int, init_file: str, state_path: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        network = build_network_from_state_dict(torch.load(state_path, weights_only=True)).to(DDP_DTYPE)
+        trainer = Trainer(network, StepSettings(num_frames=3, num_ref_frames=2, batch_size=2, lr=1e-4,
+                                                deep_update_prob=0.0), rank=rank, world_size=world_size)
+        for step in range(DDP_STEPS):
+            batch = _double_batch(2, seed=step)
+            local = {key: value[rank:rank + 1] for key, value in batch.items() if key != "info"}
+            local["info"] = {"num_objects": batch["info"]["num_objects"][rank:rank + 1]}
+            trainer.train_step(local)
+        torch.save(network.state_dict(), os.path.join(out_dir, f"rank{rank}.pth"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_two_gloo_processes_equals_a_single_process(tmp_path):
+    network = _network(seed=7)
+    state_path = tmp_path / "initial.pth"
+    torch.save(network.state_dict(), state_path)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(state_path), str(tmp_path)), nprocs=2)
+
+    single = Trainer(network.to(DDP_DTYPE), StepSettings(num_frames=3, num_ref_frames=2, batch_size=2, lr=1e-4,
+                                                         deep_update_prob=0.0))
+    for step in range(DDP_STEPS):
+        single.train_step(_double_batch(2, seed=step))
+    ranks = [torch.load(tmp_path / f"rank{rank}.pth", weights_only=True) for rank in range(2)]
+    for name, expected in single.network.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        torch.testing.assert_close(ranks[0][name], expected, rtol=0, atol=1e-6, msg=name)
