@@ -1,0 +1,176 @@
+"""Result writers for evaluation: palette PNG masks, probability (score) files, completion markers, timings, zips.
+
+Output layout of one run (`<out>` = the output folder):
+- masks: `<out>/<video>/<frame>.png` (DAVIS layout) or `<out>/Annotations/<video>/<frame>.png` (YouTube-VOS);
+- scores (`save_scores`): `<out>/Scores/<video>/<frame>.npz` with `prob` float16 (N+1)×H×W (background first,
+  objects in ascending id order) and `labels` int64 N (the object id of rows 1..N);
+- `<out>/.progress/<video>.json`: written after a video's last frame; a video without it is redone on a rerun;
+- `<out>/timings.csv`: one row per finished video; `<out>/config.yaml` (written by eval.py);
+- zips: YouTube-VOS `<out>/<basename of out>.zip` holding `Annotations/`; DAVIS test-dev `<out>.zip` holding the
+  video folders.
+Every file is written atomically (a temporary file renamed into place), so a killed run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Iterable, Literal, Mapping, Optional, Sequence
+
+import numpy as np
+
+from dataset.image_io import atomic_output, write_index_mask
+
+SCORES_DIR = "Scores"
+PROGRESS_DIR = ".progress"
+ANNOTATIONS_DIR = "Annotations"
+TIMINGS_FILE = "timings.csv"
+SCORE_SUFFIX = ".npz"
+SCORE_DTYPE = np.float16
+TIMING_COLUMNS = ("video", "frames", "saved_frames", "objects", "seconds", "fps")
+
+
+def write_scores(path: str | os.PathLike, prob: np.ndarray, labels: Sequence[int]) -> None:
+    """Write one frame's probabilities as a compressed `.npz`, atomically.
+
+    Args:
+        path: destination (`.npz`).
+        prob: float (N+1)×H×W probabilities at output resolution; row 0 = background, row i = object `labels[i-1]`.
+        labels: the N object ids, ascending.
+    Raises:
+        ValueError: `prob` is not 3-D or its row count is not len(labels) + 1.
+    """
+    prob = np.asarray(prob)
+    labels = np.asarray(labels, dtype=np.int64)
+    if prob.ndim != 3 or prob.shape[0] != len(labels) + 1:
+        raise ValueError(f"scores for {path}: prob must be (N+1)×H×W with N={len(labels)} labels, got "
+                         f"{tuple(prob.shape)}")
+    with atomic_output(path) as temporary:
+        with open(temporary, "wb") as handle:
+            np.savez_compressed(handle, prob=prob.astype(SCORE_DTYPE), labels=labels)
+
+
+def read_scores(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a score file written by `write_scores`.
+
+    Returns:
+        (prob float32 (N+1)×H×W, labels int64 N).
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a score file (missing `prob` or `labels`, or shapes that disagree).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"score file not found: {path}")
+    try:
+        with np.load(path) as data:
+            prob, labels = data["prob"].astype(np.float32), data["labels"].astype(np.int64)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a score file (npz with 'prob' and 'labels'): {error}") from None
+    if prob.ndim != 3 or prob.shape[0] != len(labels) + 1:
+        raise ValueError(f"score file {path}: prob {tuple(prob.shape)} does not match {len(labels)} labels")
+    return prob, labels
+
+
+def write_zip(zip_path: str | os.PathLike, root: str | os.PathLike, members: Iterable[str]) -> None:
+    """Zip the folders (or files) `members` of `root`, stored under their paths relative to `root`, atomically.
+
+    Hidden files (starting with `.`) are left out.
+    """
+    root = Path(root)
+    with atomic_output(zip_path) as temporary:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for member in members:
+                top = root / member
+                paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+                for path in paths:
+                    relative = path.relative_to(root)
+                    if any(part.startswith(".") for part in relative.parts):
+                        continue
+                    archive.write(path, relative.as_posix())
+
+
+class ResultWriter:
+    """Writes the outputs of one evaluation run under `output_dir` (layout in the module docstring).
+
+    Args:
+        output_dir: the run's output folder (created).
+        layout: `davis` (`<out>/<video>/`) or `youtube` (`<out>/Annotations/<video>/`).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, layout: Literal["davis", "youtube"]):
+        if layout not in ("davis", "youtube"):
+            raise ValueError(f"unknown output layout {layout!r}; expected 'davis' or 'youtube'")
+        self.output_dir = Path(output_dir)
+        self.layout = layout
+        self.mask_root.mkdir(parents=True, exist_ok=True)  # also tells merge_multi_scale.py the layout
+
+    @property
+    def mask_root(self) -> Path:
+        return self.output_dir / ANNOTATIONS_DIR if self.layout == "youtube" else self.output_dir
+
+    def mask_path(self, video: str, frame: str) -> Path:
+        return self.mask_root / video / f"{frame}.png"
+
+    def score_path(self, video: str, frame: str) -> Path:
+        return self.output_dir / SCORES_DIR / video / f"{frame}{SCORE_SUFFIX}"
+
+    def _marker_path(self, video: str) -> Path:
+        return self.output_dir / PROGRESS_DIR / f"{video}.json"
+
+    def write_mask(self, video: str, frame: str, mask: np.ndarray, palette: Optional[bytes]) -> None:
+        """Write an H×W mask of object ids (0..255) as `<frame>.png` with `palette` (None: grayscale)."""
+        write_index_mask(self.mask_path(video, frame), mask, palette)
+
+    def write_scores(self, video: str, frame: str, prob: np.ndarray, labels: Sequence[int]) -> None:
+        """Write float (N+1)×H×W probabilities (objects in ascending id order `labels`) for one frame."""
+        write_scores(self.score_path(video, frame), prob, labels)
+
+    def is_finished(self, video: str) -> bool:
+        """Whether `video` was completed by an earlier run (its completion marker exists)."""
+        return self._marker_path(video).is_file()
+
+    def finished_record(self, video: str) -> dict:
+        """The timing record saved with a finished video's completion marker."""
+        return json.loads(self._marker_path(video).read_text())
+
+    def start_video(self, video: str) -> None:
+        """Forget any earlier (finished or partial) outputs of `video`, so none of them is trusted."""
+        self._marker_path(video).unlink(missing_ok=True)
+        for folder in (self.mask_root / video, self.output_dir / SCORES_DIR / video):
+            if folder.is_dir():
+                shutil.rmtree(folder)
+
+    def finish_video(self, video: str, record: Mapping[str, object]) -> None:
+        """Mark `video` finished (after its last frame is written), storing its timing `record`."""
+        with atomic_output(self._marker_path(video)) as temporary:
+            temporary.write_text(json.dumps(dict(record)))
+
+    def write_timings(self, records: Sequence[Mapping[str, object]]) -> Path:
+        """Write `timings.csv` (columns TIMING_COLUMNS), one row per record, atomically; return its path."""
+        buffer = io.StringIO()
+        table = csv.DictWriter(buffer, fieldnames=TIMING_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        table.writeheader()
+        table.writerows(records)
+        path = self.output_dir / TIMINGS_FILE
+        with atomic_output(path) as temporary:
+            temporary.write_text(buffer.getvalue())
+        return path
+
+    def write_submission_zip(self, kind: Literal["davis", "youtube"], videos: Sequence[str]) -> Path:
+        """Zip the masks for an evaluation server and return the zip's path.
+
+        `youtube`: `<out>/<basename of out>.zip` holding `Annotations/<video>/...`; `davis` (test-dev):
+        `<out>.zip` beside `<out>`, holding `<video>/...` at its top level.
+        """
+        if kind == "youtube":
+            path = self.output_dir / f"{self.output_dir.resolve().name}.zip"
+            write_zip(path, self.output_dir, [f"{ANNOTATIONS_DIR}/{video}" for video in videos])
+        else:
+            path = self.output_dir.resolve().with_name(self.output_dir.resolve().name + ".zip")
+            write_zip(path, self.mask_root, videos)
+        return path
