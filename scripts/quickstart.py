@@ -16,7 +16,7 @@ Steps, each done with the project's own code (nothing is special-cased for the q
 4. A table of J&F / J / F, FPS and peak memory; an overlay video (.mp4) and a contact sheet (.png) of one
    held-out video, made by scripts/visualize.py.
 
-Everything goes under --out (default ./quickstart_output); a rerun reuses finished data, training and evaluation.
+Everything goes under --out (default ./quickstart_out/default); a rerun reuses finished data, training and evaluation.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import default_collate  # noqa: E402
@@ -54,10 +53,11 @@ from model.trainer import RunDirectory  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"
-TRAIN_PRESET = "easy"
+STATIC_PRESET = "easy"  # stage-0 images: 1-2 objects, no distractors
 HELD_OUT_PRESET = "held_out"
 DAVIS_SPLIT_FOLDER = "trainval"  # eval.py reads <d17_path>/trainval/ for the D17 val split
 RESULTS_FILE = "quickstart_results.json"
+DEFAULT_OUTPUT = Path("quickstart_out")  # git-ignored
 REQUIRED_MARGIN_OVER_COPY = 0.15  # J&F points (as a fraction) the trained model should gain over copying frame 0
 INIT_CHECKPOINT = "calibrated_init.pth"
 TIMINGS_FILE = "timings.csv"  # eval.py's per-video frames and seconds (data loading excluded)
@@ -78,6 +78,8 @@ class QuickstartPlan:
         static_images_per_source: image + mask pairs in each of the six stage-0 source folders (FSS-1000 gets
             them as classes of STATIC_IMAGES_PER_CLASS).
         train_videos, train_video_frames: the stage-3 training videos.
+        train_video_preset: their difficulty preset (dataset/synthetic.py PRESETS); other seeds than the
+            held-out videos.
         held_out_videos, held_out_video_frames: the evaluation videos.
         calibration_clips: static pseudo-video clips (3 frames each) run through the trunks to set BatchNorm
             statistics before training.
@@ -89,6 +91,7 @@ class QuickstartPlan:
     static_images_per_source: int = 40
     train_videos: int = 40
     train_video_frames: int = 24
+    train_video_preset: str = HELD_OUT_PRESET
     held_out_videos: int = 8
     held_out_video_frames: int = 30
     calibration_clips: int = 32
@@ -104,8 +107,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fast", action="store_true",
                         help="a token amount of training and fewer videos (under 3 minutes on two CPU cores)")
-    parser.add_argument("--out", type=Path, default=Path("quickstart_output"),
-                        help="folder for data, checkpoints, results and videos (default ./quickstart_output)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for data, checkpoints, results and videos (default ./quickstart_out/default, "
+                             "with --fast ./quickstart_out/fast)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU) | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice; on a machine shared with other "
@@ -149,7 +153,9 @@ class DataFolders:
 def make_data(plan: QuickstartPlan, out: Path) -> DataFolders:
     """Write (or reuse) the static images, training videos and held-out videos of `plan` under `out/data`."""
     folders = DataFolders(out / "data" / "static", out / "data" / "train", out / "data" / "held_out")
-    train_difficulty = without_late_entries(get_preset(TRAIN_PRESET))  # DAVIS layout: objects start on frame 0
+    # DAVIS layout: every object is present on frame 0.
+    static_difficulty = get_preset(STATIC_PRESET)
+    train_difficulty = without_late_entries(get_preset(plan.train_video_preset))
     held_out_difficulty = without_late_entries(get_preset(HELD_OUT_PRESET))
     static_total = plan.static_images_per_source * len(REFERENCE_STATIC_SOURCES)
     total = (static_total + plan.train_videos * plan.train_video_frames
@@ -160,12 +166,12 @@ def make_data(plan: QuickstartPlan, out: Path) -> DataFolders:
             seed = STATIC_SEED + source_index
             if layout == "class_folders":
                 classes = make_static_classes(max(plan.static_images_per_source // STATIC_IMAGES_PER_CLASS, 1),
-                                              STATIC_IMAGES_PER_CLASS, seed=seed, difficulty=train_difficulty,
+                                              STATIC_IMAGES_PER_CLASS, seed=seed, difficulty=static_difficulty,
                                               **size)
                 write_static_fss(folders.static_root / folder, classes, progress=progress.update)
             else:
                 images = make_videos(plan.static_images_per_source, seed=seed, num_frames=1,
-                                     difficulty=train_difficulty, **size)
+                                     difficulty=static_difficulty, **size)
                 write_static_flat(folders.static_root / folder, images, progress=progress.update)
         train_videos = make_videos(plan.train_videos, seed=TRAIN_SEED, num_frames=plan.train_video_frames,
                                    difficulty=train_difficulty, **size)
@@ -213,9 +219,8 @@ def calibrate_batchnorm(network: XMem, clips: Sequence[dict[str, Any]]) -> None:
 
 def calibrated_initial_network(plan: QuickstartPlan, folders: DataFolders, crop_size: int, path: Path,
                                device: torch.device) -> Path:
-    """Write (or reuse) the random-init single-object XMem with calibrated BatchNorm that training starts from."""
-    if path.is_file():
-        return path
+    """Write the random-init single-object XMem with calibrated BatchNorm that training starts from (a few seconds;
+    always redone, so that it follows the crop size and the plan)."""
     torch.manual_seed(CALIBRATION_SEED)
     network = XMem(single_object=True).to(device)
     static = StaticImageDataset(reference_static_sources(folders.static_root), crop_size=crop_size,
@@ -227,8 +232,9 @@ def calibrated_initial_network(plan: QuickstartPlan, folders: DataFolders, crop_
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def run_cli(script: str, arguments: Sequence[str], threads: int | None) -> float:
-    """Run one of the project's CLIs (train.py, eval.py) in a child process; return its peak RSS in MB.
+def run_cli(script: str, arguments: Sequence[str], threads: int | None) -> float | None:
+    """Run one of the project's CLIs (train.py, eval.py, scripts/visualize.py) in a child process, in the current
+    working directory; return its peak RSS in MB (None where the OS cannot report a child's own, e.g. Windows).
 
     The CLIs are run, not imported (nothing imports a CLI), and a child process of its own gives each evaluation
     a peak memory that is not the training's.
@@ -240,12 +246,17 @@ def run_cli(script: str, arguments: Sequence[str], threads: int | None) -> float
     if threads is not None:
         environment.update({variable: str(threads) for variable in THREAD_VARIABLES})
     command = [sys.executable, str(REPOSITORY / script), *arguments]
-    process = subprocess.Popen(command, cwd=REPOSITORY, env=environment)
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    process = subprocess.Popen(command, env=environment)
+    peak_memory_mb = None
+    if hasattr(os, "wait4"):
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        peak_memory_mb = usage.ru_maxrss * RSS_UNIT_BYTES / BYTES_PER_MB
+    else:
+        process.wait()
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command)
-    return usage.ru_maxrss * RSS_UNIT_BYTES / BYTES_PER_MB
+    return peak_memory_mb
 
 
 def train_network(preset: str, folders: DataFolders, init_path: Path, save_dir: Path, device: str,
@@ -274,7 +285,7 @@ def evaluate_checkpoint(preset: str, checkpoint: Path, folders: DataFolders, out
 
     Returns:
         {"scores": global scores (fractions), "fps": frames per second without data loading (eval.py's
-        timings.csv), "peak_memory_mb": eval.py's peak RSS}.
+        timings.csv), "peak_memory_mb": eval.py's peak RSS, or None where unknown}.
     """
     peak_memory_mb = run_cli("eval.py", ["--config", preset, f"eval.d17_path={folders.held_out_root.resolve()}",
                                          f"eval.model={checkpoint.resolve()}", f"eval.output={output.resolve()}",
@@ -311,7 +322,9 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     lines = [header, "-" * len(header)]
     for name, row in rows:
         scores = "".join(f"{100 * row['scores'][column]:7.1f}" for _, column in SCORE_COLUMNS)
-        speed = f"{row['fps']:8.1f}{row['peak_memory_mb']:8.0f} MB" if "fps" in row else f"{'-':>8}{'-':>11}"
+        fps = f"{row['fps']:8.1f}" if "fps" in row else f"{'-':>8}"
+        memory = row.get("peak_memory_mb")
+        speed = fps + (f"{memory:8.0f} MB" if memory is not None else f"{'-':>11}")
         lines.append(f"{name:<32}{scores}{speed}")
     return "\n".join(lines)
 
@@ -334,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = load_config(plan.preset, list(args.overrides))  # fails before any work on a bad preset or override
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    out = args.out
+    out = args.out or DEFAULT_OUTPUT / ("fast" if args.fast else "default")
     clock = _StepClock()
 
     folders = make_data(plan, out)
@@ -363,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     over_copy = trained - rows["copy_first_mask"]["scores"]["J&F-Mean"]
     over_initialisation = trained - rows["initialisation"]["scores"]["J&F-Mean"]
     results = {"table": table, **rows, "held_out_videos": videos, "snapshot": str(snapshot),
-               "overlay_video": str(video_path), "contact_sheet": str(sheet_path), "seconds": clock.laps,
+               "overlay_video": str(video_path), "contact_sheet": str(sheet_path), "seconds": clock.with_total,
                "device": device.type}
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=1))
     print(f"\nHeld-out synthetic videos: {len(videos)} ({HELD_OUT_PRESET} preset, {plan.height}x{plan.width}, "
@@ -373,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"trained - copy first-frame mask: {100 * over_copy:+.1f} J&F (the default run aims at "
           f"+{100 * REQUIRED_MARGIN_OVER_COPY:.0f}); trained - initialisation: {100 * over_initialisation:+.1f} J&F")
     print(f"overlay video: {video_path}\ncontact sheet: {sheet_path}\nresults: {out / RESULTS_FILE}")
-    print("time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in clock.laps.items()))
+    print("time: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in clock.with_total.items()))
     return results
 
 
@@ -387,8 +400,11 @@ class _StepClock:
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self.laps[name] = round(now - self.last, 1)
-        self.laps["total"] = round(now - self.started, 1)
         self.last = now
+
+    @property
+    def with_total(self) -> dict[str, float]:
+        return {**self.laps, "total": round(self.last - self.started, 1)}
 
 
 if __name__ == "__main__":
