@@ -53,7 +53,7 @@ from model.trainer import RunDirectory  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"
-STATIC_PRESET = "easy"  # stage-0 images: 1-2 objects, no distractors
+TRAIN_PRESET = "easy"  # slow motion, 1-2 objects, no distractors: learnable in minutes from scratch
 HELD_OUT_PRESET = "held_out"
 DAVIS_SPLIT_FOLDER = "trainval"  # eval.py reads <d17_path>/trainval/ for the D17 val split
 RESULTS_FILE = "quickstart_results.json"
@@ -91,7 +91,7 @@ class QuickstartPlan:
     static_images_per_source: int = 40
     train_videos: int = 40
     train_video_frames: int = 24
-    train_video_preset: str = HELD_OUT_PRESET
+    train_video_preset: str = TRAIN_PRESET
     held_out_videos: int = 8
     held_out_video_frames: int = 30
     calibration_clips: int = 32
@@ -154,7 +154,7 @@ def make_data(plan: QuickstartPlan, out: Path) -> DataFolders:
     """Write (or reuse) the static images, training videos and held-out videos of `plan` under `out/data`."""
     folders = DataFolders(out / "data" / "static", out / "data" / "train", out / "data" / "held_out")
     # DAVIS layout: every object is present on frame 0.
-    static_difficulty = get_preset(STATIC_PRESET)
+    static_difficulty = get_preset(TRAIN_PRESET)
     train_difficulty = without_late_entries(get_preset(plan.train_video_preset))
     held_out_difficulty = without_late_entries(get_preset(HELD_OUT_PRESET))
     static_total = plan.static_images_per_source * len(REFERENCE_STATIC_SOURCES)
