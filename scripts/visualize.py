@@ -54,12 +54,13 @@ def frame_mask_pairs(frames_dir: str | Path, masks_dir: str | Path) -> list[tupl
             raise FileNotFoundError(f"{what} folder not found: {folder}")
     frames = sorted(path for path in frames_dir.iterdir() if path.suffix.lower() in FRAME_SUFFIXES)
     if not frames:
-        raise ValueError(f"no frame ({'/'.join(FRAME_SUFFIXES)}) in {frames_dir}; pass the folder of one video's frames")
+        raise ValueError(f"no frame ({'/'.join(FRAME_SUFFIXES)}) in {frames_dir}; pass the folder of one video's "
+                         "frames")
     masks = {path.stem: path for path in masks_dir.iterdir() if path.suffix.lower() == MASK_SUFFIX}
     pairs = [(frame, masks.get(frame.stem)) for frame in frames]
     if not any(mask is not None for _, mask in pairs):
-        raise ValueError(f"no mask in {masks_dir} matches a frame of {frames_dir} (e.g. {frames[0].stem}{MASK_SUFFIX}); "
-                         "masks are matched to frames by file name stem")
+        raise ValueError(f"no mask in {masks_dir} matches a frame of {frames_dir} (e.g. "
+                         f"{frames[0].stem}{MASK_SUFFIX}); masks are matched to frames by file name stem")
     return pairs
 
 
