@@ -34,6 +34,7 @@ from dataset.writers import ResultWriter
 from inference.inference_core import InferenceCore, normalize_image
 from inference.inference_core import resolve_device as resolve_core_device
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, SequenceScorer
+from model.acceleration import optimize_network
 from model.checkpoint import load_network
 
 logger = logging.getLogger("eval")
@@ -204,7 +205,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     output_dir = Path(options.output or DEFAULT_OUTPUT_PATTERN.format(dataset=options.dataset, split=options.split))
     benchmark = open_benchmark(options)
     device = resolve_device(options.device)
-    network = load_network(options.model, device)
+    network = optimize_network(load_network(options.model, device), channels_last=config.inference.channels_last,
+                               compile=config.inference.compile_network)
     writer = ResultWriter(output_dir, benchmark.layout)
     dump_config(config, output_dir / CONFIG_FILE)
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -73,16 +73,23 @@ def _stage_dataset(config: Config, stage: str) -> Any:
                              davis_repeats=data.davis_multiplier, **options)
 
 
-def _stage_data(config: Config, stage: str, *, rank: int, world_size: int, device: torch.device) -> StageData:
-    """Curriculum and batches of a stage for this rank (workers and batch divided across ranks)."""
-    stage_config = getattr(config.train, f"stage{stage}")
-    dataset = _stage_dataset(config, stage)
+def phase_schedule(stage_config: Any) -> Callable[[int], DataPhase]:
+    """iteration -> data phase of a stage: the max_skip curriculum (switches at round(fraction · iterations)) and
+    the fine-tune phase (the last finetune_iterations iterations)."""
     curriculum = SkipCurriculum(stage_config.initial_max_skip, stage_config.skip_fractions, stage_config.skip_values)
-    workers = config.train.data.num_workers // world_size
 
     def phase_at(iteration: int) -> DataPhase:
         return DataPhase(curriculum.max_skip_at(iteration, stage_config.iterations),
                          stage_config.finetune_iterations > 0 and iteration >= stage_config.iterations)
+
+    return phase_at
+
+
+def _stage_data(config: Config, stage: str, *, rank: int, world_size: int, device: torch.device) -> StageData:
+    """Curriculum and batches of a stage for this rank (workers and batch divided across ranks)."""
+    stage_config = getattr(config.train, f"stage{stage}")
+    dataset = _stage_dataset(config, stage)
+    workers = config.train.data.num_workers // world_size
 
     def batches(phase: DataPhase, epoch: int, start_batch: int) -> DataLoader:
         if stage != "0":  # static images have neither frame skip nor a fine-tune phase
@@ -93,7 +100,7 @@ def _stage_data(config: Config, stage: str, *, rank: int, world_size: int, devic
                                      seed=config.train.seed, epoch=epoch, start_batch=start_batch)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda")
 
-    return StageData(phase_at, batches)
+    return StageData(phase_schedule(stage_config), batches)
 
 
 def _git_commit() -> str | None:

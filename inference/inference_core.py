@@ -63,7 +63,7 @@ def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.devic
     Raises:
         ValueError: not an H×W×3 uint8 image.
     """
-    tensor = torch.as_tensor(np.asarray(rgb)) if not isinstance(rgb, torch.Tensor) else rgb
+    tensor = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.array(rgb))  # a writable copy
     if tensor.dim() != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
         raise ValueError(
             f"normalize_image expects a uint8 H×W×3 RGB image, got dtype {tensor.dtype} and shape "
@@ -254,6 +254,7 @@ class InferenceCore:
                     self._memory.sensory,
                     update_hidden=is_normal_update,
                     strip_background=False,
+                    reference_compute=config.reference_compute,
                 )
                 prob = segmentation.prob[0]
                 if is_normal_update and segmentation.hidden is not None and config.use_sensory_memory:
@@ -271,6 +272,7 @@ class InferenceCore:
                     self._memory.sensory,
                     self._objects.object_probabilities(prob).unsqueeze(0),
                     is_deep_update=is_deep_update,
+                    reference_compute=config.reference_compute,
                 )
                 self._memory.add_memory(
                     encoding.key,
@@ -315,7 +317,7 @@ class InferenceCore:
             if objects is not None:
                 raise ValueError(f"objects={list(objects)} given without a mask; pass the mask they annotate")
             return [], None
-        mask = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+        mask = mask if isinstance(mask, torch.Tensor) else torch.from_numpy(np.array(mask))
         mask = mask.to(self.device)
         if mask.dim() == 2:
             if mask.is_floating_point():

@@ -4,7 +4,8 @@ The per-frame algorithm of the original (`inference/memory_manager.py` of XMem, 
 `MemoryStore`s. Frame budgets (T_min, T_max) are converted to element budgets once, when the feature size h×w is
 known. Departures from the original, each exact where the original is well defined:
 - top-k softmax subtracts the maximum (finite for any similarity; the original gives NaN below about −100);
-- the default read gathers only the k selected values per query pixel (`reference_compute` reads densely);
+- the default read gathers only the k selected values per query pixel (`reference_compute` reads densely and
+  evaluates the similarity term by term);
 - fewer than k memory elements or fewer than P candidates use all of them (the original's topk raises);
 - long-term pruning with nothing to remove is a no-op (the original raises IndexError), and pruning works with
   objects that appeared late (the original raises NotImplementedError, reference §2.7 a);
@@ -166,6 +167,7 @@ class MemoryManager:
             mode=self.model_config.similarity,
             use_shrinkage=self.model_config.use_shrinkage,
             use_selection=self.model_config.use_selection,
+            reference_compute=self.config.reference_compute,
         )[0]
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
@@ -185,10 +187,12 @@ class MemoryManager:
             return query_key.new_zeros(1, self.num_objects, self.working.value_dim, height, width)
         query_key = query_key.flatten(start_dim=2)[0]
         query_selection = None if query_selection is None else query_selection.flatten(start_dim=2)[0]
-        similarities = [
-            self._similarity(store.live_keys(), store.live_shrinkage(), query_key, query_selection) for store in stores
-        ]
-        similarity = similarities[0] if len(similarities) == 1 else torch.cat(similarities)
+        if len(stores) == 1:
+            memory_keys, memory_shrinkage = stores[0].live_keys(), stores[0].live_shrinkage()
+        else:  # concatenating the keys (n×C^k) is far cheaper than concatenating two n_i×M similarities
+            memory_keys = torch.cat([store.live_keys() for store in stores])
+            memory_shrinkage = torch.cat([store.live_shrinkage() for store in stores])
+        similarity = self._similarity(memory_keys, memory_shrinkage, query_key, query_selection)
         value_dim = stores[0].value_dim
         result = query_key.new_zeros(self.num_objects, value_dim, height * width)
 

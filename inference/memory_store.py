@@ -209,11 +209,6 @@ class MemoryStore:
         self.valid_from = [kept_before[start] for start in self.valid_from]
         self.size = new_size
 
-    def clear(self) -> None:
-        """Drop every element (slots stay, valid from 0)."""
-        self.compact(torch.zeros(self.size, dtype=torch.bool, device=self.keys.device))
-        self.valid_from = [0] * self.num_objects
-
     # ----------------------------------------------------------------------------------------------- internals
     def _element_buffers(self) -> list[torch.Tensor]:
         buffers = [self.keys, self.shrinkage, self.values, self.use_count, self.life_count]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 
@@ -134,10 +134,6 @@ class ObjectManager:
         """The object rows of a probability tensor with background: (N+1)×H×W -> N×H×W in slot order."""
         return prob_with_background[_FIRST_OBJECT_CHANNEL:]
 
-    def background_probability(self, prob_with_background: torch.Tensor) -> torch.Tensor:
-        """The background row of a probability tensor with background: (N+1)×H×W -> H×W."""
-        return prob_with_background[BACKGROUND_CHANNEL]
-
     def prob_to_mask(self, prob_with_background: torch.Tensor) -> torch.Tensor:
         """Index mask of user ids from probabilities: argmax over channels, channel 0 -> 0 (background).
 
@@ -154,17 +150,3 @@ class ObjectManager:
             )
         lookup = torch.tensor([BACKGROUND_ID, *self._object_ids], dtype=torch.long, device=prob_with_background.device)
         return lookup[prob_with_background.argmax(dim=0)]
-
-    def slot_masks_from_index_mask(self, index_mask: torch.Tensor, object_ids: Sequence[int]) -> torch.Tensor:
-        """One float mask per tracked slot from an index mask; slots not in `object_ids` are all zero.
-
-        Args:
-            index_mask: integer H×W of object ids (0 = background).
-            object_ids: tracked ids whose masks to take from `index_mask`.
-        Returns:
-            float32 N×H×W in {0, 1}.
-        """
-        masks = torch.zeros(self.num_objects, *index_mask.shape, dtype=torch.float32, device=index_mask.device)
-        for object_id in object_ids:
-            masks[self.slot_of(object_id)] = (index_mask == int(object_id)).float()
-        return masks

@@ -1,4 +1,5 @@
 """The XMem network, its building blocks, memory-reading maths and checkpoint I/O (imports only torch/torchvision)."""
+from model.acceleration import optimize_network
 from model.aggregate import aggregate
 from model.checkpoint import (
     NetworkDims,
@@ -58,6 +59,7 @@ __all__ = [
     "infer_network_dims",
     "load_imagenet_trunks",
     "load_network",
+    "optimize_network",
     "readout",
     "save_network",
     "softmax_affinity",

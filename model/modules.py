@@ -7,6 +7,14 @@ per-frame features (`B×C×h×w`) are shared by all objects.
 
 Attribute names are those of the released checkpoints (`res2`, `fuser`, `hidden_update`, `ChannelGate.mlp`, ...)
 and must not change: released state_dicts load strictly into these modules.
+
+Shared features, computed once. A convolution over a channel concatenation is the sum of convolutions over its
+parts. Where a per-frame feature is concatenated in front of every object's features (the fusion blocks' first
+convolutions over [f16 | object], the value encoder's stem over [RGB | masks]), the default path convolves the
+per-frame part once per frame (B, not B·N) with its slice of the weights, adds the bias once, and adds the result
+to every object's part. The weights are only sliced, never stored split, so state_dict names and shapes are those
+of the released checkpoints. `reference_compute=True` runs the original computation (concatenate, then convolve
+per object); both agree to float rounding (≤ 1e-4, checked in tests/test_speed_paths.py).
 """
 from __future__ import annotations
 
@@ -57,6 +65,31 @@ def _broadcast_cat(shared: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
     return torch.cat([shared.unsqueeze(1).expand(-1, num_objects, -1, -1, -1), group], dim=2)
 
 
+def _conv_of_broadcast_cat(conv: nn.Conv2d, shared: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """`conv` over `_broadcast_cat(shared, group)`, with the shared part convolved once per frame.
+
+    conv(W, [x | g]) + b = conv(W[:, :C1], x) + b + conv(W[:, C1:], g): the first term is computed on the B
+    per-frame tensors and broadcast-added to the B·N per-object results.
+
+    Args:
+        conv: a convolution whose input channels are C1 + C2 (weights are sliced, not copied into the module).
+        shared: B×C1×h×w per-frame input. group: B×N×C2×h×w per-object input.
+    Returns:
+        B×N×C_out×h'×w', equal to `conv(_broadcast_cat(shared, group))` (unfolded) up to float rounding.
+    """
+    settings = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    if group.shape[1] == 1:
+        # One object: nothing to share, and one convolution over the concatenation beats two plus an addition.
+        # F.conv2d, not conv(...): `conv` may be a GroupConv2d, whose forward expects B×N×C×h×w.
+        flat = _fold_objects(_broadcast_cat(shared, group))
+        return _unfold_objects(F.conv2d(flat, conv.weight, conv.bias, **settings), group.shape[0])
+    shared_channels = shared.shape[1]
+    shared_part = F.conv2d(shared, conv.weight[:, :shared_channels], conv.bias, **settings)
+    object_part = F.conv2d(_fold_objects(group), conv.weight[:, shared_channels:], None, **settings)
+    # In place: a convolution's backward does not need its output, so autograd allows it.
+    return _unfold_objects(object_part, group.shape[0]).add_(shared_part.unsqueeze(1))
+
+
 class GroupConv2d(nn.Conv2d):
     """nn.Conv2d applied to a B×N×C×h×w group tensor (objects folded into the batch); same state_dict names."""
 
@@ -80,9 +113,28 @@ class GroupResBlock(nn.Module):
 
     def forward(self, group: torch.Tensor) -> torch.Tensor:
         out = self.conv1(F.relu(group))
-        out = self.conv2(F.relu(out))
+        # In place on convolution outputs (never on the caller's `group`): saves two B×N×out_dim×h×w buffers.
+        out = self.conv2(F.relu(out, inplace=True))
         skip = group if self.downsample is None else self.downsample(group)
-        return out + skip
+        return out.add_(skip)
+
+    def forward_with_shared(self, shared: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """`forward(_broadcast_cat(shared, group))` with the per-frame part of conv1 and downsample done once.
+
+        ReLU acts per channel, so ReLU([x | g]) = [ReLU(x) | ReLU(g)] and both first convolutions split.
+
+        Args:
+            shared: B×C1×h×w per-frame input. group: B×N×C2×h×w per-object input, C1 + C2 = in_dim.
+        Returns:
+            B×N×out_dim×h×w.
+        """
+        out = _conv_of_broadcast_cat(self.conv1, F.relu(shared), F.relu(group))
+        out = self.conv2(F.relu(out, inplace=True))
+        if self.downsample is None:
+            skip = _broadcast_cat(shared, group)
+        else:
+            skip = _conv_of_broadcast_cat(self.downsample, shared, group)
+        return out.add_(skip)
 
 
 class _ChannelGate(nn.Module):
@@ -130,13 +182,14 @@ class CBAM(nn.Module):
 class FeatureFusionBlock(nn.Module):
     """Fuse a shared per-frame feature with per-object features: block2(g + CBAM(g)), g = block1([x | g_obj]).
 
-    The first convolutions of `block1` (conv1 and downsample) see the concatenation `[x | g_obj]`; they are
-    plain convolutions over it, so a later speed pass can split their weights and compute the `x` part once per
-    frame for all objects.
+    The first convolutions of `block1` (conv1 and downsample) see the concatenation `[x | g_obj]`. By default
+    their `x` part is computed once per frame and added to every object's part (see the module docstring);
+    with 3 objects this skips 2/3 of the 1024-channel f16 work of both fusers.
 
     Args (forward):
         shared: B×x_in×h×w per-frame feature (f16 of the key encoder).
         group: B×N×g_in×h×w per-object features.
+        reference_compute: concatenate and convolve per object, as the original (slower, same result).
     Returns:
         B×N×g_out×h×w.
     """
@@ -147,9 +200,12 @@ class FeatureFusionBlock(nn.Module):
         self.attention = CBAM(g_mid)
         self.block2 = GroupResBlock(g_mid, g_out)
 
-    def forward(self, shared: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    def forward(self, shared: torch.Tensor, group: torch.Tensor, *, reference_compute: bool = False) -> torch.Tensor:
         batch_size = group.shape[0]
-        fused = self.block1(_broadcast_cat(shared, group))
+        if reference_compute:
+            fused = self.block1(_broadcast_cat(shared, group))
+        else:
+            fused = self.block1.forward_with_shared(shared, group)
         attended = _unfold_objects(self.attention(_fold_objects(fused)), batch_size)
         return self.block2(fused + attended)
 
@@ -232,7 +288,8 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, skip: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         upsampled = _resize_groups(group, self.scale, "bilinear")
-        return self.out_conv(self.skip_conv(skip).unsqueeze(1) + upsampled)
+        # In place on the interpolation's fresh output (its backward does not need it).
+        return self.out_conv(upsampled.add_(self.skip_conv(skip).unsqueeze(1)))
 
 
 class KeyEncoder(nn.Module):
@@ -292,7 +349,8 @@ class ValueEncoder(nn.Module):
     Args (forward):
         image: B×3×H×W normalised RGB; f16: B×1024×h×w of the same frame; hidden: B×N×C^h×h×w or None
         (no sensory memory); masks, others: B×N×H×W in [0, 1] (`others` ignored when single_object);
-        is_deep_update: run the hidden reinforcer.
+        is_deep_update: run the hidden reinforcer; reference_compute: concatenate [RGB | masks] and [f16 | g]
+        and convolve per object, as the original, instead of convolving the RGB and f16 parts once per frame.
     Returns:
         (value B×N×C^v×h×w, hidden B×N×C^h×h×w — updated if deep update, else the input unchanged).
     """
@@ -323,13 +381,17 @@ class ValueEncoder(nn.Module):
         others: torch.Tensor,
         *,
         is_deep_update: bool = True,
+        reference_compute: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size = masks.shape[0]
         per_object = masks.unsqueeze(2) if self.single_object else torch.stack([masks, others], dim=2)
-        x = _fold_objects(_broadcast_cat(image, per_object))
-        x = self.relu(self.maxpool(self.bn1(self.conv1(x))))
+        if reference_compute:
+            x = self.conv1(_fold_objects(_broadcast_cat(image, per_object)))
+        else:
+            x = _fold_objects(_conv_of_broadcast_cat(self.conv1, image, per_object))
+        x = self.relu(self.maxpool(self.bn1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        value = self.fuser(f16, _unfold_objects(x, batch_size))
+        value = self.fuser(f16, _unfold_objects(x, batch_size), reference_compute=reference_compute)
         if is_deep_update and self.hidden_reinforce is not None:
             hidden = self.hidden_reinforce(value, hidden)
         return value, hidden
@@ -340,7 +402,9 @@ class Decoder(nn.Module):
 
     Args (forward):
         f16: B×1024×h×w, f8: B×512×2h×2w, f4: B×256×4h×4w (query frame); hidden: B×N×C^h×h×w or None
-        (no sensory memory); readout: B×N×C^v×h×w; update_hidden: compute the new sensory memory.
+        (no sensory memory); readout: B×N×C^v×h×w; update_hidden: compute the new sensory memory;
+        reference_compute: concatenate [f16 | readout | hidden] and convolve per object, as the original,
+        instead of convolving the f16 part once per frame.
     Returns:
         (hidden B×N×C^h×h×w, or None when not updated or C^h = 0; logits B×N×H×W, one per object, before
         soft aggregation).
@@ -371,10 +435,11 @@ class Decoder(nn.Module):
         readout: torch.Tensor,
         *,
         update_hidden: bool = True,
+        reference_compute: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         batch_size = readout.shape[0]
         group16 = readout if self.hidden_update is None else torch.cat([readout, hidden], dim=2)
-        g16 = self.fuser(f16, group16)
+        g16 = self.fuser(f16, group16, reference_compute=reference_compute)
         g8 = self.up_16_8(f8, g16)
         g4 = self.up_8_4(f4, g8)
         logits_4 = _unfold_objects(self.pred(F.relu(_fold_objects(g4))), batch_size)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Seque
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+import torchvision
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -82,8 +82,8 @@ def sample_clip_plan(batch_size: int, num_frames: int, num_ref_frames: int, deep
         ValueError: T < 2 or R < 1.
     """
     if num_frames < 2 or num_ref_frames < 1:
-        raise ValueError(f"a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got num_frames={num_frames}, "
-                         f"num_ref_frames={num_ref_frames}; fix train.stageN")
+        raise ValueError(f"a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got "
+                         f"num_frames={num_frames}, num_ref_frames={num_ref_frames}; fix train.stageN")
     memory_frames: list[torch.Tensor | None] = []
     deep_update: list[bool] = []
     for frame in range(1, num_frames):
@@ -168,8 +168,9 @@ class ClipUnroller(nn.Module):
         object_selector = selector[:, :, None, None]
         hidden = None
         if network.hidden_dim > 0:
+            # In the input's dtype (float32 under AMP too), as the original's hidden state starts.
             hidden = torch.zeros(batch_size, first_frame_gt.shape[1], network.hidden_dim, *key.shape[-2:],
-                                 device=rgb.device, dtype=f16.dtype)
+                                 device=rgb.device, dtype=rgb.dtype)
         value, hidden = network.encode_value(rgb[:, 0], f16[:, 0], hidden, first_frame_gt, is_deep_update=True)
         values = [value]
         logits, masks = [], []
@@ -477,6 +478,15 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
 # Files of a run
 
 
+_DEFAULT_FILE_MODE = 0o666  # what open() would create, before the umask
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Run `write(temporary_path)` then rename onto `path`, so that a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -484,6 +494,7 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, _DEFAULT_FILE_MODE & ~_current_umask())  # mkstemp makes 0600; runs are shared
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -579,10 +590,11 @@ def image_grid(rgb: torch.Tensor, predicted: Sequence[torch.Tensor], class_maps:
     """A 3×H'×W' grid for TensorBoard: per logged sample, rows RGB / prediction / ground truth over the frames.
 
     Args:
-        rgb: B×T×3×H×W normalised; predicted: T−1 masks B×N×H×W; class_maps: B×T×1×H×W; first_frame_gt: B×N×H×W.
+        rgb: B×T×3×H×W normalised; predicted: T−1 masks B×N×H×W in [0, 1]; class_maps: B×T×1×H×W int64;
+        first_frame_gt: B×N×H×W in {0, 1}.
+    Returns:
+        float32 3×H'×W' in [0, 1].
     """
-    import torchvision  # only image logging needs it
-
     samples = min(rgb.shape[0], MAX_LOGGED_SAMPLES)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -604,8 +616,9 @@ class TrainingLogger:
     Only rank 0 writes; every rank must call `log_scalars` at the same iterations (it all-reduces).
     """
 
-    def __init__(self, log_dir: Path | None, *, world_size: int = 1):
+    def __init__(self, log_dir: Path | None, *, world_size: int = 1, device: torch.device | str = "cpu"):
         self.world_size = world_size
+        self.device = torch.device(device)  # NCCL reduces only CUDA tensors
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter  # rank 0 only; the import is slow
@@ -623,7 +636,8 @@ class TrainingLogger:
     def log_scalars(self, iteration: int, lr: float) -> dict[str, float]:
         """Write the averages since the last call (loss/<term>, train/lr, train/s_per_it); returns the averages."""
         names = sorted(self.sums)
-        averages = torch.tensor([self.sums[name] / max(self.count, 1) for name in names], dtype=torch.float64)
+        averages = torch.tensor([self.sums[name] / max(self.count, 1) for name in names], dtype=torch.float64,
+                                device=self.device)
         if self.world_size > 1:
             dist.all_reduce(averages)
             averages /= self.world_size
@@ -726,7 +740,7 @@ def run_stage(trainer: Trainer, context: StageContext, data: StageData,
     total = context.total_iterations
     position = position or DataPosition(data.phase_at(trainer.iteration))
     logger = TrainingLogger(context.run.tensorboard(context.name) if context.run and context.is_main else None,
-                            world_size=context.world_size)
+                            world_size=context.world_size, device=trainer.device)
     batches = iter(data.batches(position.phase, position.epoch, position.batches_done))
     progress = tqdm(total=total, initial=trainer.iteration, desc=f"stage {context.name}", unit="it",
                     disable=not context.is_main, dynamic_ncols=True)

@@ -92,6 +92,17 @@ def test_cli_errors_name_the_bad_value(tmp_path):
                     f"train.data.static_root={tmp_path / 'missing'}"])
 
 
+def test_reference_curriculum_and_fine_tune_phase():
+    phase_at = train.phase_schedule(load_config().train.stage3)  # 100k iterations + 10k fine-tuning
+    skips = {iteration: phase_at(iteration).max_skip for iteration in (0, 9_999, 10_000, 29_999, 30_000, 89_999,
+                                                                       90_000, 109_999)}
+    assert skips == {0: 5, 9_999: 5, 10_000: 10, 29_999: 10, 30_000: 15, 89_999: 15, 90_000: 5, 109_999: 5}
+    assert not phase_at(99_999).finetune and phase_at(100_000).finetune
+    assert phase_at(0) == phase_at(9_999) != phase_at(10_000)  # phases compare by value (the loop relies on it)
+    stage1 = train.phase_schedule(load_config().train.stage1)  # switches at 0.1 / 0.3 / 0.8 of 250k
+    assert [stage1(i).max_skip for i in (24_999, 25_000, 75_000, 200_000)] == [5, 10, 15, 5]
+
+
 def test_shipped_training_presets_resolve():
     finetune = load_config("train/finetune_generic")
     assert finetune.train.stages == "3" and finetune.train.load_network is not None

@@ -5,7 +5,6 @@ Every test uses the full architecture on small crops (32×32, three or four fram
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import torch.multiprocessing as mp
 from configs import config_to_dict, load_config
 from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
-from model.trainer import (ClipPlan, DataPhase, GlobalBatchSampler, RunDirectory, StageData, StepSettings, Trainer,
+from model.trainer import (DataPhase, GlobalBatchSampler, RunDirectory, StageData, StepSettings, Trainer,
                            image_grid, per_rank_batch_size, run_training, sample_clip_plan, validate_stages)
 
 CROP = 32

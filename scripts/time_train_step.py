@@ -1,0 +1,95 @@
+"""Seconds per training iteration (`Trainer.train_step`) on random tensors, at the reference crop size.
+
+Example:
+    python scripts/time_train_step.py --batch-sizes 1 4 --num-frames 8 --crop 384 --iterations 2
+
+Prints one line per batch size: mean and min seconds per iteration after `--warmup` untimed iterations, and peak
+memory (CUDA: max allocated; CPU: the process's peak resident set, which only grows across batch sizes). The
+network is randomly initialised (the full architecture); the data are random normalised frames and random masks
+of `--objects` objects, so data loading is not included.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from model.network import XMem  # noqa: E402
+from model.trainer import StepSettings, Trainer  # noqa: E402
+
+KIB_PER_MIB = 1024
+BYTES_PER_MIB = 1024 ** 2
+
+
+def _random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
+                  generator: torch.Generator) -> dict:
+    class_maps = torch.randint(0, num_objects + 1, (batch_size, num_frames, 1, crop, crop), generator=generator)
+    first_frame_gt = torch.stack([(class_maps[:, 0, 0] == slot + 1).float() for slot in range(num_objects)], 1)
+    return {
+        "rgb": torch.randn(batch_size, num_frames, 3, crop, crop, generator=generator),
+        "first_frame_gt": first_frame_gt.unsqueeze(1),
+        "cls_gt": class_maps,
+        "selector": torch.ones(batch_size, num_objects),
+        "info": {"num_objects": torch.full((batch_size,), num_objects)},
+    }
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / BYTES_PER_MIB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB  # Linux reports KiB
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--num-ref-frames", type=int, default=3)
+    parser.add_argument("--crop", type=int, default=384, help="square crop side in pixels (multiple of 16)")
+    parser.add_argument("--objects", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per batch size")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first (allocator, cudnn)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (AMP is CUDA-only anyway)")
+    arguments = parser.parse_args(argv)
+    if arguments.crop % 16:
+        raise ValueError(f"--crop {arguments.crop} must be a multiple of 16 (the network's stride)")
+    device = torch.device("cuda" if arguments.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if arguments.device == "auto" else arguments.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    description = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"CPU, {torch.get_num_threads()} threads")
+    print(f"device: {description}; crop {arguments.crop}x{arguments.crop}, {arguments.num_frames} frames, "
+          f"{arguments.objects} objects, AMP {'on' if device.type == 'cuda' and not arguments.no_amp else 'off'}")
+    generator = torch.Generator().manual_seed(0)
+    for batch_size in arguments.batch_sizes:
+        torch.manual_seed(0)
+        network = XMem().to(device)
+        settings = StepSettings(batch_size=batch_size, num_frames=arguments.num_frames,
+                                num_ref_frames=arguments.num_ref_frames, use_amp=not arguments.no_amp)
+        trainer = Trainer(network, settings, device=device)
+        batch = _random_batch(batch_size, arguments.num_frames, arguments.crop, arguments.objects, generator)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = []
+        for step in range(arguments.warmup + arguments.iterations):
+            started = time.perf_counter()
+            trainer.train_step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step >= arguments.warmup:
+                seconds.append(time.perf_counter() - started)
+        print(f"batch {batch_size}: {sum(seconds) / len(seconds):.3f} s/it mean, {min(seconds):.3f} s/it min over "
+              f"{len(seconds)} iterations; peak memory {_peak_memory_mib(device):.0f} MiB")
+        del trainer, network
+
+
+if __name__ == "__main__":
+    main()

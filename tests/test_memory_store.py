@@ -1,0 +1,354 @@
+"""MemoryStore (buffers, compaction, valid-from) and MemoryManager (read, consolidation, pruning) on random tensors."""
+import pytest
+import torch
+
+from configs.schema import InferenceConfig, ModelConfig
+from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
+from inference.memory_store import INITIAL_LIFE, MemoryStore
+from inference.object_manager import SlotRemap
+from model.memory_util import get_similarity, readout, top_k_softmax
+
+KEY_DIM, VALUE_DIM = 64, 512
+FEATURE_SIZE = (2, 3)  # h×w of the query frames: 6 elements per memory frame
+ELEMENTS = FEATURE_SIZE[0] * FEATURE_SIZE[1]
+
+
+def _store(capacity=8, *, count_usage=True, store_selection=True, growable=False, value_dim=4):
+    return MemoryStore(
+        key_dim=3, value_dim=value_dim, capacity=capacity, device="cpu", dtype=torch.float32,
+        count_usage=count_usage, store_selection=store_selection, growable=growable,
+    )
+
+
+def _append(store, count, *, first_valid=None, start_value=1.0):
+    keys = torch.arange(count * 3, dtype=torch.float32).view(count, 3) + start_value
+    values = torch.full((count, store.num_objects, store.value_dim), start_value)
+    if first_valid is not None:
+        for slot, offset in enumerate(first_valid):
+            values[:offset, slot] = 0
+    store.append(keys, torch.ones(count), torch.rand(count, 3), values, first_valid=first_valid)
+    store._check_invariants()
+
+
+# ----------------------------------------------------------------------------------------------- MemoryStore
+def test_append_fills_in_order_without_reallocating():
+    store = _store()
+    store.add_objects(2)
+    pointers = [buffer.data_ptr() for buffer in store._element_buffers()]
+    _append(store, 3, start_value=1)
+    _append(store, 5, start_value=2)
+    assert store.size == store.capacity == 8
+    assert store.live_values()[:3].eq(1).all() and store.live_values()[3:].eq(2).all()
+    assert [buffer.data_ptr() for buffer in store._element_buffers()] == pointers
+
+
+def test_full_fixed_store_refuses_to_grow():
+    store = _store(capacity=4)
+    store.add_objects(1)
+    _append(store, 4)
+    with pytest.raises(RuntimeError, match="memory store full: 4 \\+ 1 elements exceed its capacity of 4"):
+        _append(store, 1)
+
+
+def test_growable_store_doubles_capacity_and_keeps_contents():
+    store = _store(capacity=4, growable=True)
+    store.add_objects(1)
+    _append(store, 3, start_value=1)
+    _append(store, 3, start_value=2)
+    assert store.capacity == 8 and store.size == 6
+    assert store.live_values()[:3].eq(1).all() and store.live_values()[3:].eq(2).all()
+    assert torch.equal(store.life_count[6:], torch.full((2,), INITIAL_LIFE))
+
+
+def test_late_object_is_valid_from_the_next_element():
+    store = _store()
+    store.add_objects(1)
+    _append(store, 3)
+    store.add_objects(1)
+    store._check_invariants()
+    assert store.valid_from == [0, 3]
+    _append(store, 2)
+    assert store.live_values()[:3, 1].eq(0).all() and store.live_values()[3:, 1].eq(1).all()
+
+
+def test_compact_keeps_order_in_place_and_moves_valid_from():
+    store = _store()
+    store.add_objects(1)
+    _append(store, 4, start_value=1)
+    store.add_objects(1)
+    _append(store, 4, start_value=5)
+    keys_before = store.live_keys().clone()
+    pointer = store.keys.data_ptr()
+    keep = torch.tensor([True, False, True, False, False, True, True, False])
+    store.compact(keep)
+    store._check_invariants()
+    assert store.size == 4 and store.keys.data_ptr() == pointer
+    assert torch.equal(store.live_keys(), keys_before[keep])
+    assert store.valid_from == [0, 2]  # element 4 (the late object's first) is gone; element 5 is now at 2
+    assert store.keys[4:].eq(0).all() and store.values[4:].eq(0).all()
+
+
+def test_compact_with_everything_kept_is_a_no_op():
+    store = _store()
+    store.add_objects(1)
+    _append(store, 3)
+    before = store.live_keys().clone()
+    store.compact(torch.ones(3, dtype=torch.bool))
+    assert store.size == 3 and torch.equal(store.live_keys(), before)
+
+
+def test_compact_rejects_a_wrong_mask():
+    store = _store()
+    store.add_objects(1)
+    _append(store, 3)
+    with pytest.raises(ValueError, match="keep must be a bool mask of the 3 live elements, got shape \\(2,\\)"):
+        store.compact(torch.ones(2, dtype=torch.bool))
+
+
+def test_usage_is_use_over_life():
+    store = _store()
+    store.add_objects(1)
+    _append(store, 2)
+    store.add_usage(torch.tensor([1.0, 3.0]))
+    store.add_usage(torch.tensor([1.0, 0.0]))
+    assert torch.allclose(store.normalized_usage(), torch.tensor([2.0, 3.0]) / (2 + INITIAL_LIFE))
+    _append(store, 1)
+    assert store.normalized_usage()[2] == 0
+
+
+def test_usage_is_not_counted_when_switched_off():
+    store = _store(count_usage=False)
+    store.add_objects(1)
+    _append(store, 2)
+    store.add_usage(torch.ones(2))
+    assert store.use_count.eq(0).all()
+    with pytest.raises(RuntimeError, match="does not count usage"):
+        store.normalized_usage()
+
+
+def test_keep_objects_reorders_slots():
+    store = _store()
+    store.add_objects(2)
+    _append(store, 2)
+    store.add_objects(1)
+    _append(store, 2, start_value=7)
+    store.keep_objects([2, 0])
+    store._check_invariants()
+    assert store.num_objects == 2 and store.valid_from == [2, 0]
+    assert store.live_values()[2:, 0].eq(7).all() and store.live_values()[:2, 0].eq(0).all()
+
+
+def test_append_with_first_valid_keeps_a_suffix():
+    store = _store()
+    store.add_objects(2)
+    store.add_objects(0)
+    _append(store, 3, first_valid=[0, 2])
+    assert store.valid_from == [0, 2]
+    with pytest.raises(ValueError, match="slot 1 holds valid elements, so all 2 appended elements must be valid"):
+        _append(store, 2, first_valid=[0, 1])
+
+
+def test_store_argument_errors():
+    with pytest.raises(ValueError, match="capacity of at least 1 element, got 0"):
+        _store(capacity=0)
+    store = _store()
+    store.add_objects(2)
+    with pytest.raises(ValueError, match="values have 1 object columns, the store has 2 slots"):
+        store.append(torch.zeros(1, 3), torch.ones(1), None, torch.zeros(1, 1, 4))
+
+
+# ----------------------------------------------------------------------------------------------- MemoryManager
+def _manager(num_objects=2, *, count_long_term_usage=True, **overrides):
+    settings = dict(max_working_frames=4, min_working_frames=2, num_prototypes=4, max_long_term_elements=10, top_k=5)
+    settings.update(overrides)
+    manager = MemoryManager(
+        InferenceConfig(**settings), model_config=ModelConfig(), hidden_dim=8,
+        count_long_term_usage=count_long_term_usage,
+    )
+    manager.add_objects(num_objects)
+    manager.initialize(FEATURE_SIZE, key_dim=KEY_DIM, value_dim=VALUE_DIM, device=torch.device("cpu"),
+                       dtype=torch.float32)
+    return manager
+
+
+def _frame(generator, num_objects, scale=1.0):
+    key = scale * torch.randn(1, KEY_DIM, *FEATURE_SIZE, generator=generator)
+    shrinkage = 1 + torch.rand(1, 1, *FEATURE_SIZE, generator=generator)
+    selection = torch.rand(1, KEY_DIM, *FEATURE_SIZE, generator=generator)
+    value = torch.randn(1, num_objects, VALUE_DIM, *FEATURE_SIZE, generator=generator)
+    return key, shrinkage, selection, value
+
+
+def _write_and_read(manager, generator, frames):
+    for _ in range(frames):
+        key, shrinkage, selection, value = _frame(generator, manager.num_objects)
+        manager.read(key, selection)
+        manager.add_memory(key, shrinkage, selection, value)
+        for store in manager._stores():
+            store._check_invariants()
+
+
+def test_long_term_usage_decision_follows_the_original():
+    defaults = InferenceConfig()
+    assert not resolve_long_term_count_usage(defaults, 60)
+    assert resolve_long_term_count_usage(defaults, 391) and not resolve_long_term_count_usage(defaults, 390)
+    assert resolve_long_term_count_usage(defaults, None)
+    assert not resolve_long_term_count_usage(InferenceConfig(long_term_count_usage="off"), 10_000)
+    assert resolve_long_term_count_usage(InferenceConfig(long_term_count_usage="on"), 1)
+    assert not resolve_long_term_count_usage(InferenceConfig(enable_long_term=False, long_term_count_usage="on"), 1)
+
+
+def test_consolidation_keeps_the_first_frame_and_the_newest_frames():
+    generator = torch.Generator().manual_seed(0)
+    manager = _manager()
+    frames = [_frame(generator, 2) for _ in range(4)]
+    for key, shrinkage, selection, value in frames[:3]:
+        manager.add_memory(key, shrinkage, selection, value)
+    manager.working.add_usage(torch.arange(manager.working.size, dtype=torch.float32))  # later = more used
+    manager.add_memory(*frames[3])
+    working, long_term = manager.working, manager.long_term
+    assert working.size == 2 * ELEMENTS and long_term.size == 4  # T_min frames; P prototypes
+    assert torch.equal(working.live_keys()[:ELEMENTS], frames[0][0].flatten(2)[0].t())
+    assert torch.equal(working.live_keys()[ELEMENTS:], frames[3][0].flatten(2)[0].t())
+    # candidates = frames 1 and 2; the 4 most used are the last 4 elements of frame 2, in chronological order
+    assert torch.equal(long_term.live_keys(), frames[2][0].flatten(2)[0].t()[2:])
+
+
+def test_prototypes_without_potentiation_keep_their_own_values():
+    generator = torch.Generator().manual_seed(1)
+    manager = _manager(use_potentiation=False)
+    frames = [_frame(generator, 2) for _ in range(4)]
+    for frame in frames:
+        manager.add_memory(*frame)
+    candidates_values = torch.cat([value[0].flatten(2).permute(2, 0, 1) for *_, value in frames[1:3]])
+    candidates_keys = torch.cat([key.flatten(2)[0].t() for key, *_ in frames[1:3]])
+    for key, value in zip(manager.long_term.live_keys(), manager.long_term.live_values()):
+        match = (candidates_keys == key).all(dim=1).nonzero().item()
+        assert torch.equal(value, candidates_values[match])
+
+
+def test_potentiated_prototypes_are_softmax_averages_of_the_candidates():
+    generator = torch.Generator().manual_seed(2)
+    manager = _manager()
+    frames = [_frame(generator, 2) for _ in range(4)]
+    for frame in frames:
+        manager.add_memory(*frame)
+    keys = torch.cat([key.flatten(2)[0].t() for key, *_ in frames[1:3]])
+    shrinkage = torch.cat([s.flatten() for _, s, _, _ in frames[1:3]])
+    selection = torch.cat([e.flatten(2)[0].t() for *_, e, _ in frames[1:3]])
+    values = torch.cat([value[0].flatten(2).permute(2, 0, 1) for *_, value in frames[1:3]])
+    prototype_rows = [(keys == key).all(dim=1).nonzero().item() for key in manager.long_term.live_keys()]
+    similarity = get_similarity(keys.t()[None], shrinkage[None, None], keys[prototype_rows].t()[None],
+                                selection[prototype_rows].t()[None])[0]
+    affinity = similarity.softmax(dim=0)
+    expected_values = torch.einsum("rnc,rp->pnc", values, affinity)
+    assert torch.allclose(manager.long_term.live_values(), expected_values, atol=1e-5)
+    assert torch.allclose(manager.long_term.live_shrinkage(), shrinkage @ affinity, atol=1e-5)
+
+
+def test_random_prototypes_are_seeded():
+    def prototype_keys(seed):
+        generator = torch.Generator().manual_seed(3)
+        manager = _manager(prototype_selection="random", seed=seed)
+        for _ in range(4):
+            manager.add_memory(*_frame(generator, 2))
+        return manager.long_term.live_keys().clone()
+
+    assert torch.equal(prototype_keys(0), prototype_keys(0))
+    assert not torch.equal(prototype_keys(0), prototype_keys(1))
+
+
+def test_pruning_removes_every_element_tied_at_the_threshold():
+    manager = _manager()
+    long_term = manager.long_term
+    long_term.append(torch.zeros(6, KEY_DIM), torch.ones(6), None, torch.zeros(6, 2, VALUE_DIM))
+    long_term.add_usage(torch.tensor([0.5, 0.1, 0.1, 0.9, 0.1, 0.7]))
+    manager.prune_long_term(4)  # the 2 smallest are 0.1 and 0.1, but all three 0.1 go
+    long_term._check_invariants()
+    assert torch.allclose(long_term.normalized_usage(), torch.tensor([0.5, 0.9, 0.7]) / (1 + INITIAL_LIFE))
+
+
+def test_pruning_with_nothing_to_remove_is_a_no_op():
+    manager = _manager()
+    manager.long_term.append(torch.zeros(4, KEY_DIM), torch.ones(4), None, torch.zeros(4, 2, VALUE_DIM))
+    manager.prune_long_term(4)
+    assert manager.long_term.size == 4
+
+
+def test_pruning_without_usage_drops_the_oldest():
+    manager = _manager(count_long_term_usage=False)
+    keys = torch.arange(6, dtype=torch.float32)[:, None].expand(6, KEY_DIM)
+    manager.long_term.append(keys, torch.ones(6), None, torch.zeros(6, 2, VALUE_DIM))
+    manager.prune_long_term(4)
+    assert torch.equal(manager.long_term.live_keys()[:, 0], torch.tensor([2.0, 3.0, 4.0, 5.0]))
+
+
+def test_memory_stays_bounded_with_a_late_object_and_pruning():
+    generator = torch.Generator().manual_seed(4)
+    manager = _manager(num_objects=1)
+    _write_and_read(manager, generator, 3)
+    manager.add_objects(1)  # appears on the fourth memory frame, then lives through consolidation and pruning
+    for _ in range(40):
+        _write_and_read(manager, generator, 1)
+        assert 2 * ELEMENTS <= manager.working.size <= 3 * ELEMENTS
+        assert manager.long_term.size <= 10
+    assert manager.long_term.valid_from[1] < manager.long_term.size  # the late object reached long-term memory
+
+
+def _dense_read(manager, key, selection, slot):
+    """Top-k read of one object over the elements valid for it, with the dense affinity of model.memory_util."""
+    stores = [store for store in manager._stores() if store.size > 0]
+    keys = torch.cat([store.live_keys()[store.valid_from[slot]:] for store in stores])
+    shrinkage = torch.cat([store.live_shrinkage()[store.valid_from[slot]:] for store in stores])
+    values = torch.cat([store.live_values()[store.valid_from[slot]:, slot] for store in stores])
+    similarity = get_similarity(keys.t()[None], shrinkage[None, None], key.flatten(2), selection.flatten(2))
+    affinity = top_k_softmax(similarity, manager.config.top_k)
+    return readout(affinity, values.t()[None])[0]
+
+
+@pytest.mark.parametrize("reference_compute", [False, True])
+def test_read_equals_a_dense_top_k_read_of_each_objects_valid_elements(reference_compute):
+    generator = torch.Generator().manual_seed(5)
+    manager = _manager(num_objects=1, reference_compute=reference_compute)
+    _write_and_read(manager, generator, 5)  # long-term memory engaged
+    manager.add_objects(1)
+    _write_and_read(manager, generator, 2)  # the late object has 2 working frames only
+    assert manager.long_term.size > 0 and manager.working.valid_from[1] > 0
+    key, _, selection, _ = _frame(generator, 2)
+    memory_readout = manager.read(key, selection)[0].flatten(2)
+    for slot in range(2):
+        assert torch.allclose(memory_readout[slot], _dense_read(manager, key, selection, slot), atol=1e-5)
+
+
+def test_gathered_read_equals_reference_compute_including_usage():
+    def run(reference_compute):
+        generator = torch.Generator().manual_seed(6)
+        manager = _manager(reference_compute=reference_compute)
+        _write_and_read(manager, generator, 7)
+        key, _, selection, _ = _frame(generator, 2)
+        return manager.read(key, selection), manager.long_term.normalized_usage(), manager.working.normalized_usage()
+
+    for gathered, dense in zip(run(False), run(True)):
+        assert torch.allclose(gathered, dense, atol=1e-5)
+
+
+def test_read_with_fewer_elements_than_top_k_and_very_negative_similarities_is_finite():
+    generator = torch.Generator().manual_seed(7)
+    manager = _manager(top_k=30)
+    key, shrinkage, selection, value = _frame(generator, 2, scale=100.0)
+    manager.add_memory(key, shrinkage, selection, value)
+    memory_readout = manager.read(-key, selection)  # similarities far below −100, 6 < k elements
+    assert torch.isfinite(memory_readout).all()
+
+
+def test_object_without_memory_reads_zeros_and_removal_keeps_the_rest():
+    generator = torch.Generator().manual_seed(8)
+    manager = _manager()
+    _write_and_read(manager, generator, 2)
+    manager.add_objects(1)
+    key, _, selection, _ = _frame(generator, 3)
+    before = manager.read(key, selection)
+    assert before[0, 2].eq(0).all()
+    manager.keep_objects(SlotRemap((2, 1)))
+    assert manager.num_objects == 2 and manager.sensory.shape[1] == 2
+    assert torch.allclose(manager.read(key, selection)[0, 1], before[0, 1])
