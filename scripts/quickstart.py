@@ -1,6 +1,6 @@
 """See the whole system work in one command: synthetic data, XMem trained from scratch, held-out evaluation, a video.
 
-    python scripts/quickstart.py            # about 20 minutes measured on two shared CPU cores (uses a GPU when present)
+    python scripts/quickstart.py            # about 12 minutes on two idle CPU cores (uses a GPU when present)
     python scripts/quickstart.py --fast     # under 3 minutes: the same pipeline with a token amount of training
 
 Steps, each done with the project's own code (nothing is special-cased for the quickstart):
