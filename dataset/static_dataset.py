@@ -30,9 +30,9 @@ from dataset.image_io import read_image
 from dataset.layout_check import list_static_images, require_directory
 from dataset.sampling import sample_rng, stream_id
 from dataset.tps import TPS_DISPLACEMENT_STD, TPS_NUM_CONTROL_POINTS, TPS_PROBABILITY, random_tps_backward_map
-from dataset.transforms import (AffineJitter, ColourJitter, crop_to_square_matrix, grayscale_rgb,
-                                horizontal_flip_matrix, random_crop_offset, resize_matrix, to_normalised_tensor,
-                                to_planar_float, warp_image_and_mask)
+from dataset.transforms import (AffineJitter, ColourJitter, colour_and_normalise, crop_to_square_matrix,
+                                horizontal_flip_matrix, random_crop_offset, resize_matrix,
+                                warp_image_and_mask)
 
 STATIC_NUM_FRAMES = 3
 DEFAULT_CROP_SIZE = 384
@@ -220,10 +220,6 @@ class StaticImageDataset(Dataset):
             warped, warped_mask = warp_image_and_mask(image, mask, source_to_output, self.crop_size,
                                                       image_interpolation=augmentation.image_interpolation,
                                                       backward_map=tps_map)
-            colour = sequence_colour.apply(to_planar_float(warped))
-            if grayscale:
-                colour = grayscale_rgb(colour)
-            colour = augmentation.frame_colour.sample(rng).apply(colour)
-            frames.append(to_normalised_tensor(colour))
+            frames.append(colour_and_normalise(warped, sequence_colour, grayscale, augmentation.frame_colour, rng))
             masks.append(warped_mask)
         return frames, masks

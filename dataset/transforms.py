@@ -319,6 +319,24 @@ def to_normalised_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy((image - mean) * inverse_std)
 
 
+def colour_and_normalise(warped: np.ndarray, sequence_colour: ColourJitterParams, grayscale: bool,
+                         frame_colour: ColourJitter, rng: np.random.Generator) -> torch.Tensor:
+    """The colour end of every training frame: shared jitter, optional grayscale, per-frame jitter, normalisation.
+
+    Args:
+        warped: uint8 H×W×3 frame after its geometric warp.
+        sequence_colour: the jitter drawn once per clip. grayscale: the clip's grayscale draw.
+        frame_colour: the per-frame jitter distribution, sampled from `rng` here (after the geometric draws, so the
+            random stream keeps the datasets' order).
+    Returns:
+        float32 3×H×W, ImageNet-normalised.
+    """
+    colour = sequence_colour.apply(to_planar_float(warped))
+    if grayscale:
+        colour = grayscale_rgb(colour)
+    return to_normalised_tensor(frame_colour.sample(rng).apply(colour))
+
+
 def denormalise(image: torch.Tensor) -> np.ndarray:
     """Inverse of `to_normalised_tensor` for one frame: float32 3×H×W -> float32 H×W×3 in [0, 1] (for checks)."""
     mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)

@@ -37,9 +37,9 @@ from dataset.image_io import read_image, read_index_mask
 from dataset.layout_check import MASK_SUFFIX, list_annotated_videos, read_subset_file, require_directory
 from dataset.sampling import (INITIAL_MAX_SKIP, YOUTUBE_VOS_FRAME_STRIDE, dataset_max_skip, sample_frame_indices,
                               sample_rng, stream_id)
-from dataset.transforms import (NO_AFFINE, AffineJitter, ColourJitter, crop_to_square_matrix, grayscale_rgb,
-                                horizontal_flip_matrix, random_resized_crop_box, to_normalised_tensor,
-                                to_planar_float, warp_image_and_mask)
+from dataset.transforms import (NO_AFFINE, AffineJitter, ColourJitter, colour_and_normalise, crop_to_square_matrix,
+                                horizontal_flip_matrix, random_resized_crop_box,
+                                warp_image_and_mask)
 
 DEFAULT_NUM_FRAMES = 8
 DEFAULT_MAX_OBJECTS = 3
@@ -317,11 +317,7 @@ class VOSDataset(Dataset):
             source_to_output = frame_affine.sample(rng, centre, centre) @ source_to_output
             warped, warped_mask = warp_image_and_mask(image, mask, source_to_output, size,
                                                       image_interpolation=augmentation.image_interpolation)
-            colour = sequence_colour.apply(to_planar_float(warped))
-            if grayscale:
-                colour = grayscale_rgb(colour)
-            colour = augmentation.frame_colour.sample(rng).apply(colour)
-            frames.append(to_normalised_tensor(colour))
+            frames.append(colour_and_normalise(warped, sequence_colour, grayscale, augmentation.frame_colour, rng))
             masks.append(warped_mask)
         return frames, masks
 
