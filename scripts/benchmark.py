@@ -14,8 +14,8 @@ consolidates into) a memory at its bound. That is the slowest steady state of XM
 for each of `--study_frames` (default 1000 5000 10000) at --height×--width with long-term memory on and off,
 plus `--full_memory_frames` frames at --full_memory_height×--full_memory_width with prefilled memory (long-term
 on). It writes each run's per-frame CSV, `scaling_summary.csv` / `.md` (one row per run) and, when matplotlib
-is installed (an optional extra: `pip install matplotlib`), `scaling.png`: time per frame and process memory
-against the frame index.
+is installed (an optional extra: `pip install matplotlib`), `scaling.png`: time per frame, process memory and
+memory elements (working + long-term) against the frame index.
 
 Usage:
     python scripts/benchmark.py --frames 2000 --height 96 --width 160 --max_long_term_elements 2000 \
@@ -290,7 +290,7 @@ def _rolling_median(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_study(curves: Sequence[tuple[StudyRun, Sequence[dict[str, float]]]], path: Path) -> Optional[Path]:
-    """Time per frame (rolling median) and process memory against the frame index, one line per run.
+    """Time per frame (rolling median), process memory and memory elements against the frame index, one line a run.
 
     Returns:
         the PNG path, or None when matplotlib (an optional extra) is not installed.
@@ -304,8 +304,8 @@ def plot_study(curves: Sequence[tuple[StudyRun, Sequence[dict[str, float]]]], pa
 
     groups = [[item for item in curves if not item[0].prefilled], [item for item in curves if item[0].prefilled]]
     groups = [group for group in groups if group]
-    figure, axes = pyplot.subplots(len(groups), 2, figsize=(12, 4 * len(groups)), squeeze=False)
-    for (time_axis, memory_axis), group in zip(axes, groups):
+    figure, axes = pyplot.subplots(len(groups), 3, figsize=(18, 4 * len(groups)), squeeze=False)
+    for (time_axis, memory_axis, elements_axis), group in zip(axes, groups):
         for run, rows in group:
             frame = np.array([row["frame"] for row in rows])
             milliseconds = 1000 * np.array([row["seconds"] for row in rows])
@@ -315,12 +315,15 @@ def plot_study(curves: Sequence[tuple[StudyRun, Sequence[dict[str, float]]]], pa
                 label = f"{run.height}×{run.width}, prefilled memory (long-term on)"
             time_axis.plot(frame, _rolling_median(milliseconds, PLOT_WINDOW_FRAMES), style, label=label)
             memory_axis.plot(frame, [row["rss_mb"] for row in rows], style, label=label)
+            elements = [row["working_elements"] + row["long_term_elements"] for row in rows]
+            elements_axis.plot(frame, elements, style, label=label)
         size = f"{group[0][0].height}×{group[0][0].width}"
         time_axis.set(xlabel="frame", ylabel=f"ms per frame (median of {PLOT_WINDOW_FRAMES})",
                       title=f"time per frame, {size}")
         memory_axis.set(xlabel="frame", ylabel="process RSS (MB)", title=f"process memory, {size}")
-        time_axis.legend(fontsize="small")
-        memory_axis.legend(fontsize="small")
+        elements_axis.set(xlabel="frame", ylabel="working + long-term elements", title=f"memory elements, {size}")
+        for axis in (time_axis, memory_axis, elements_axis):
+            axis.legend(fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
