@@ -34,10 +34,10 @@ from configs.loader import add_flag_aliases, dump_config, load_config, overrides
 from configs.schema import Config, ModelConfig
 from dataset.eval_datasets import (Benchmark, EmptyMaskError, EvalVideo, match_mask_to_frame, open_benchmark,
                                    resize_image, resize_mask, resize_probabilities, resized_shape)
-from dataset.image_io import atomic_output, read_index_mask
+from configs.common import atomic_output, resolve_device
+from dataset.image_io import read_index_mask
 from dataset.writers import ResultWriter
 from inference.inference_core import InferenceCore, normalize_image
-from inference.inference_core import resolve_device as resolve_core_device
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, SequenceScorer
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
@@ -83,20 +83,6 @@ def resolve_config(argv: Optional[Sequence[str]] = None) -> Config:
     """
     arguments = build_parser().parse_args(argv)
     return load_config(arguments.config, overrides_from_flags(arguments) + list(arguments.overrides))
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit accelerator must be available.
-
-    Raises:
-        ValueError: an unknown device string, or an unavailable accelerator.
-    """
-    device = resolve_core_device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"eval.device={name!r} but CUDA is not available; use eval.device=cpu or auto")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"eval.device={name!r} but MPS is not available; use eval.device=cpu or auto")
-    return device
 
 
 def _synchronize(device: torch.device) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from configs.common import atomic_write_text
 from configs.schema import Config
 
 PRESET_DIR = Path(__file__).resolve().parent
@@ -232,11 +233,7 @@ def load_config(preset: str | os.PathLike | None = None, overrides: Sequence[str
 
 def dump_config(config: Any, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    os.replace(temporary, path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dataset.image_io import DAVIS_PALETTE, PALETTE_COLOURS, read_image, read_index_mask
+from configs.common import DAVIS_PALETTE, PALETTE_COLOURS
+from dataset.image_io import read_image, read_index_mask
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"

@@ -6,55 +6,15 @@ file in the destination folder and is renamed into place, so a crash never leave
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from PIL import Image
 
-PALETTE_COLOURS = 256
+from configs.common import DAVIS_PALETTE, PALETTE_COLOURS, atomic_output
+
 MAX_MASK_ID = 255  # an 8-bit palette PNG holds ids 0..255
-
-
-def _voc_palette() -> bytes:
-    """The PASCAL VOC / DAVIS colour map: colour i spreads the bits of i over the high bits of R, G and B."""
-    palette = bytearray()
-    for index in range(PALETTE_COLOURS):
-        red = green = blue = 0
-        bits = index
-        for shift in range(7, -1, -1):
-            red |= (bits & 1) << shift
-            green |= ((bits >> 1) & 1) << shift
-            blue |= ((bits >> 2) & 1) << shift
-            bits >>= 3
-        palette += bytes((red, green, blue))
-    return bytes(palette)
-
-
-DAVIS_PALETTE: bytes = _voc_palette()
-"""768 bytes (256 RGB triplets): the palette of DAVIS annotations; object 1 is (128, 0, 0)."""
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it onto `path`, on error delete it.
-
-    The temporary name keeps the suffix so that writers choosing a format by extension still work.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

@@ -42,7 +42,8 @@ from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
-from dataset.image_io import atomic_output, write_image, write_index_mask
+from configs.common import atomic_output
+from dataset.image_io import write_image, write_index_mask
 from dataset.synthetic import Difficulty, SyntheticVideo, video_seed
 
 ProgressCallback = Callable[[int], None]

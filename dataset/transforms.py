@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from configs.common import IMAGENET_MEAN, IMAGENET_STD
+
 FILL_RGB = (124, 116, 104)
 """Colour of pixels warped in from outside the source frame (the reference's `im_mean`, ImageNet mean × 255)."""
 MASK_FILL = 0

@@ -23,7 +23,8 @@ from typing import Iterable, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 
-from dataset.image_io import atomic_output, write_index_mask
+from configs.common import atomic_output
+from dataset.image_io import write_index_mask
 
 SCORES_DIR = "Scores"
 PROGRESS_DIR = ".progress"

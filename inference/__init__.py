@@ -1,5 +1,5 @@
 """Running a trained XMem over videos: the streaming core, its memories and object bookkeeping."""
-from inference.inference_core import InferenceCore, normalize_image, propagate, resolve_device
+from inference.inference_core import InferenceCore, normalize_image, propagate
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.memory_store import MemoryStore
 from inference.object_manager import ObjectManager, SlotRemap
@@ -12,6 +12,5 @@ __all__ = [
     "SlotRemap",
     "normalize_image",
     "propagate",
-    "resolve_device",
     "resolve_long_term_count_usage",
 ]

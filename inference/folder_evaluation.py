@@ -7,7 +7,6 @@ a rerun on unchanged inputs reads them back instead of scoring again. Used by `e
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -16,13 +15,13 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from configs.common import atomic_write_text
 from inference.metrics import (
     GLOBAL_COLUMNS,
     MODE_DAVIS,
@@ -182,20 +181,6 @@ def _format_value(value: float) -> str:
     return "nan" if math.isnan(value) else FLOAT_FORMAT.format(value)
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename, so no half-written table is ever read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def _csv_text(rows: Sequence[Sequence[str]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
@@ -206,9 +191,9 @@ def write_results(results: EvaluationResults, output_dir: str | os.PathLike) -> 
     """Write `global_results.csv` (GLOBAL_COLUMNS) and `per_object_results.csv` (Sequence + PER_OBJECT_COLUMNS)."""
     output_dir = Path(output_dir)
     scores = results.global_scores()
-    _write_text_atomically(output_dir / GLOBAL_RESULTS_FILE, _csv_text(
+    atomic_write_text(output_dir / GLOBAL_RESULTS_FILE, _csv_text(
         [GLOBAL_COLUMNS, [_format_value(scores[column]) for column in GLOBAL_COLUMNS]]))
-    _write_text_atomically(output_dir / PER_OBJECT_RESULTS_FILE, _csv_text(
+    atomic_write_text(output_dir / PER_OBJECT_RESULTS_FILE, _csv_text(
         [("Sequence", *PER_OBJECT_COLUMNS)]
         + [[scores.name, *map(_format_value, scores.row().values())] for scores in results.objects]))
 
@@ -282,5 +267,5 @@ def evaluate_folders(
 
     write_results(results, output_dir)
     state = {"inputs_sha256": digest, "objects": [dataclasses.asdict(scores) for scores in results.objects]}
-    _write_text_atomically(output_dir / STATE_FILE, json.dumps(state, indent=1))
+    atomic_write_text(output_dir / STATE_FILE, json.dumps(state, indent=1))
     return results

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from configs.common import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from configs.schema import InferenceConfig, ModelConfig
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.object_manager import ObjectManager
 from model.aggregate import aggregate
 from model.network import XMem
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 UINT8_MAX = 255.0
 PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multiples of it
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
@@ -37,26 +36,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 MEMORY_ON_ANNOTATIONS_ONLY = 0  # mem_every value: memory frames only where a mask is given
 DEEP_UPDATE_ON_MEMORY_FRAMES = -1  # deep_update_every value: deep update with every memory frame (the default)
-
-
-def resolve_device(device: str | torch.device | None, network: torch.nn.Module | None = None) -> torch.device:
-    """`auto`/None -> the network's device if given, else cuda, mps or cpu (first available); else as given.
-
-    Raises:
-        ValueError: an unknown device string.
-    """
-    if device is None or device == "auto":
-        if network is not None:
-            return next(network.parameters()).device
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from error
 
 
 def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.device | None = "cpu") -> torch.Tensor:
@@ -130,7 +109,7 @@ class InferenceCore:
         model_config: ModelConfig | None = None,
     ):
         _check_config(config)
-        self.device = resolve_device(device, network)
+        self.device = resolve_device(device, default=next(network.parameters()).device)
         self.network = network.to(self.device).eval()
         self.config = config
         self.model_config = model_config or ModelConfig()

@@ -8,10 +8,8 @@ trained), orthogonal random for training (the original's stage 0 -> 1/2/3 path).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from configs.common import atomic_write
 from model.network import DEFAULT_HIDDEN_DIM, DEFAULT_KEY_DIM, DEFAULT_VALUE_DIM, XMem
 
 _KEY_DIM_KEY = "key_proj.key_proj.weight"
@@ -234,17 +233,7 @@ def save_network(network: XMem, path: str | os.PathLike) -> None:
         network: the XMem to save (a DDP wrapper's `.module`, not the wrapper).
         path: destination .pth; parent folders are created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(network.state_dict(), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    atomic_write(path, lambda temporary: torch.save(network.state_dict(), temporary))
 
 
 def _find_imagenet_file(directory: Path, names: tuple[str, ...]) -> Path | None:

@@ -38,19 +38,18 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+from tqdm import tqdm
 
-from configs.schema import InferenceConfig  # noqa: E402
-from dataset.image_io import atomic_output  # noqa: E402
-from dataset.synthetic import PRESETS, SyntheticVideo  # noqa: E402
-from inference.inference_core import InferenceCore, normalize_image  # noqa: E402
-from inference.memory_manager import MemoryManager  # noqa: E402
-from model.checkpoint import load_network  # noqa: E402
-from model.network import XMem  # noqa: E402
+from configs.schema import InferenceConfig
+from configs.common import atomic_output
+from dataset.synthetic import PRESETS, SyntheticVideo
+from inference.inference_core import InferenceCore, normalize_image
+from inference.memory_manager import MemoryManager
+from model.checkpoint import load_network
+from model.network import XMem
 
 COLUMNS = ("frame", "seconds", "rss_mb", "cuda_allocated_mb", "working_elements", "long_term_elements", "objects")
 BYTES_PER_MB = 2**20

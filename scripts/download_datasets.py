@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
 GOOGLE_DRIVE_URL = "https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 """Direct-download endpoint; `confirm=t` skips the 'file too large to scan' page of big archives."""

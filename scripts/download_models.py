@@ -10,20 +10,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from model.checkpoint import load_network  # noqa: E402
+from configs.common import atomic_output
+from model.checkpoint import load_network
 
 RELEASE_URL = "https://github.com/hkchengrex/XMem/releases/download/v1.0/{name}"
 # Expected sizes in bytes; None where the release page is the only record (the file is still load-checked).
@@ -50,10 +48,7 @@ def download(url: str, destination: Path, expected_size: Optional[int],
     Raises:
         DownloadError: the URL cannot be reached, or the file's size is not `expected_size` (nothing is left).
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    os.close(handle)
-    try:
+    with atomic_output(destination) as temporary:
         try:
             with opener(url, timeout=TIMEOUT_S) as response, open(temporary, "wb") as file:
                 total = expected_size or int(response.headers.get("Content-Length") or 0) or None
@@ -69,10 +64,6 @@ def download(url: str, destination: Path, expected_size: Optional[int],
         if expected_size is not None and size != expected_size:
             raise DownloadError(f"{url} gave {size:,} bytes, expected {expected_size:,}: an interrupted or changed "
                                 f"download; run again")
-        os.replace(temporary, destination)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
     return destination
 
 

@@ -19,11 +19,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset.image_io import read_mask_ids  # noqa: E402
-from inference.folder_evaluation import evaluate_folders  # noqa: E402
-from inference.metrics import MODE_DAVIS, MODES, EvaluationResults  # noqa: E402
+from dataset.image_io import read_mask_ids
+from inference.folder_evaluation import evaluate_folders
+from inference.metrics import MODE_DAVIS, MODES, EvaluationResults
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

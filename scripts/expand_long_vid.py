@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
+from tqdm import tqdm
 
-from dataset.image_io import atomic_output  # noqa: E402
+from configs.common import atomic_output
 
 SUBFOLDERS = ("JPEGImages", "Annotations")
 DEFAULT_PASSES = 3  # LV3: forward, backward, forward

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
-from dataset.synthetic import (  # noqa: E402
+from dataset.synthetic import (
     DEFAULT_PRESET, PRESETS, copy_first_mask_iou, get_preset, make_videos, without_late_entries,
 )
-from dataset.synthetic_layouts import (  # noqa: E402
+from dataset.synthetic_layouts import (
     WriteReport, make_static_classes, split_names, write_davis, write_generic, write_long_video,
     write_static_flat, write_static_fss, write_youtube_train, write_youtube_valid,
 )

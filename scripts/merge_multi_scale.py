@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from tqdm import tqdm
 
-from dataset.image_io import DAVIS_PALETTE, read_index_mask  # noqa: E402
-from dataset.writers import ANNOTATIONS_DIR, SCORE_SUFFIX, SCORES_DIR, ResultWriter, read_scores  # noqa: E402
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_index_mask
+from dataset.writers import ANNOTATIONS_DIR, SCORE_SUFFIX, SCORES_DIR, ResultWriter, read_scores
 
 
 def _videos(run: Path) -> list[str]:

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from configs.schema import InferenceConfig, ModelConfig  # noqa: E402
-from inference.inference_core import PAD_MULTIPLE, resolve_device  # noqa: E402
-from inference.memory_manager import MemoryManager  # noqa: E402
-from model.network import XMem  # noqa: E402
+from configs.schema import InferenceConfig, ModelConfig
+from configs.common import resolve_device
+from inference.inference_core import PAD_MULTIPLE
+from inference.memory_manager import MemoryManager
+from model.network import XMem
 
 STAGES = ("key encoding", "memory reading", "decoding", "value encoding")
 

@@ -31,25 +31,24 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+from tqdm import tqdm
 
-from configs import load_config  # noqa: E402
-from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask  # noqa: E402
-from dataset.static_dataset import REFERENCE_STATIC_SOURCES, StaticImageDataset, reference_static_sources  # noqa: E402
-from dataset.synthetic import get_preset, make_videos, without_late_entries  # noqa: E402
-from dataset.synthetic_layouts import (  # noqa: E402
+from configs import load_config
+from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
+from dataset.static_dataset import REFERENCE_STATIC_SOURCES, StaticImageDataset, reference_static_sources
+from dataset.synthetic import get_preset, make_videos, without_late_entries
+from dataset.synthetic_layouts import (
     make_static_classes, write_davis, write_static_flat, write_static_fss,
 )
-from inference.folder_evaluation import evaluate_folders  # noqa: E402
-from inference.metrics import MODE_DAVIS  # noqa: E402
-from model.checkpoint import save_network  # noqa: E402
-from model.network import XMem  # noqa: E402
-from model.trainer import RunDirectory  # noqa: E402
+from inference.folder_evaluation import evaluate_folders
+from inference.metrics import MODE_DAVIS
+from model.checkpoint import save_network
+from model.network import XMem
+from model.trainer import RunDirectory
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"

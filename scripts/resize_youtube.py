@@ -15,13 +15,12 @@ import sys
 from multiprocessing import Pool
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-from dataset.image_io import read_image, read_index_mask, write_image, write_index_mask  # noqa: E402
+from dataset.image_io import read_image, read_index_mask, write_image, write_index_mask
 
 SHORT_SIDE_PX = 480
 JPEG_QUALITY = 75

@@ -37,12 +37,11 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,  # noqa: E402
+from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,
                             overrides_from_flags, resolve_preset_path)
-from configs.schema import Config  # noqa: E402
-from dataset.image_io import atomic_output  # noqa: E402
+from configs.schema import Config
+from configs.common import atomic_output
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ABLATION_DIR = REPOSITORY / "configs" / "ablations"

@@ -24,20 +24,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from model.acceleration import optimize_network  # noqa: E402
-from model.checkpoint import build_network_from_state_dict  # noqa: E402
-from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax  # noqa: E402
-from model.network import XMem  # noqa: E402
-from tests.recipe_checkpoint import build_recipe_state_dict  # noqa: E402
+from model.acceleration import optimize_network
+from model.checkpoint import build_network_from_state_dict
+from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax
+from model.network import XMem
+from tests.recipe_checkpoint import build_recipe_state_dict
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16

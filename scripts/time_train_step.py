@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from model.network import XMem  # noqa: E402
-from model.trainer import StepSettings, Trainer  # noqa: E402
+from model.network import XMem
+from model.trainer import StepSettings, Trainer
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 ** 2

@@ -13,17 +13,16 @@ it (nearest neighbour), as eval.py may keep masks at the benchmark's size. Outpu
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import cv2
+import numpy as np
+from tqdm import tqdm
 
-from dataset.image_io import DAVIS_PALETTE, atomic_output, read_image, read_mask_ids, write_image  # noqa: E402
+from configs.common import DAVIS_PALETTE, atomic_output
+from dataset.image_io import read_image, read_mask_ids, write_image
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"

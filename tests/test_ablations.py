@@ -7,7 +7,6 @@ synthetic DAVIS set with the recipe checkpoint.
 import csv
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,7 @@ from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
 from model.trainer import DataPhase, RunDirectory, StageData, run_training
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import run_ablations  # noqa: E402
+from scripts import run_ablations
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 HEIGHT, WIDTH = 64, 112

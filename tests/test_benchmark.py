@@ -2,15 +2,12 @@
 (long-term on/off, prefilled full memory, summary, plot, resume)."""
 import csv
 import sys
-from pathlib import Path
 
 import pytest
 
 from configs.schema import InferenceConfig
 from inference.inference_core import InferenceCore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import benchmark  # noqa: E402
+from scripts import benchmark
 
 HEIGHT, WIDTH = 64, 112
 ELEMENTS_PER_FRAME = (HEIGHT // 16) * (WIDTH // 16)

@@ -1,7 +1,6 @@
 """eval.py end to end on tiny synthetic benchmarks with the recipe checkpoint, and the download script."""
 import dataclasses
 import json
-import sys
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -12,14 +11,13 @@ import yaml
 
 import eval as eval_cli
 from configs.loader import UnknownConfigKeyError
-from dataset.image_io import DAVIS_PALETTE, read_index_mask, write_image, write_index_mask
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_index_mask, write_image, write_index_mask
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_generic, write_long_video, write_youtube_valid
 from dataset.writers import ResultWriter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import download_models  # noqa: E402
-import merge_multi_scale  # noqa: E402
+from scripts import download_models
+from scripts import merge_multi_scale
 
 
 class _FileResponse:
@@ -314,10 +312,3 @@ def test_eval_reproduces_the_originals_probabilities_on_the_golden_video(tmp_pat
                 assert np.abs(scores["prob"].astype(np.float32) - expected).max() < 2e-3, key
 
 
-def test_unavailable_device_is_named(monkeypatch):
-    monkeypatch.setattr(eval_cli.torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="eval.device='cuda' but CUDA is not available"):
-        eval_cli.resolve_device("cuda")
-    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
-        eval_cli.resolve_device("gpu0")
-    assert eval_cli.resolve_device("cpu").type == "cpu"

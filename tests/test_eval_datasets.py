@@ -1,6 +1,5 @@
 """Benchmark readers and result writers: layouts, sparse saving, late objects, resizing rules and bad input."""
 import json
-import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +12,8 @@ from PIL import Image
 from configs.schema import EvalConfig
 from dataset.eval_datasets import (EmptyMaskError, match_mask_to_frame, open_benchmark, read_mask_any,
                                    resize_image, resize_mask, resize_probabilities, resized_shape)
-from dataset.image_io import DAVIS_PALETTE, read_index_mask, write_image, write_index_mask
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_index_mask, write_image, write_index_mask
 from dataset.writers import ResultWriter, read_scores, write_scores
 
 HEIGHT, WIDTH = 24, 40
@@ -360,8 +360,7 @@ def test_reader_needs_only_eval_fields():
 
 
 def test_expand_long_video_replays_forward_backward_forward(tmp_path):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import expand_long_vid
+    from scripts import expand_long_vid
 
     assert expand_long_vid.ping_pong_order(3) == [0, 1, 2, 2, 1, 0, 0, 1, 2]
     source = tmp_path / "long_video"

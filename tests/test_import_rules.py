@@ -1,5 +1,16 @@
-"""The allowed import edges of STYLE.md section 1, checked by parsing every module's imports."""
+"""The allowed import edges of STYLE.md section 1, checked by parsing every module's imports.
+
+The edges, as a package may import them (`train.py`, `eval.py` and `scripts/` may import anything):
+    configs    -> configs                       (the leaf: schema, loader, shared helpers)
+    model      -> model, LEAF                   (the network and its training maths)
+    inference  -> inference, model, LEAF        (never training-only code, see below)
+    dataset    -> dataset, LEAF                 (data readers, writers, generators, training sets)
+where LEAF is `configs.schema` (the typed config) and `configs.common` (atomic writes, palette, ImageNet
+normalisation, device resolution), imported by their module names (never the `configs` package, whose loader
+is for the CLIs). Nothing imports a CLI or `scripts/` but the tests.
+"""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -7,9 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "inference", "dataset", "configs", "scripts", "tests")
 TOP_LEVEL_SCRIPTS = ("train", "eval")
+LEAF_MODULES = {"configs.schema", "configs.common"}
 ALLOWED = {
     "model": {"model"},
-    "inference": {"inference", "model", "configs"},
+    "inference": {"inference", "model"},
     "dataset": {"dataset"},
     "configs": {"configs"},
 }
@@ -33,11 +45,32 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
+def _allowed(package: str, name: str) -> bool:
+    """Whether `package` may import the project module (or module member) `name`."""
+    if name.split(".")[0] in ALLOWED[package]:
+        return True
+    return any(name == leaf or name.startswith(leaf + ".") for leaf in LEAF_MODULES)
+
+
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_allowed_packages(package):
     for path in _modules(package):
         for name in _project_imports(path):
-            assert name.split(".")[0] in ALLOWED[package], f"{path.relative_to(ROOT)} imports {name}"
+            assert _allowed(package, name), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_leaf_imports_nothing_of_the_project_but_itself():
+    for module in sorted(LEAF_MODULES):
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert _project_imports(path) <= {"configs.schema"}, f"{module} must stay a leaf"
+
+
+def test_nothing_edits_sys_path():
+    """The project is an installable package (pyproject.toml): no module reaches others by editing sys.path."""
+    pattern = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*[+]?=")
+    offenders = [str(path.relative_to(ROOT)) for path in ROOT.rglob("*.py")
+                 if ".venv" not in path.parts and pattern.search(path.read_text())]
+    assert offenders == []
 
 
 def test_nothing_imports_a_cli_or_scripts():

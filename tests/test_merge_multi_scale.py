@@ -1,16 +1,13 @@
 """merge_multi_scale.py: averaging saved scores per object id, layouts, palettes and bad input."""
-import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataset.image_io import DAVIS_PALETTE, read_index_mask
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_index_mask
 from dataset.writers import ResultWriter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import merge_multi_scale  # noqa: E402
+from scripts import merge_multi_scale
 
 HEIGHT, WIDTH = 6, 8
 CUSTOM_PALETTE = bytes(range(256)) * 3

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset.image_io import DAVIS_PALETTE, read_image, read_index_mask
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_image, read_index_mask
 from dataset.synthetic import (
     PRESETS, Difficulty, SyntheticVideo, copy_first_mask_iou, get_preset, make_videos, without_late_entries,
 )

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dataset.image_io import DAVIS_PALETTE, read_image, write_image, write_index_mask
+from configs.common import DAVIS_PALETTE
+from dataset.image_io import read_image, write_image, write_index_mask
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize.py"
 PALETTE = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(-1, 3)

@@ -1,0 +1,139 @@
+"""The few helpers every package shares: atomic file writes, the DAVIS palette, ImageNet normalisation constants and
+device resolution.
+
+With the schema, this module is the project's leaf: `model`, `inference`, `dataset`, the CLIs and the scripts may
+all import it, and it imports nothing of the project (so it can never close an import cycle). Each helper has this
+one home; a second copy elsewhere is a bug.
+
+Example:
+    >>> with atomic_output("/tmp/xmem_common_doctest.txt") as temporary:
+    ...     _ = temporary.write_text("written in one piece")
+    >>> len(DAVIS_PALETTE), DAVIS_PALETTE[3:6]
+    (768, b'\\x80\\x00\\x00')
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # per RGB channel, of images in [0, 1]; what torchvision's trunks expect
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PALETTE_COLOURS = 256  # an 8-bit palette PNG has 256 colours
+DEFAULT_FILE_MODE = 0o666  # what open() creates before the umask is applied
+_PROC_STATUS = Path("/proc/self/status")
+
+
+def _voc_palette() -> bytes:
+    """The PASCAL VOC / DAVIS colour map: colour i spreads the bits of i over the high bits of R, G and B."""
+    palette = bytearray()
+    for index in range(PALETTE_COLOURS):
+        red = green = blue = 0
+        bits = index
+        for shift in range(7, -1, -1):
+            red |= (bits & 1) << shift
+            green |= ((bits >> 1) & 1) << shift
+            blue |= ((bits >> 2) & 1) << shift
+            bits >>= 3
+        palette += bytes((red, green, blue))
+    return bytes(palette)
+
+
+DAVIS_PALETTE: bytes = _voc_palette()
+"""768 bytes (256 RGB triplets): the palette of DAVIS and YouTube-VOS annotations; object 1 is (128, 0, 0)."""
+
+
+def _umask() -> int:
+    """The process's file-creation mask. Read from /proc where possible: `os.umask` can only be read by setting
+    it, which would briefly give other threads (background PNG writers) a wrong mask."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success give it a normal file's permissions and rename it onto
+    `path`, on error delete it. A crash therefore never leaves a half-written file under the final name.
+
+    The temporary name keeps the suffix, so writers that choose a format by extension (PIL, torch) still work.
+    The final file gets the mode a plain `open(path, "w")` would give (0666 less the umask), not mkstemp's 0600:
+    results are meant to be read by others.
+
+    Raises:
+        OSError: the folder cannot be created or written (the message names it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, DEFAULT_FILE_MODE & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Call `write(temporary_path)` and rename the result onto `path` (see `atomic_output`)."""
+    with atomic_output(path) as temporary:
+        write(temporary)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` (UTF-8, newlines as given) to `path` atomically (see `atomic_output`)."""
+    with atomic_output(path) as temporary:
+        with open(temporary, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+
+
+def resolve_device(device: str | torch.device | None = "auto", *,
+                   default: torch.device | None = None) -> torch.device:
+    """The torch device a setting names.
+
+    Args:
+        device: `auto` (or None), `cpu`, `cuda`, `cuda:N`, `mps`, or a torch.device.
+        default: what `auto` means when given (e.g. the device a network already sits on); otherwise `auto`
+            is the first available of cuda, mps, cpu.
+    Returns:
+        the device.
+    Raises:
+        ValueError: an unknown device string, or an accelerator that this machine does not have.
+    """
+    if device is None or device == "auto":
+        if default is not None:
+            return torch.device(default)
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {str(device)!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here; use cpu or auto")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} asked for, but this machine has {torch.cuda.device_count()} "
+                         "CUDA device(s); use cuda:0 .. cuda:N-1 or auto")
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError(f"device {str(device)!r} asked for, but MPS is not available here; use cpu or auto")
+    return resolved
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return backend is not None and backend.is_available()

@@ -1,0 +1,2 @@
+"""Command-line tools (run as `python scripts/<name>.py` or `python -m scripts.<name>`); nothing imports them
+but their tests."""

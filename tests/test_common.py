@@ -1,0 +1,72 @@
+"""configs/common.py, the shared leaf: atomic writes with normal permissions, the palette, device resolution."""
+import os
+import stat
+
+import pytest
+import torch
+
+from configs import common
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_atomic_output_gives_a_normal_files_mode_under_the_umask(tmp_path, umask_022):
+    target = tmp_path / "nested" / "result.png"
+    with common.atomic_output(target) as temporary:
+        assert temporary.parent == target.parent and temporary.suffix == ".png"
+        temporary.write_bytes(b"data")
+        assert not target.exists()  # nothing under the final name before the rename
+    assert target.read_bytes() == b"data"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    common.atomic_write_text(tmp_path / "table.csv", "a,b\n")
+    assert stat.S_IMODE((tmp_path / "table.csv").stat().st_mode) == 0o644
+
+
+def test_atomic_output_respects_a_stricter_umask(tmp_path):
+    previous = os.umask(0o077)
+    try:
+        common.atomic_write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+
+
+def test_atomic_output_leaves_nothing_behind_on_error_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with common.atomic_output(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_umask_is_read_without_changing_it(umask_022):
+    assert common._umask() == 0o022
+    assert os.umask(0o022) == 0o022
+
+
+def test_davis_palette_is_the_bit_interleaved_voc_map():
+    colours = [tuple(common.DAVIS_PALETTE[3 * i: 3 * i + 3]) for i in range(4)]
+    assert colours == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0)]
+    assert len(common.DAVIS_PALETTE) == 3 * common.PALETTE_COLOURS
+
+
+def test_resolve_device_names_what_is_wrong(monkeypatch):
+    monkeypatch.setattr(common.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(common, "_mps_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda' asked for, but CUDA is not available here"):
+        common.resolve_device("cuda")
+    with pytest.raises(ValueError, match="device 'mps' asked for, but MPS is not available here"):
+        common.resolve_device("mps")
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        common.resolve_device("gpu0")
+    assert common.resolve_device("auto") == torch.device("cpu")
+    assert common.resolve_device(None, default=torch.device("cpu")) == torch.device("cpu")
+    assert common.resolve_device("cpu") == torch.device("cpu")
