@@ -137,3 +137,36 @@ def resolve_device(device: str | torch.device | None = "auto", *,
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return backend is not None and backend.is_available()
+
+
+# Failures a user can fix (a missing file, a bad value, an unknown key): one line, no traceback.
+EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+                   ValueError, KeyError, TypeError)
+DEBUG_FLAG = "--debug"
+
+
+def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
+    """Run a command-line entry point under the project's error contract; returns the exit status.
+
+    An expected failure (`EXPECTED_ERRORS`) prints `error: <message>` on stderr as one line and returns 1; any
+    other exception is a bug and propagates with its traceback. With `--debug` among the arguments (removed
+    before `main` sees them) expected failures show their traceback too.
+
+    Args:
+        main: takes the argument list (without the program name); returns an exit status or None (= 0).
+        argv: the arguments; default sys.argv[1:].
+    """
+    import sys
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in arguments
+    arguments = [argument for argument in arguments if argument != DEBUG_FLAG]
+    try:
+        status = main(arguments)
+    except EXPECTED_ERRORS as error:
+        if debug:
+            raise
+        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        return 1
+    return 0 if status is None else int(status)

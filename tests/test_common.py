@@ -70,3 +70,19 @@ def test_resolve_device_names_what_is_wrong(monkeypatch):
     assert common.resolve_device("auto") == torch.device("cpu")
     assert common.resolve_device(None, default=torch.device("cpu")) == torch.device("cpu")
     assert common.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_run_cli_prints_one_line_for_expected_failures_and_keeps_tracebacks_for_bugs(capsys):
+    def fails_expectedly(arguments):
+        raise FileNotFoundError(f"checkpoint {arguments[0]!r} not found;\n  download it first")
+
+    assert common.run_cli(fails_expectedly, ["saves/x.pth"]) == 1
+    error = capsys.readouterr().err
+    assert error == "error: checkpoint 'saves/x.pth' not found; download it first\n"
+    with pytest.raises(FileNotFoundError):
+        common.run_cli(fails_expectedly, ["saves/x.pth", "--debug"])
+    with pytest.raises(ZeroDivisionError):
+        common.run_cli(lambda arguments: 1 / 0, [])
+    assert common.run_cli(lambda arguments: None, []) == 0
+    assert common.run_cli(lambda arguments: 3, []) == 3
+    assert common.run_cli(lambda arguments: len(arguments), ["a", "--debug"]) == 1
