@@ -86,3 +86,10 @@ def test_run_cli_prints_one_line_for_expected_failures_and_keeps_tracebacks_for_
     assert common.run_cli(lambda arguments: None, []) == 0
     assert common.run_cli(lambda arguments: 3, []) == 3
     assert common.run_cli(lambda arguments: len(arguments), ["a", "--debug"]) == 1
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    results = doctest.testmod(common)
+    assert results.attempted > 0 and results.failed == 0
