@@ -1,4 +1,4 @@
-"""Per-frame speed and memory of the streaming core on long synthetic videos, and the scaling study.
+r"""Per-frame speed and memory of the streaming core on long synthetic videos, and the scaling study.
 
 The video comes from `dataset.synthetic` frame by frame (nothing is written to disk). Frame 0 gives every object
 but one; the last object is added on `--late_object_frame`. Each frame's row in the CSV holds its latency
@@ -45,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from configs.schema import InferenceConfig
-from configs.common import atomic_output
+from configs.common import atomic_output, run_cli
 from dataset.synthetic import PRESETS, SyntheticVideo
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
@@ -424,5 +424,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     return result
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

@@ -10,6 +10,7 @@ of `--objects` objects, so data loading is not included.
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import resource
 import time
@@ -19,6 +20,7 @@ import torch
 
 from model.network import XMem
 from model.trainer import StepSettings, Trainer
+from configs.common import run_cli
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 ** 2
@@ -89,4 +91,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))
