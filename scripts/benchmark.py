@@ -1,10 +1,11 @@
-"""Per-frame speed and memory of the streaming core on long synthetic videos, and the scaling study.
+r"""Per-frame speed and memory of the streaming core on long synthetic videos, and the scaling study.
 
 The video comes from `dataset.synthetic` frame by frame (nothing is written to disk). Frame 0 gives every object
 but one; the last object is added on `--late_object_frame`. Each frame's row in the CSV holds its latency
 (normalisation + `InferenceCore.step`, rendering excluded), the process's resident memory, CUDA memory when on a
-GPU, and the working and long-term memory element counts. The summary prints the median latency, FPS and the
-memory at a few points along the video, so that flat time and memory can be read off directly.
+GPU (allocated after the frame, and the frame's peak), and the working and long-term memory element counts. The
+summary prints the median latency, FPS and the memory at a few points along the video, so that flat time and
+memory can be read off directly.
 
 `--prefill_memory` starts from full memory: after frame 0 (which gives every object), working memory is filled to
 T_max − 1 frames and long-term memory to LT_max elements with random elements, so every later frame reads (and
@@ -44,14 +45,15 @@ import torch
 from tqdm import tqdm
 
 from configs.schema import InferenceConfig
-from configs.common import atomic_output
+from configs.common import atomic_output, run_cli
 from dataset.synthetic import PRESETS, SyntheticVideo
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import load_network
 from model.network import XMem
 
-COLUMNS = ("frame", "seconds", "rss_mb", "cuda_allocated_mb", "working_elements", "long_term_elements", "objects")
+COLUMNS = ("frame", "seconds", "rss_mb", "cuda_allocated_mb", "cuda_peak_mb", "working_elements", "long_term_elements",
+           "objects")
 BYTES_PER_MB = 2**20
 PROC_STATM = Path("/proc/self/statm")
 RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss units (fallback when /proc is absent)
@@ -160,6 +162,7 @@ def run_benchmark(*, frames: int, height: int, width: int, config: InferenceConf
             given = np.where(mask == NUM_OBJECTS, mask, 0)
         if torch_device.type == "cuda":
             torch.cuda.synchronize(torch_device)
+            torch.cuda.reset_peak_memory_stats(torch_device)  # the column holds each frame's own peak
         start = time.perf_counter()
         with torch.inference_mode():
             core.step(normalize_image(rgb, device=torch_device),
@@ -170,9 +173,12 @@ def run_benchmark(*, frames: int, height: int, width: int, config: InferenceConf
         seconds = time.perf_counter() - start
         if prefill and index == 0:
             prefill_memory(core, seed)
-        cuda_mb = torch.cuda.memory_allocated(torch_device) / BYTES_PER_MB if torch_device.type == "cuda" else 0.0
+        on_cuda = torch_device.type == "cuda"
+        cuda_mb = torch.cuda.memory_allocated(torch_device) / BYTES_PER_MB if on_cuda else 0.0
+        cuda_peak_mb = torch.cuda.max_memory_allocated(torch_device) / BYTES_PER_MB if on_cuda else 0.0
         rows.append({"frame": index, "seconds": round(seconds, 6), "rss_mb": round(current_rss_mb(), 2),
-                     "cuda_allocated_mb": round(cuda_mb, 2), "working_elements": core.working_memory_elements,
+                     "cuda_allocated_mb": round(cuda_mb, 2), "cuda_peak_mb": round(cuda_peak_mb, 2),
+                     "working_elements": core.working_memory_elements,
                      "long_term_elements": core.long_term_memory_elements, "objects": len(core.object_ids)})
     median = statistics.median(row["seconds"] for row in rows)
     if output is not None:
@@ -418,5 +424,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     return result
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

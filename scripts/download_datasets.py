@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+from configs.common import run_cli
 
 GOOGLE_DRIVE_URL = "https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 """Direct-download endpoint; `confirm=t` skips the 'file too large to scan' page of big archives."""
@@ -192,4 +193,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,11 +1,17 @@
-"""Download the released XMem checkpoints (GitHub release v1.0 of hkchengrex/XMem) and check that they load.
+"""Download the released XMem checkpoints (GitHub release v1.0 of hkchengrex/XMem) and, on request, torchvision's
+ImageNet weights that training starts from; check that each loads.
 
-Each file is streamed to a temporary file, its size checked where it is known, moved into place, and loaded with
-`model.checkpoint.load_network` (strict keys, weights only). Files already present and valid are kept.
+Each file is streamed to a temporary file, its size checked where it is known, moved into place, and loaded (a
+checkpoint with `model.checkpoint.load_network`, strict keys, weights only; the ImageNet files with
+`model.checkpoint.load_imagenet_trunks`, as training reads them). Files already present and valid are kept.
+Released checkpoints: XMem.pth (stages 0+3, the paper's model), XMem-s012.pth (with BL30K), XMem-s2.pth,
+XMem-no-sensory.pth and XMem-s0.pth (static-image pre-training only: the start of a stage-3 run).
 
 Usage:
     python scripts/download_models.py                      # XMem.pth into ./saves
-    python scripts/download_models.py --models XMem.pth XMem-s012.pth --output saves
+    python scripts/download_models.py --models XMem.pth XMem-s0.pth --output saves
+    python scripts/download_models.py --all --imagenet     # every checkpoint, and the ImageNet trunks
+    python scripts/download_models.py --models --imagenet  # only resnet50 / resnet18 into the torch hub cache
 """
 from __future__ import annotations
 
@@ -18,10 +24,12 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 
+import torch
 from tqdm import tqdm
 
-from configs.common import atomic_output
-from model.checkpoint import load_network
+from configs.common import atomic_output, run_cli
+from model.checkpoint import load_imagenet_trunks, load_network
+from model.network import XMem
 
 RELEASE_URL = "https://github.com/hkchengrex/XMem/releases/download/v1.0/{name}"
 # Expected sizes in bytes; None where the release page is the only record (the file is still load-checked).
@@ -30,7 +38,11 @@ MODEL_SIZES: dict[str, Optional[int]] = {
     "XMem-s012.pth": None,
     "XMem-s2.pth": None,
     "XMem-no-sensory.pth": None,
+    "XMem-s0.pth": None,
 }
+# torchvision's ImageNet weights under their legacy names (what the original trained from).
+IMAGENET_URL = "https://download.pytorch.org/models/{name}"
+IMAGENET_FILES = ("resnet50-19c8e357.pth", "resnet18-5c106cde.pth")
 DEFAULT_MODELS = ("XMem.pth",)
 DEFAULT_OUTPUT = "./saves"
 CHUNK_BYTES = 1 << 20
@@ -85,20 +97,50 @@ def fetch_model(name: str, output_dir: Path, opener: Callable = urllib.request.u
     return path
 
 
+def imagenet_directory() -> Path:
+    """Where training looks for the ImageNet weights: torchvision's cache, `torch.hub.get_dir()/checkpoints`."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def fetch_imagenet(directory: Path, opener: Callable = urllib.request.urlopen) -> list[Path]:
+    """Download torchvision's ResNet-50 and ResNet-18 ImageNet weights into `directory` (unless present) and load
+    them into a fresh network's trunks, as training does.
+
+    Raises:
+        DownloadError: see `download`.
+        ValueError: a file is not a torchvision ResNet state_dict.
+    """
+    paths = []
+    for name in IMAGENET_FILES:
+        path = directory / name
+        if not path.is_file():
+            download(IMAGENET_URL.format(name=name), path, None, opener)
+        paths.append(path)
+    load_imagenet_trunks(XMem(), checkpoint_dir=directory)
+    return paths
+
+
 def main(argv: Optional[Sequence[str]] = None, opener: Callable = urllib.request.urlopen) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODEL_SIZES))
+    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS), choices=list(MODEL_SIZES),
+                        help="released checkpoints to fetch (default XMem.pth; none with --models alone)")
+    parser.add_argument("--all", action="store_true", help="every released checkpoint")
     parser.add_argument("--output", type=Path, default=Path(DEFAULT_OUTPUT), help="folder for the .pth files")
+    parser.add_argument("--imagenet", action="store_true",
+                        help="also fetch torchvision's ImageNet ResNet-50/18 weights into the torch hub cache, where "
+                             "training (train.imagenet_init) looks for them")
     arguments = parser.parse_args(argv)
-    for name in arguments.models:
-        try:
-            path = fetch_model(name, arguments.output, opener)
-        except DownloadError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        print(f"{path}: ok")
+    try:
+        for name in list(MODEL_SIZES) if arguments.all else arguments.models:
+            print(f"{fetch_model(name, arguments.output, opener)}: ok")
+        if arguments.imagenet:
+            for path in fetch_imagenet(imagenet_directory(), opener):
+                print(f"{path}: ok")
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

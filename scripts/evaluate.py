@@ -1,4 +1,4 @@
-"""Score a folder of predicted index masks against a folder of ground truth: J, F, J&F, recall and decay.
+r"""Score a folder of predicted index masks against a folder of ground truth: J, F, J&F, recall and decay.
 
 Both folders hold `<video>/<frame>.png` index masks (DAVIS layout, e.g. `DAVIS/2017/trainval/Annotations/480p`
 and the output of eval.py). Writes `global_results.csv` and `per_object_results.csv` (values in 0..1, as the
@@ -23,6 +23,7 @@ from typing import Sequence
 from dataset.image_io import read_mask_ids
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS, MODES, EvaluationResults
+from configs.common import run_cli
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> EvaluationResults:
     return results
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    sys.exit(run_cli(_cli))

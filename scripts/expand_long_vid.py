@@ -8,6 +8,7 @@ Usage:
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
-from configs.common import atomic_output
+from configs.common import atomic_output, run_cli
 
 SUBFOLDERS = ("JPEGImages", "Annotations")
 DEFAULT_PASSES = 3  # LV3: forward, backward, forward
@@ -69,5 +70,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
     return expand_dataset(arguments.input, arguments.output, arguments.passes)
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

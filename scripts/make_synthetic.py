@@ -1,4 +1,4 @@
-"""Generate synthetic videos (or image + mask pairs) with exact masks in a benchmark's folder layout.
+r"""Generate synthetic videos (or image + mask pairs) with exact masks in a benchmark's folder layout.
 
 Examples:
     python scripts/make_synthetic.py --layout davis --out data/synthetic_davis --num_videos 10 --num_frames 60
@@ -14,6 +14,7 @@ dataset/synthetic_layouts.py for each layout's folders.
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import dataclasses
 import time
@@ -30,6 +31,7 @@ from dataset.synthetic_layouts import (
     WriteReport, make_static_classes, split_names, write_davis, write_generic, write_long_video,
     write_static_flat, write_static_fss, write_youtube_train, write_youtube_valid,
 )
+from configs.common import run_cli
 
 LAYOUTS = ("davis", "youtube", "long", "generic", "static_fss", "static_flat")
 DEFAULT_NUM_FRAMES = {"davis": 60, "youtube": 60, "long": 2500, "generic": 60}
@@ -140,4 +142,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -12,6 +12,7 @@ Usage:
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import glob
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from configs.common import DAVIS_PALETTE
+from configs.common import DAVIS_PALETTE, run_cli
 from dataset.image_io import read_index_mask
 from dataset.writers import ANNOTATIONS_DIR, SCORE_SUFFIX, SCORES_DIR, ResultWriter, read_scores
 
@@ -97,5 +98,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[Path]:
     return merge_runs(runs, arguments.output)
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

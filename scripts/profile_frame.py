@@ -9,6 +9,7 @@ memory frames). Random weights: the timing does not depend on them.
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import statistics
 import time
@@ -18,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from configs.schema import InferenceConfig, ModelConfig
-from configs.common import resolve_device
+from configs.common import resolve_device, run_cli
 from inference.inference_core import PAD_MULTIPLE
 from inference.memory_manager import MemoryManager
 from model.network import XMem
@@ -77,7 +78,7 @@ def profile(network: XMem, config: InferenceConfig, height: int, width: int, num
     return {stage: statistics.median(values) for stage, values in timings.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--height", type=int, default=480, help="frame height (multiple of 16), default 480")
     parser.add_argument("--width", type=int, default=864, help="frame width (multiple of 16), default 864")
@@ -85,7 +86,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed frames per setting (median reported)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
     parser.add_argument("--reference-compute", action="store_true", help="dense reads instead of gathered top-k")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.height % PAD_MULTIPLE or args.width % PAD_MULTIPLE:
         parser.error(f"--height and --width must be multiples of {PAD_MULTIPLE}, got {args.height}×{args.width}")
 
@@ -104,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

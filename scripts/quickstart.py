@@ -49,6 +49,7 @@ from inference.metrics import MODE_DAVIS
 from model.checkpoint import save_network
 from model.network import XMem
 from model.trainer import RunDirectory
+from configs import common
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"
@@ -406,5 +407,10 @@ class _StepClock:
         return {**self.laps, "total": round(self.last - self.started, 1)}
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(common.run_cli(_cli))

@@ -21,6 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dataset.image_io import read_image, read_index_mask, write_image, write_index_mask
+from configs.common import run_cli
 
 SHORT_SIDE_PX = 480
 JPEG_QUALITY = 75
@@ -78,4 +79,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Run the paper's ablation rows (configs/ablations/*.yaml) through eval.py and tabulate them.
+r"""Run the paper's ablation rows (configs/ablations/*.yaml) through eval.py and tabulate them.
 
 Each row file is an ordinary config preset holding only what the row changes (memory stores, memory reading,
 long-term memory, memory sizes, deep update); its first line is a `# <group>: <label>` title. Every row runs
@@ -41,7 +41,7 @@ import yaml
 from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,
                             overrides_from_flags, resolve_preset_path)
 from configs.schema import Config
-from configs.common import atomic_output
+from configs.common import atomic_output, run_cli
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ABLATION_DIR = REPOSITORY / "configs" / "ablations"
@@ -365,10 +365,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "table": table}
 
 
-def _cli() -> int:
-    result = main()
+def _cli(arguments: list[str]) -> int:
+    result = main(arguments)
     return 1 if any(entry["status"].startswith("failed") for entry in result["entries"]) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(run_cli(_cli))

@@ -22,6 +22,7 @@ alternate within every repeat. Pin the thread count (`--threads`, default 1) for
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import statistics
 import time
@@ -35,6 +36,7 @@ from model.checkpoint import build_network_from_state_dict
 from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax
 from model.network import XMem
 from tests.recipe_checkpoint import build_recipe_state_dict
+from configs.common import run_cli
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16
@@ -207,4 +209,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -10,6 +10,7 @@ of `--objects` objects, so data loading is not included.
 """
 from __future__ import annotations
 
+import sys
 import argparse
 import resource
 import time
@@ -19,12 +20,13 @@ import torch
 
 from model.network import XMem
 from model.trainer import StepSettings, Trainer
+from configs.common import run_cli
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 ** 2
 
 
-def _random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
+def random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
                   generator: torch.Generator) -> dict:
     class_maps = torch.randint(0, num_objects + 1, (batch_size, num_frames, 1, crop, crop), generator=generator)
     first_frame_gt = torch.stack([(class_maps[:, 0, 0] == slot + 1).float() for slot in range(num_objects)], 1)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = StepSettings(batch_size=batch_size, num_frames=arguments.num_frames,
                                 num_ref_frames=arguments.num_ref_frames, use_amp=not arguments.no_amp)
         trainer = Trainer(network, settings, device=device)
-        batch = _random_batch(batch_size, arguments.num_frames, arguments.crop, arguments.objects, generator)
+        batch = random_batch(batch_size, arguments.num_frames, arguments.crop, arguments.objects, generator)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         seconds = []
@@ -89,4 +91,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -1,30 +1,35 @@
-"""Overlay index masks on their frames: an .mp4 video and/or a PNG contact sheet (grid of evenly spaced frames).
+r"""Overlay index masks on their frames: an .mp4 video and/or a PNG contact sheet (grid of evenly spaced frames).
 
 Examples:
     python scripts/visualize.py --frames ../DAVIS/2017/trainval/JPEGImages/480p/bike-packing \
         --masks ../output/d17_val/bike-packing --video bike-packing.mp4 --sheet bike-packing.png
     python scripts/visualize.py --frames my_video/frames --masks my_video/masks --sheet grid.png --columns 4
+    python scripts/visualize.py --frames my_video.mp4 --masks ../output/generic/my_video --video overlay.mp4
 
-Frames (.jpg/.jpeg/.png) and masks (index PNGs, 0 = background) are matched by file name stem; a frame without a
-mask is shown as it is (e.g. sparse YouTube-VOS outputs). Each object id gets its colour of the DAVIS palette,
+Frames are a folder of images (.jpg/.jpeg/.png) or a video file (.mp4, read with OpenCV). Masks (index PNGs,
+0 = background) are matched to image frames by file name stem, and to frame i of a video by the number in their
+name (00000.png is the first frame, as eval.py writes them); a frame without a mask is shown as it is (e.g. sparse YouTube-VOS outputs). Each object id gets its colour of the DAVIS palette,
 blended over the frame with its outline drawn in full colour. A mask of another size than its frame is resized to
 it (nearest neighbour), as eval.py may keep masks at the benchmark's size. Outputs are written atomically.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Union
 
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from configs.common import DAVIS_PALETTE, atomic_output
+from configs.common import DAVIS_PALETTE, atomic_output, run_cli
 from dataset.image_io import read_image, read_mask_ids, write_image
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+VIDEO_SUFFIXES = (".mp4",)
 MASK_SUFFIX = ".png"
 PALETTE_RGB = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(-1, 3)
 DEFAULT_ALPHA = 0.5
@@ -40,27 +45,95 @@ LABEL_SHADOW = (0, 0, 0)
 TILE_GAP_PX = 2
 
 
-def frame_mask_pairs(frames_dir: str | Path, masks_dir: str | Path) -> list[tuple[Path, Path | None]]:
-    """The frames of `frames_dir` in name order, each with the mask of the same stem in `masks_dir` (or None).
+@dataclasses.dataclass(frozen=True)
+class VideoFrame:
+    """Frame `index` (0-based) of a video file; named like an extracted frame (`stem` 00000, 00001, ...)."""
+
+    video: Path
+    index: int
+
+    @property
+    def stem(self) -> str:
+        return f"{self.index:05d}"
+
+
+Frame = Union[Path, VideoFrame]
+
+
+def _video_frames(video: Path) -> list[VideoFrame]:
+    """Every frame of `video`, counted by decoding it (container frame counts can be approximate)."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        if not capture.isOpened():
+            raise ValueError(f"OpenCV cannot open the video {video}; convert it to H.264 or MPEG-4 .mp4, or pass "
+                             "a folder of its frames")
+        count = 0
+        while capture.grab():
+            count += 1
+    finally:
+        capture.release()
+    return [VideoFrame(video, index) for index in range(count)]
+
+
+def frame_mask_pairs(frames: str | Path, masks_dir: str | Path) -> list[tuple[Frame, Path | None]]:
+    """The frames of `frames` (a folder of images in name order, or a video file) each with its mask in
+    `masks_dir` (or None): same stem for an image, the number in the mask's name for frame i of a video.
 
     Raises:
-        FileNotFoundError: either folder is missing.
-        ValueError: no frame in `frames_dir`, or no frame has a mask (names do not match).
+        FileNotFoundError: the frames folder / video or the masks folder is missing.
+        ValueError: no frame, a video OpenCV cannot read, or no frame has a mask (names do not match).
     """
-    frames_dir, masks_dir = Path(frames_dir), Path(masks_dir)
-    for folder, what in ((frames_dir, "frames"), (masks_dir, "masks")):
+    frames, masks_dir = Path(frames), Path(masks_dir)
+    is_video = frames.suffix.lower() in VIDEO_SUFFIXES
+    if is_video and not frames.is_file():
+        raise FileNotFoundError(f"video not found: {frames}")
+    for folder, what in (() if is_video else ((frames, "frames"),)) + ((masks_dir, "masks"),):
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} folder not found: {folder}")
-    frames = sorted(path for path in frames_dir.iterdir() if path.suffix.lower() in FRAME_SUFFIXES)
-    if not frames:
-        raise ValueError(f"no frame ({'/'.join(FRAME_SUFFIXES)}) in {frames_dir}; pass the folder of one video's "
-                         "frames")
+    if is_video:
+        found: list[Frame] = list(_video_frames(frames))
+    else:
+        found = sorted(path for path in frames.iterdir() if path.suffix.lower() in FRAME_SUFFIXES)
+    if not found and is_video:
+        raise ValueError(f"OpenCV decodes no frame of {frames}; convert it to H.264 or MPEG-4 .mp4, or pass a "
+                         "folder of its frames")
+    if not found:
+        raise ValueError(f"no frame ({'/'.join(FRAME_SUFFIXES)}) in {frames}; pass the folder of one video's "
+                         f"frames, or a video file ({'/'.join(VIDEO_SUFFIXES)})")
     masks = {path.stem: path for path in masks_dir.iterdir() if path.suffix.lower() == MASK_SUFFIX}
-    pairs = [(frame, masks.get(frame.stem)) for frame in frames]
+    if is_video:
+        by_number = {int(stem): path for stem, path in masks.items() if stem.isdigit()}
+        pairs = [(frame, by_number.get(frame.index)) for frame in found]
+    else:
+        pairs = [(frame, masks.get(frame.stem)) for frame in found]
     if not any(mask is not None for _, mask in pairs):
-        raise ValueError(f"no mask in {masks_dir} matches a frame of {frames_dir} (e.g. "
-                         f"{frames[0].stem}{MASK_SUFFIX}); masks are matched to frames by file name stem")
+        raise ValueError(f"no mask in {masks_dir} matches a frame of {frames} (e.g. "
+                         f"{found[0].stem}{MASK_SUFFIX}); masks are matched to frames by file name stem, or to "
+                         "frame i of a video by the number in their name")
     return pairs
+
+
+class _FrameReader:
+    """Reads image files, and video frames through one open capture per video (sequential reads do not seek)."""
+
+    def __init__(self) -> None:
+        self._captures: dict[Path, tuple[cv2.VideoCapture, int]] = {}
+
+    def read(self, frame: Frame) -> np.ndarray:
+        """The frame as uint8 H×W×3 RGB."""
+        if not isinstance(frame, VideoFrame):
+            return read_image(frame)
+        capture, next_index = self._captures.get(frame.video) or (cv2.VideoCapture(str(frame.video)), 0)
+        if frame.index != next_index:
+            capture.set(cv2.CAP_PROP_POS_FRAMES, frame.index)
+        ok, bgr = capture.read()
+        if not ok:
+            raise ValueError(f"cannot read frame {frame.index} of {frame.video}; the video may be truncated")
+        self._captures[frame.video] = (capture, frame.index + 1)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+_frame_reader = _FrameReader()
 
 
 def overlay(image: np.ndarray, mask: np.ndarray | None, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
@@ -97,12 +170,12 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, alpha: float = DEFAULT_A
     return result
 
 
-def _overlaid(pairs: Sequence[tuple[Path, Path | None]], alpha: float, index: int) -> np.ndarray:
+def _overlaid(pairs: Sequence[tuple[Frame, Path | None]], alpha: float, index: int) -> np.ndarray:
     frame, mask = pairs[index]
-    return overlay(read_image(frame), None if mask is None else read_mask_ids(mask), alpha)
+    return overlay(_frame_reader.read(frame), None if mask is None else read_mask_ids(mask), alpha)
 
 
-def write_overlay_video(pairs: Sequence[tuple[Path, Path | None]], path: str | Path, *, fps: float = DEFAULT_FPS,
+def write_overlay_video(pairs: Sequence[tuple[Frame, Path | None]], path: str | Path, *, fps: float = DEFAULT_FPS,
                         alpha: float = DEFAULT_ALPHA) -> Path:
     """Write every frame, overlaid, as an .mp4 (one video frame per input frame), atomically.
 
@@ -135,7 +208,7 @@ def write_overlay_video(pairs: Sequence[tuple[Path, Path | None]], path: str | P
     return path
 
 
-def contact_sheet(pairs: Sequence[tuple[Path, Path | None]], *, num_frames: int = DEFAULT_SHEET_FRAMES,
+def contact_sheet(pairs: Sequence[tuple[Frame, Path | None]], *, num_frames: int = DEFAULT_SHEET_FRAMES,
                   columns: int = DEFAULT_COLUMNS, alpha: float = DEFAULT_ALPHA) -> np.ndarray:
     """A grid of `num_frames` evenly spaced overlaid frames (first and last included), each labelled with its name.
 
@@ -170,7 +243,7 @@ def contact_sheet(pairs: Sequence[tuple[Path, Path | None]], *, num_frames: int 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", required=True, type=Path, help="folder of one video's frames")
+    parser.add_argument("--frames", required=True, type=Path, help="folder of one video's frames, or a video file (.mp4)")
     parser.add_argument("--masks", required=True, type=Path, help="folder of its index-mask PNGs (same stems)")
     parser.add_argument("--video", type=Path, default=None, help="write the overlay video here (.mp4)")
     parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet here (.png)")
@@ -198,4 +271,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

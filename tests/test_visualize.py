@@ -1,7 +1,6 @@
 """scripts/visualize.py: palette overlays, frame/mask matching, the .mp4 video and the contact sheet."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -10,21 +9,11 @@ import pytest
 
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_image, write_image, write_index_mask
+from scripts import visualize
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize.py"
 PALETTE = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(-1, 3)
 HEIGHT, WIDTH = 48, 64
-
-
-def load_script():
-    # Scripts are not importable as a package (nothing imports scripts/); the test loads the file itself.
-    spec = importlib.util.spec_from_file_location("visualize_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-visualize = load_script()
 
 
 def square_mask(object_id: int = 1, *, top: int = 10, left: int = 20, size: int = 16) -> np.ndarray:
@@ -148,3 +137,50 @@ def test_cli_writes_video_and_sheet(tmp_path, capsys):
     with pytest.raises(SystemExit):
         visualize.main(["--frames", str(frames), "--masks", str(masks)])
     assert "nothing to write: pass --video OUT.mp4 and/or --sheet OUT.png" in capsys.readouterr().err
+
+
+def write_mp4(path: Path, num_frames: int) -> Path:
+    """A tiny .mp4 (MPEG-4 part 2) of grey frames getting brighter, as a phone or a screen recorder would give."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    for index in range(num_frames):
+        writer.write(grey_frame(40 + 30 * index))
+    writer.release()
+    return path
+
+
+def test_an_mp4_is_accepted_as_the_frames_input(tmp_path):
+    video = write_mp4(tmp_path / "clip.mp4", 5)
+    masks = tmp_path / "masks"
+    for index in (0, 2, 4):  # eval.py's names: frame i of the video is 0000i.png
+        write_index_mask(masks / f"{index:05d}.png", square_mask(1 + index % 2, left=2 * index))
+    pairs = visualize.frame_mask_pairs(video, masks)
+    assert [(frame.stem, None if mask is None else mask.name) for frame, mask in pairs] == [
+        ("00000", "00000.png"), ("00001", None), ("00002", "00002.png"), ("00003", None), ("00004", "00004.png")]
+    overlay_video, sheet = tmp_path / "overlay.mp4", tmp_path / "sheet.png"
+    visualize.main(["--frames", str(video), "--masks", str(masks), "--video", str(overlay_video), "--sheet",
+                    str(sheet), "--columns", "5"])
+    capture = cv2.VideoCapture(str(overlay_video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    capture.release()
+    tiles = read_image(sheet)
+    assert tiles.shape == (HEIGHT, 5 * WIDTH + 4 * 2, 3)
+    brightness = [int(np.median(tiles[:, column * (WIDTH + 2):column * (WIDTH + 2) + WIDTH])) for column in range(5)]
+    assert brightness == sorted(brightness) and brightness[-1] - brightness[0] > 60  # frames in video order
+    first_tile = tiles[:, :WIDTH]
+    assert (np.abs(first_tile[14:22, 4:12].astype(int) - (0.5 * 40 + 0.5 * PALETTE[1])).max(axis=-1) < 12).all()
+
+
+def test_a_missing_video_is_one_error_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--frames", str(tmp_path / "absent.mp4"), "--masks", str(tmp_path), "--sheet",
+         str(tmp_path / "sheet.png")], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(root)),
+        timeout=300)
+    assert completed.returncode == 1
+    assert completed.stderr == f"error: video not found: {tmp_path / 'absent.mp4'}\n"
+    assert not (tmp_path / "sheet.png").exists()
