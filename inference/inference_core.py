@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -24,18 +25,17 @@ import torch.nn.functional as F
 
 from configs.common import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from configs.schema import InferenceConfig, ModelConfig
+from inference.frame_schedule import SYNC_DEEP_UPDATE_EVERY, FrameActions, FrameSchedule, plan_frame
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.object_manager import ObjectManager
 from model.aggregate import aggregate
-from model.network import XMem
+from model.network import KeyEncoding, XMem
 
 UINT8_MAX = 255.0
 PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multiples of it
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MEMORY_ON_ANNOTATIONS_ONLY = 0  # mem_every value: memory frames only where a mask is given
-DEEP_UPDATE_ON_MEMORY_FRAMES = -1  # deep_update_every value: deep update with every memory frame (the default)
 
 
 def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.device | None = "cpu") -> torch.Tensor:
@@ -79,7 +79,7 @@ class InferenceCore:
 
         >>> import numpy as np, torch
         >>> from configs.schema import InferenceConfig
-        >>> from model.network import XMem
+        >>> from model.network import KeyEncoding, XMem
         >>> network = XMem().eval()
         >>> core = InferenceCore(network, InferenceConfig(), num_frames=3)
         >>> first_mask = np.zeros((64, 112), dtype=np.int64); first_mask[10:30, 20:50] = 255
@@ -112,6 +112,7 @@ class InferenceCore:
         self.device = resolve_device(device, default=next(network.parameters()).device)
         self.network = network.to(self.device).eval()
         self.config = config
+        self._schedule = FrameSchedule.from_config(config)
         self.model_config = model_config or ModelConfig()
         self.num_frames = num_frames
         self.use_amp = config.use_amp == "on" or (config.use_amp == "auto" and self.device.type == "cuda")
@@ -126,8 +127,7 @@ class InferenceCore:
         The next frame must carry a mask (until then frames return background only).
         """
         self._frame_index = -1
-        self._last_memory_frame = 0
-        self._last_deep_update_frame = -self.config.deep_update_every
+        self._counters = self._schedule.initial_counters()
         self._memory = MemoryManager(
             self.config,
             model_config=self.model_config,
@@ -208,26 +208,15 @@ class InferenceCore:
         padded = F.pad(image.to(self.device), (left, right, top, bottom)).unsqueeze(0)
         self._frame_index += 1
         frame = self._frame_index
-        config = self.config
         known_ids = self._objects.object_ids
-        sync_deep_update = config.deep_update_every == DEEP_UPDATE_ON_MEMORY_FRAMES
-        memory_frame_due = config.mem_every != MEMORY_ON_ANNOTATIONS_ONLY and (
-            frame - self._last_memory_frame >= config.mem_every
+        actions = plan_frame(
+            frame, self._counters, self._schedule, mask_given=mask is not None,
+            has_unannotated_objects=bool(known_ids) and not set(known_ids) <= set(annotated_ids), is_last_frame=end,
         )
-        is_memory_frame = (memory_frame_due or mask is not None) and not end
-        need_segment = frame > 0 and bool(known_ids) and not set(known_ids) <= set(annotated_ids)
-        is_deep_update = (
-            (sync_deep_update and is_memory_frame)
-            or (
-                config.deep_update_every > 0
-                and frame - self._last_deep_update_frame >= config.deep_update_every
-            )
-        ) and not end
-        is_normal_update = (not sync_deep_update or not is_deep_update) and not end
-
         with self._autocast():
             encoding = self.network.encode_key(
-                padded, need_shrinkage=is_memory_frame, need_selection=config.enable_long_term or need_segment
+                padded, need_shrinkage=actions.is_memory_frame,
+                need_selection=self.config.enable_long_term or actions.need_segment,
             )
             if not self._memory.initialized:
                 self._memory.initialize(
@@ -237,58 +226,60 @@ class InferenceCore:
                     device=self.device,
                     dtype=encoding.key.dtype,
                 )
-            prob = None
-            if need_segment:
-                memory_readout = self._memory.read(encoding.key, encoding.selection)
-                segmentation = self.network.segment(
-                    (encoding.f16, encoding.f8, encoding.f4),
-                    memory_readout,
-                    self._memory.sensory,
-                    update_hidden=is_normal_update,
-                    strip_background=False,
-                    reference_compute=config.reference_compute,
-                )
-                prob = segmentation.prob[0]
-                if is_normal_update and segmentation.hidden is not None and config.use_sensory_memory:
-                    self._memory.sensory = segmentation.hidden
+            prob = self._segment(encoding, actions) if actions.need_segment else None
             if mask is not None:
                 prob = self._merge_annotation(
                     prob, annotated_ids, annotated_masks, (left, right, top, bottom), padded.shape[-2:]
                 )
             if prob is None:  # every object was removed: nothing to segment or remember
                 prob = padded.new_ones(1, *padded.shape[-2:])
-            elif is_memory_frame:
-                value, hidden = self.network.encode_value(
-                    padded,
-                    encoding.f16,
-                    self._memory.sensory,
-                    self._objects.object_probabilities(prob).unsqueeze(0),
-                    is_deep_update=is_deep_update,
-                    reference_compute=config.reference_compute,
-                )
-                self._memory.add_memory(
-                    encoding.key,
-                    encoding.shrinkage,
-                    encoding.selection if config.enable_long_term else None,
-                    value,
-                )
-                self._last_memory_frame = frame
-                if is_deep_update:
-                    if hidden is not None and config.use_sensory_memory:
-                        self._memory.sensory = hidden
-                    self._last_deep_update_frame = frame
-            elif is_deep_update and config.immediate_deep_update:
-                if self._memory.sensory is not None and config.use_sensory_memory:
-                    _, self._memory.sensory = self.network.encode_value(
-                        padded,
-                        encoding.f16,
-                        self._memory.sensory,
-                        self._objects.object_probabilities(prob).unsqueeze(0),
-                        is_deep_update=True,
-                        reference_compute=config.reference_compute,
-                    )
-                self._last_deep_update_frame = frame
+            elif actions.is_memory_frame or actions.needs_extra_value_pass:
+                self._encode_value(padded, encoding, prob, actions, frame)
         return prob[:, top : top + height, left : left + width].float()
+
+    def _segment(self, encoding: KeyEncoding, actions: FrameActions) -> torch.Tensor:
+        """(N+1)×H'×W' probabilities of the padded frame from a memory read; the decoder's sensory update."""
+        memory_readout = self._memory.read(encoding.key, encoding.selection)
+        segmentation = self.network.segment(
+            (encoding.f16, encoding.f8, encoding.f4),
+            memory_readout,
+            self._memory.sensory,
+            update_hidden=actions.is_normal_update,
+            strip_background=False,
+            reference_compute=self.config.reference_compute,
+        )
+        if actions.is_normal_update and segmentation.hidden is not None and self.config.use_sensory_memory:
+            self._memory.sensory = segmentation.hidden
+        return segmentation.prob[0]
+
+    def _encode_value(
+        self, padded: torch.Tensor, encoding: KeyEncoding, prob: torch.Tensor, actions: FrameActions, frame: int
+    ) -> None:
+        """Value encoding of a memory frame (written to memory) or a deep update's extra pass; moves the counters."""
+        if actions.needs_extra_value_pass and (self._memory.sensory is None or not self.config.use_sensory_memory):
+            # Nothing to deep-update: the pass would only be thrown away.
+            self._counters = replace(self._counters, last_deep_update_frame=frame)
+            return
+        value, hidden = self.network.encode_value(
+            padded,
+            encoding.f16,
+            self._memory.sensory,
+            self._objects.object_probabilities(prob).unsqueeze(0),
+            is_deep_update=actions.is_deep_update,
+            reference_compute=self.config.reference_compute,
+        )
+        if actions.is_memory_frame:
+            self._memory.add_memory(
+                encoding.key,
+                encoding.shrinkage,
+                encoding.selection if self.config.enable_long_term else None,
+                value,
+            )
+            self._counters = replace(self._counters, last_memory_frame=frame)
+        if actions.is_deep_update:
+            if hidden is not None and self.config.use_sensory_memory:
+                self._memory.sensory = hidden
+            self._counters = replace(self._counters, last_deep_update_frame=frame)
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _autocast(self):
@@ -390,7 +381,7 @@ def _check_config(config: InferenceConfig) -> None:
     problems = []
     if config.mem_every < 0:
         problems.append(f"mem_every={config.mem_every} must be ≥ 1 (or 0 for annotated frames only)")
-    if config.deep_update_every < DEEP_UPDATE_ON_MEMORY_FRAMES:
+    if config.deep_update_every < SYNC_DEEP_UPDATE_EVERY:
         problems.append(
             f"deep_update_every={config.deep_update_every} must be -1 (every memory frame), 0 (never) or a number "
             "of frames ≥ 1"
