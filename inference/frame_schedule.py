@@ -61,10 +61,10 @@ class FrameSchedule:
     @classmethod
     def from_config(cls, config: InferenceConfig) -> FrameSchedule:
         """The named modes that `config`'s memory_frames / mem_every / deep_update / deep_update_every stand for."""
-        memory_frames = MemoryFrameMode.ANNOTATED_ONLY if config.mem_every == 0 else MemoryFrameMode.EVERY_R
-        if config.deep_update_every == 0:
+        memory_frames = MemoryFrameMode(config.memory_frames)
+        if config.deep_update == "never":
             deep_update = DeepUpdateMode.NEVER
-        elif config.immediate_deep_update:
+        elif config.deep_update == "immediate":
             deep_update = DeepUpdateMode.EVERY_N_IMMEDIATE
         elif config.deep_update_every == SYNC_DEEP_UPDATE_EVERY:
             deep_update = DeepUpdateMode.WITH_MEMORY_FRAMES

@@ -1,15 +1,13 @@
 """The streaming per-frame inference of XMem: one `InferenceCore` per video, `step` once per frame.
 
-The schedule is the original's (reference §2.3): memory frames at steps 0, r, 2r, ... after the first annotation
-and on every annotated frame, never on the last frame; the deep update of the sensory memory on memory frames
-(or every `deep_update_every` frames, deferred to the next memory frame); the decoder's normal sensory update on
-every other frame; no segmentation at step 0. Frames before the first annotation are not steps (the original's
-eval skips them): they return background only.
+The schedule (inference/frame_schedule.py) is the original's by default (reference §2.3): memory frames at steps
+0, r, 2r, ... after the first annotation and on every annotated frame, never on the last frame; the deep update
+of the sensory memory on memory frames (or every `deep_update_every` frames, deferred to the next memory frame);
+the decoder's normal sensory update on every other frame; no segmentation at step 0. Frames before the first
+annotation are not steps (the original's eval skips them): they return background only.
 
-Ablation switches beyond the original's flags (configs/schema.py): `mem_every = 0` writes memory on annotated
-frames only; `deep_update_every = 0` never deep-updates; `immediate_deep_update` runs a due deep update on its own
-frame (with an extra value-encoder pass off memory frames) instead of deferring it; `use_sensory_memory = false`
-keeps the sensory memory at zero.
+Departures are named modes of the config (configs/schema.py): `memory_frames='annotated_only'`,
+`deep_update='immediate'` or `'never'`, and `use_sensory_memory=false` (the sensory memory stays zero).
 """
 from __future__ import annotations
 
@@ -25,7 +23,7 @@ import torch.nn.functional as F
 
 from configs.common import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from configs.schema import InferenceConfig, ModelConfig
-from inference.frame_schedule import SYNC_DEEP_UPDATE_EVERY, FrameActions, FrameSchedule, plan_frame
+from inference.frame_schedule import FrameActions, FrameSchedule, plan_frame
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.object_manager import ObjectManager
 from model.aggregate import aggregate
@@ -96,7 +94,7 @@ class InferenceCore:
         num_frames: the video's length when known; `long_term_count_usage='auto'` uses it as the original does.
         model_config: the similarity switches the network was trained with (default: XMem's).
     Raises:
-        ValueError: inconsistent memory settings (e.g. min_working_frames ≥ max_working_frames).
+        ValueError: an unknown device (the config checks its own ranges when it is built).
     """
 
     def __init__(
@@ -108,7 +106,6 @@ class InferenceCore:
         num_frames: int | None = None,
         model_config: ModelConfig | None = None,
     ):
-        _check_config(config)
         self.device = resolve_device(device, default=next(network.parameters()).device)
         self.network = network.to(self.device).eval()
         self.config = config
@@ -375,32 +372,6 @@ def _check_ids(ids: list[int]) -> None:
     bad = [object_id for object_id in ids if object_id <= 0]
     if bad:
         raise ValueError(f"object ids must be positive integers (0 is background), got {bad}")
-
-
-def _check_config(config: InferenceConfig) -> None:
-    problems = []
-    if config.mem_every < 0:
-        problems.append(f"mem_every={config.mem_every} must be ≥ 1 (or 0 for annotated frames only)")
-    if config.deep_update_every < SYNC_DEEP_UPDATE_EVERY:
-        problems.append(
-            f"deep_update_every={config.deep_update_every} must be -1 (every memory frame), 0 (never) or a number "
-            "of frames ≥ 1"
-        )
-    if config.top_k is not None and config.top_k < 1:
-        problems.append(f"top_k={config.top_k} must be ≥ 1 (or null for all elements)")
-    if config.enable_long_term:
-        if not 1 <= config.min_working_frames < config.max_working_frames:
-            problems.append(
-                f"need 1 ≤ min_working_frames < max_working_frames, got {config.min_working_frames} and "
-                f"{config.max_working_frames}"
-            )
-        if not 1 <= config.num_prototypes <= config.max_long_term_elements:
-            problems.append(
-                f"need 1 ≤ num_prototypes ≤ max_long_term_elements, got {config.num_prototypes} and "
-                f"{config.max_long_term_elements}"
-            )
-    if problems:
-        raise ValueError("invalid inference config: " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------------- propagate

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import eval as eval_cli
 import inference.inference_core as inference_core_module
 from configs.schema import InferenceConfig
 from inference import InferenceCore, normalize_image, propagate
@@ -129,6 +130,40 @@ def test_deep_update_every_n_frames_is_deferred_to_memory_frames():
     assert deep == [0, 4, 8] and shallow == [2, 6, 10]
     for index, calls in enumerate(per_frame[1:-1], start=1):
         assert ("segment", 1, True) in calls  # not synchronised: the decoder always updates
+
+
+def _schedule_lists(per_frame):
+    """(memory frames, deep-update frames, decoder-update frames) from the spy's calls of each frame."""
+    memory = [i for i, calls in enumerate(per_frame) if calls[0][1]]  # encode_key asked for shrinkage
+    deep = [i for i, calls in enumerate(per_frame) if any(c[0] == "encode_value" and c[2] for c in calls)]
+    normal = [i for i, calls in enumerate(per_frame) if any(c[0] == "segment" and c[2] for c in calls)]
+    return memory, deep, normal
+
+
+EVERY_FRAME_BUT_FIRST_AND_LAST = list(range(1, 11))  # the decoder does not run at step 0 (nothing to read)
+ORIGINAL_FLAG_SCHEDULES = [
+    # (eval.py arguments, memory frames, deep-update frames, decoder-update frames) over 12 frames, mask on frame 0
+    ([], [0, 5, 10], [0, 5, 10], [1, 2, 3, 4, 6, 7, 8, 9]),
+    (["--mem_every", "0"], list(range(11)), list(range(11)), []),
+    (["--mem_every", "3"], [0, 3, 6, 9], [0, 3, 6, 9], [1, 2, 4, 5, 7, 8, 10]),
+    (["--deep_update_every", "-1", "--mem_every", "4"], [0, 4, 8], [0, 4, 8], [1, 2, 3, 5, 6, 7, 9, 10]),
+    (["--deep_update_every", "0"], [0, 5, 10], [0, 5, 10], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["--deep_update_every", "3", "--mem_every", "2"], [0, 2, 4, 6, 8, 10], [0, 4, 8], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["--deep_update_every", "7", "--mem_every", "0"], list(range(11)), [0, 7], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    # This project's named modes.
+    (["inference.memory_frames=annotated_only", "--mem_every", "0"], [0], [0], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["inference.deep_update=never"], [0, 5, 10], [], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["inference.deep_update=immediate", "--deep_update_every", "4"], [0, 5, 10], [0, 4, 8],
+     EVERY_FRAME_BUT_FIRST_AND_LAST),
+]
+
+
+@pytest.mark.parametrize("arguments, memory, deep, normal", ORIGINAL_FLAG_SCHEDULES,
+                         ids=[" ".join(row[0]) or "defaults" for row in ORIGINAL_FLAG_SCHEDULES])
+def test_original_flags_give_the_originals_schedule(arguments, memory, deep, normal):
+    """eval.py's spelling of the original flags, through its parser, into the core's calls (a spy network)."""
+    config = eval_cli.resolve_config(arguments).inference
+    assert _schedule_lists(_run_schedule(config, 12)) == (memory, deep, normal)
 
 
 # ----------------------------------------------------------------------------------------------- memory bounds
@@ -392,16 +427,16 @@ def test_normalize_image_rejects_non_rgb():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mem_every=-1), r"mem_every=-1 must be ≥ 1 \(or 0 for annotated frames only\)"),
-        (dict(deep_update_every=-2), r"deep_update_every=-2 must be -1 \(every memory frame\), 0 \(never\)"),
-        (dict(top_k=0), "top_k=0 must be ≥ 1"),
+        (dict(mem_every=-1), r"'inference.mem_every': got -1, expected ≥ 0"),
+        (dict(deep_update_every=-2), r"'inference.deep_update_every': got -2, expected -1"),
+        (dict(top_k=0), r"'inference.top_k': got 0, expected ≥ 1"),
         (dict(min_working_frames=5, max_working_frames=5), "need 1 ≤ min_working_frames < max_working_frames"),
         (dict(num_prototypes=200, max_long_term_elements=100), "need 1 ≤ num_prototypes ≤ max_long_term_elements"),
     ],
 )
-def test_invalid_memory_settings_are_rejected(overrides, message):
-    with pytest.raises(ValueError, match=f"invalid inference config: {message}"):
-        InferenceCore(CheapNetwork(), InferenceConfig(**overrides))
+def test_invalid_memory_settings_are_rejected_when_the_config_is_built(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        InferenceConfig(**overrides)
 
 
 def test_remove_unknown_object_and_bad_device():
