@@ -62,7 +62,6 @@ class InferenceConfig:
     use_potentiation: bool = True  # ablation off: prototypes keep their own values instead of attending
     use_sensory_memory: bool = True  # ablation off: the hidden state is kept at zero
     use_amp: Literal["auto", "on", "off"] = "auto"  # autocast: auto = on for CUDA, off elsewhere
-    reference_compute: bool = False  # run the straightforward (dense, unshared) computation, for checking speedups
     # Exact, optional accelerations of the network (model/acceleration.py); outputs change only by float rounding.
     channels_last: bool = False  # channels-last (NHWC) convolution weights and features; often faster on GPU
     compile_network: bool = False  # torch.compile the encoders and decoder; the first frame of each size compiles

@@ -243,7 +243,6 @@ class InferenceCore:
             self._memory.sensory,
             update_hidden=actions.is_normal_update,
             strip_background=False,
-            reference_compute=self.config.reference_compute,
         )
         if actions.is_normal_update and segmentation.hidden is not None and self.config.use_sensory_memory:
             self._memory.sensory = segmentation.hidden
@@ -263,7 +262,6 @@ class InferenceCore:
             self._memory.sensory,
             self._objects.object_probabilities(prob).unsqueeze(0),
             is_deep_update=actions.is_deep_update,
-            reference_compute=self.config.reference_compute,
         )
         if actions.is_memory_frame:
             self._memory.add_memory(

@@ -7,6 +7,7 @@ recipe network.
 """
 import doctest
 from dataclasses import replace
+from functools import partial
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ from configs.schema import InferenceConfig
 from inference import InferenceCore, normalize_image, propagate
 from model.aggregate import aggregate
 from model.network import KeyEncoding, Segmentation
+from model.reference import reference_encode_value, reference_segment
 
 HEIGHT, WIDTH = 64, 112  # 4×7 = 28 memory elements per frame
 ELEMENTS_PER_FRAME = (HEIGHT // 16) * (WIDTH // 16)
@@ -52,15 +54,13 @@ class CheapNetwork(nn.Module):
         f4 = F.avg_pool2d(image, 4)
         return KeyEncoding(key, shrinkage, selection, pooled, f8, f4)
 
-    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True, reference_compute=False):
+    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True):
         self.calls.append(("encode_value", masks.shape[1], is_deep_update))
         pooled_masks = F.avg_pool2d(masks, 16)  # 1×N×h×w
         value = pooled_masks[:, :, None] * self.value_projection[None, None, :, None, None]
         return value, (hidden + 1 if is_deep_update else hidden)
 
-    def segment(
-        self, features, readout, hidden, *, update_hidden=True, strip_background=True, reference_compute=False
-    ):
+    def segment(self, features, readout, hidden, *, update_hidden=True, strip_background=True):
         self.calls.append(("segment", readout.shape[1], update_hidden))
         object_evidence = readout.mean(dim=2) / self.value_projection.mean()
         prob = torch.sigmoid(8 * (F.interpolate(object_evidence, scale_factor=16, mode="nearest") - 0.5))
@@ -323,12 +323,13 @@ def test_padding_splits_floor_half_before_and_outputs_input_size():
 
 
 # ----------------------------------------------------------------------------------------------- numerics
-def test_sparse_read_equals_reference_compute_with_the_real_network(recipe_network):
+def test_a_video_through_the_optimised_and_the_reference_network_paths_agree(recipe_network, monkeypatch):
+    """End to end over consolidation: the core with the network's fast paths vs. model/reference.py's."""
     config = InferenceConfig(mem_every=1, min_working_frames=2, max_working_frames=3, num_prototypes=8,
                              max_long_term_elements=20, long_term_count_usage="on")
 
-    def run(reference_compute):
-        core = InferenceCore(recipe_network, replace(config, reference_compute=reference_compute))
+    def run():
+        core = InferenceCore(recipe_network, config)
         probs = []
         for index in range(9):
             mask = _blob_mask(1, 12, 20) + _blob_mask(2, 36, 70) if index == 0 else None
@@ -336,7 +337,10 @@ def test_sparse_read_equals_reference_compute_with_the_real_network(recipe_netwo
         assert core.long_term_memory_elements > 0
         return torch.stack(probs)
 
-    assert torch.allclose(run(False), run(True), atol=1e-4)
+    optimised = run()
+    monkeypatch.setattr(recipe_network, "encode_value", partial(reference_encode_value, recipe_network))
+    monkeypatch.setattr(recipe_network, "segment", partial(reference_segment, recipe_network))
+    assert torch.allclose(optimised, run(), atol=1e-4)
 
 
 def test_amp_setting_resolves_per_device():
