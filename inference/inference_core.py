@@ -12,10 +12,8 @@ Departures are named modes of the config (configs/schema.py): `memory_frames='an
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import replace
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,8 +30,6 @@ from model.network import KeyEncoding, XMem
 UINT8_MAX = 255.0
 PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multiples of it
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.device | None = "cpu") -> torch.Tensor:
@@ -370,90 +366,3 @@ def _check_ids(ids: list[int]) -> None:
     bad = [object_id for object_id in ids if object_id <= 0]
     if bad:
         raise ValueError(f"object ids must be positive integers (0 is background), got {bad}")
-
-
-# --------------------------------------------------------------------------------------------------- propagate
-def _read_mask(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: expected an index (palette or grayscale) PNG mask, got mode {image.mode}")
-        return np.asarray(image).astype(np.int64)
-
-
-def _frames_from(frames: str | os.PathLike | Sequence[np.ndarray]) -> tuple[Iterator[np.ndarray], int | None]:
-    """(iterator over uint8 H×W×3 RGB frames, number of frames if known) for a folder, video file or list."""
-    if isinstance(frames, (str, os.PathLike)):
-        path = Path(frames)
-        if path.is_dir():
-            files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise FileNotFoundError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-
-            def read_folder() -> Iterator[np.ndarray]:
-                from PIL import Image
-
-                for file in files:
-                    with Image.open(file) as image:
-                        yield np.asarray(image.convert("RGB"))
-
-            return read_folder(), len(files)
-        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            import cv2
-
-            capture = cv2.VideoCapture(str(path))
-            if not capture.isOpened():
-                raise ValueError(f"{path}: OpenCV cannot open this video; re-encode it as H.264 .mp4")
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-
-            def read_video() -> Iterator[np.ndarray]:
-                try:
-                    while True:
-                        ok, bgr = capture.read()
-                        if not ok:
-                            return
-                        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                finally:
-                    capture.release()
-
-            return read_video(), count
-        raise FileNotFoundError(f"{path}: not a frame folder or a video file ({', '.join(VIDEO_SUFFIXES)})")
-    frame_list = list(frames)
-    return iter(frame_list), len(frame_list)
-
-
-def propagate(
-    network: XMem,
-    frames: str | os.PathLike | Sequence[np.ndarray],
-    first_mask: str | os.PathLike | np.ndarray | torch.Tensor,
-    config: InferenceConfig,
-    *,
-    device: str | torch.device | None = None,
-    model_config: ModelConfig | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Segment a whole video from its first frame's mask, yielding each frame's result as it is computed.
-
-    Args:
-        network: XMem in eval mode.
-        frames: a folder of images (sorted by name), an .mp4/.avi/... file read with OpenCV, or a list of uint8
-            H×W×3 RGB arrays.
-        first_mask: index mask of the first frame (integer H×W of object ids, or a path to an index PNG).
-        config: inference settings. device / model_config: as for `InferenceCore`.
-    Yields:
-        (frame index, prob float32 (N+1)×H×W on the core's device, index mask int64 H×W of object ids).
-    Raises:
-        FileNotFoundError / ValueError: unreadable frames or mask.
-    """
-    if isinstance(first_mask, (str, os.PathLike)):
-        first_mask = _read_mask(Path(first_mask))
-    frame_iterator, num_frames = _frames_from(frames)
-    core = InferenceCore(network, config, device=device, num_frames=num_frames, model_config=model_config)
-    current = next(frame_iterator, None)
-    index = 0
-    while current is not None:
-        following = next(frame_iterator, None)  # look ahead so that the last frame is flagged `end`
-        image = normalize_image(current, device=core.device)
-        prob = core.step(image, first_mask if index == 0 else None, end=following is None)
-        yield index, prob, core.prob_to_mask(prob)
-        current, index = following, index + 1

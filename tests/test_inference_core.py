@@ -1,4 +1,5 @@
-"""InferenceCore: schedule, memory bounds over long videos, objects added/removed, padding, errors, propagate.
+"""InferenceCore: schedule, memory bounds over long videos, objects added/removed, padding, errors, propagate
+(with dataset/video_io.py, its reader of frame folders, video files, lists and mask files).
 
 Long videos run on `CheapNetwork`, a stand-in with XMem's method signatures and tensor shapes whose keys and
 values come from pooled pixels (the memory logic is what is under test; the real network's numerics are
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import dataset.video_io as video_io_module
 import eval as eval_cli
 import inference.inference_core as inference_core_module
 from configs.schema import InferenceConfig
@@ -84,8 +86,9 @@ def _blob_mask(object_id, top, left, height=HEIGHT, width=WIDTH):
 
 
 # ----------------------------------------------------------------------------------------------- examples
-def test_class_docstring_example_runs():
-    results = doctest.testmod(inference_core_module)
+@pytest.mark.parametrize("module", [inference_core_module, video_io_module])
+def test_docstring_examples_run(module):
+    results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0
 
 
