@@ -37,15 +37,19 @@ class InferenceConfig:
     """The streaming per-frame algorithm and its memory budgets. Defaults are the paper's."""
 
     top_k: Optional[int] = 30  # k: each query pixel reads its k most similar memory elements; null = all
-    # r: a working-memory frame is written every r frames and on every annotated frame; 0 = on annotated frames only
+    # r, the original's --mem_every: a working-memory frame is written once r frames have passed since the last one
+    # (0: every frame) and on every annotated frame.
     mem_every: int = 5
-    # Deep updates of the sensory memory (by the value encoder): -1 = on every memory frame, where they replace the
-    # decoder's update; 0 = never; n > 0 = every n frames, on top of the decoder's update, and (as the original)
-    # deferred to the next memory frame unless `immediate_deep_update`.
+    # every_r: as the original (above); annotated_only: memory frames only where a mask is given (r is ignored).
+    memory_frames: Literal["every_r", "annotated_only"] = "every_r"
+    # n, the original's --deep_update_every: -1 = the value encoder deep-updates the sensory memory on every memory
+    # frame, where it replaces the decoder's update; n >= 0 = a deep update is due once n frames have passed since
+    # the last one (0: always due) and runs on the next memory frame, on top of the decoder's update on every frame.
     deep_update_every: int = -1
-    # With deep_update_every = n > 0: run a due deep update on its own frame, with an extra value-encoder pass when
-    # it is not a memory frame (n = 1: the paper's "deep update every frame"), instead of deferring it.
-    immediate_deep_update: bool = False
+    # on_memory_frames: as the original (above); immediate: a due deep update (n >= 0) runs on its own frame, with an
+    # extra value-encoder pass off memory frames (n = 1: the paper's "deep update every frame"); never: only the
+    # decoder's update changes the sensory memory.
+    deep_update: Literal["on_memory_frames", "immediate", "never"] = "on_memory_frames"
     enable_long_term: bool = True  # false: unbounded working memory, never consolidated (STCN-like)
     min_working_frames: int = 5  # T_min: working memory keeps this many frames after a consolidation
     max_working_frames: int = 10  # T_max: working memory is consolidated when it reaches this many frames
@@ -58,11 +62,40 @@ class InferenceConfig:
     use_potentiation: bool = True  # ablation off: prototypes keep their own values instead of attending
     use_sensory_memory: bool = True  # ablation off: the hidden state is kept at zero
     use_amp: Literal["auto", "on", "off"] = "auto"  # autocast: auto = on for CUDA, off elsewhere
-    reference_compute: bool = False  # run the straightforward (dense, unshared) computation, for checking speedups
     # Exact, optional accelerations of the network (model/acceleration.py); outputs change only by float rounding.
     channels_last: bool = False  # channels-last (NHWC) convolution weights and features; often faster on GPU
     compile_network: bool = False  # torch.compile the encoders and decoder; the first frame of each size compiles
     seed: int = 0  # random prototype selection draws from this
+
+    def __post_init__(self) -> None:
+        """Range checks, so that a bad value fails where the config is loaded (one line naming the key)."""
+        problem = _inference_problem(self)
+        if problem:
+            raise ValueError(problem)
+
+
+def _inference_problem(config: InferenceConfig) -> str | None:
+    """The first out-of-range setting of `config`, as a one-line message naming its key, or None."""
+    if config.mem_every < 0:
+        return (f"config key 'inference.mem_every': got {config.mem_every}, expected ≥ 0 (r, the frames between "
+                "memory frames; 0 = every frame)")
+    if config.deep_update_every < -1:
+        return (f"config key 'inference.deep_update_every': got {config.deep_update_every}, expected -1 (deep update "
+                "with every memory frame) or n ≥ 0 (every n frames)")
+    if config.deep_update == "immediate" and config.deep_update_every < 0:
+        return (f"config key 'inference.deep_update': 'immediate' needs inference.deep_update_every ≥ 0 (the frames "
+                f"between deep updates), got {config.deep_update_every}")
+    if config.top_k is not None and config.top_k < 1:
+        return f"config key 'inference.top_k': got {config.top_k}, expected ≥ 1 (or null for all elements)"
+    if config.enable_long_term and not 1 <= config.min_working_frames < config.max_working_frames:
+        return (f"config keys 'inference.min_working_frames' and 'inference.max_working_frames': need 1 ≤ "
+                f"min_working_frames < max_working_frames, got {config.min_working_frames} and "
+                f"{config.max_working_frames}")
+    if config.enable_long_term and not 1 <= config.num_prototypes <= config.max_long_term_elements:
+        return (f"config keys 'inference.num_prototypes' and 'inference.max_long_term_elements': need 1 ≤ "
+                f"num_prototypes ≤ max_long_term_elements, got {config.num_prototypes} and "
+                f"{config.max_long_term_elements}")
+    return None
 
 
 @dataclass(frozen=True)

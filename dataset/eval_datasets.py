@@ -11,7 +11,7 @@ Layouts (`<x>` = a video, `<f>` = a frame name; see the README of each benchmark
   (as the original) or `<d16>/ImageSets/{2016,480p}/val.txt`; masks are 0/255, so the object id is 255.
 - D17: `<d17>/{trainval,test-dev}/{JPEGImages,Annotations}/480p/<x>/`, list `ImageSets/2017/{val,test-dev}.txt`.
   At a size other than 480 the `Full-Resolution` (or `1080p`) frames are read when present, and outputs keep the
-  480p size, as the original.
+  480p size, except at size -1, which keeps the full resolution (outputs and scoring too), as the original.
 - Y18/Y19: frames `<root>/all_frames/<split>_all_frames/JPEGImages/<x>/` (every frame; the sparse
   `<root>/<split>/JPEGImages` is used with a warning when absent), masks `<root>/<split>/Annotations/<x>/` (each
   file may introduce objects), `<root>/<split>/meta.json` lists the frames that are scored.
@@ -399,7 +399,7 @@ def _build_video(
 
 def _davis_benchmark(dataset: str, split: str, root: Path, video_list: Path, size: int,
                      zip_kind: Optional[Literal["davis"]], scored: bool) -> Benchmark:
-    """D16 / D17: 480p frames, or full-resolution frames at other sizes with outputs kept at 480p."""
+    """D16 / D17: 480p frames, or full-resolution frames at other sizes (outputs at 480p unless size is -1)."""
     frames_480 = _require_dir(root / "JPEGImages" / f"{DAVIS_NATIVE_SIZE}p", f"{dataset} frame folder")
     masks_480 = _require_dir(root / "Annotations" / f"{DAVIS_NATIVE_SIZE}p", f"{dataset} annotation folder")
     if not video_list.is_file():
@@ -415,19 +415,22 @@ def _davis_benchmark(dataset: str, split: str, root: Path, video_list: Path, siz
                 warnings.warn(f"{dataset}: no {' or '.join(DAVIS_FULL_RESOLUTION_DIRS)} frames under "
                               f"{root / 'JPEGImages'}; size {size} uses the 480p frames", stacklevel=3)
     full_resolution = frame_root != frames_480
+    # As the original: size -1 keeps the full resolution throughout (outputs too, scored against the full-resolution
+    # annotations); other sizes write outputs at the size of the 480p frames that the toolkit scores.
+    outputs_at_480p = full_resolution and size != NATIVE_SIZE
 
     def make(name: str) -> EvalVideo:
         output_shape = None
-        if full_resolution:
-            # As the original: outputs keep the size of the 480p frames that the toolkit scores.
+        if outputs_at_480p:
             reference = _list_frames(_require_dir(frames_480 / name, f"480p frame folder of video {name!r}"))[0]
             with Image.open(reference) as image:
                 output_shape = (image.height, image.width)
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=False,
                             output_shape=output_shape)
 
+    ground_truth = masks_480 if outputs_at_480p or not full_resolution else mask_root
     return Benchmark(dataset, split, _read_video_list(video_list), size, "davis", zip_kind,
-                     masks_480 if scored else None, "davis", make)
+                     ground_truth if scored else None, "davis", make)
 
 
 def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all: bool) -> Benchmark:

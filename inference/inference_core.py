@@ -1,22 +1,19 @@
 """The streaming per-frame inference of XMem: one `InferenceCore` per video, `step` once per frame.
 
-The schedule is the original's (reference §2.3): memory frames at steps 0, r, 2r, ... after the first annotation
-and on every annotated frame, never on the last frame; the deep update of the sensory memory on memory frames
-(or every `deep_update_every` frames, deferred to the next memory frame); the decoder's normal sensory update on
-every other frame; no segmentation at step 0. Frames before the first annotation are not steps (the original's
-eval skips them): they return background only.
+The schedule (inference/frame_schedule.py) is the original's by default (reference §2.3): memory frames at steps
+0, r, 2r, ... after the first annotation and on every annotated frame, never on the last frame; the deep update
+of the sensory memory on memory frames (or every `deep_update_every` frames, deferred to the next memory frame);
+the decoder's normal sensory update on every other frame; no segmentation at step 0. Frames before the first
+annotation are not steps (the original's eval skips them): they return background only.
 
-Ablation switches beyond the original's flags (configs/schema.py): `mem_every = 0` writes memory on annotated
-frames only; `deep_update_every = 0` never deep-updates; `immediate_deep_update` runs a due deep update on its own
-frame (with an extra value-encoder pass off memory frames) instead of deferring it; `use_sensory_memory = false`
-keeps the sensory memory at zero.
+Departures are named modes of the config (configs/schema.py): `memory_frames='annotated_only'`,
+`deep_update='immediate'` or `'never'`, and `use_sensory_memory=false` (the sensory memory stays zero).
 """
 from __future__ import annotations
 
 import contextlib
-import os
-from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from dataclasses import replace
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -24,18 +21,15 @@ import torch.nn.functional as F
 
 from configs.common import IMAGENET_MEAN, IMAGENET_STD, resolve_device
 from configs.schema import InferenceConfig, ModelConfig
+from inference.frame_schedule import FrameActions, FrameSchedule, plan_frame
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.object_manager import ObjectManager
 from model.aggregate import aggregate
-from model.network import XMem
+from model.network import KeyEncoding, XMem
 
 UINT8_MAX = 255.0
 PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multiples of it
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MEMORY_ON_ANNOTATIONS_ONLY = 0  # mem_every value: memory frames only where a mask is given
-DEEP_UPDATE_ON_MEMORY_FRAMES = -1  # deep_update_every value: deep update with every memory frame (the default)
 
 
 def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.device | None = "cpu") -> torch.Tensor:
@@ -79,7 +73,7 @@ class InferenceCore:
 
         >>> import numpy as np, torch
         >>> from configs.schema import InferenceConfig
-        >>> from model.network import XMem
+        >>> from model.network import KeyEncoding, XMem
         >>> network = XMem().eval()
         >>> core = InferenceCore(network, InferenceConfig(), num_frames=3)
         >>> first_mask = np.zeros((64, 112), dtype=np.int64); first_mask[10:30, 20:50] = 255
@@ -96,7 +90,7 @@ class InferenceCore:
         num_frames: the video's length when known; `long_term_count_usage='auto'` uses it as the original does.
         model_config: the similarity switches the network was trained with (default: XMem's).
     Raises:
-        ValueError: inconsistent memory settings (e.g. min_working_frames ≥ max_working_frames).
+        ValueError: an unknown device (the config checks its own ranges when it is built).
     """
 
     def __init__(
@@ -108,10 +102,10 @@ class InferenceCore:
         num_frames: int | None = None,
         model_config: ModelConfig | None = None,
     ):
-        _check_config(config)
         self.device = resolve_device(device, default=next(network.parameters()).device)
         self.network = network.to(self.device).eval()
         self.config = config
+        self._schedule = FrameSchedule.from_config(config)
         self.model_config = model_config or ModelConfig()
         self.num_frames = num_frames
         self.use_amp = config.use_amp == "on" or (config.use_amp == "auto" and self.device.type == "cuda")
@@ -126,8 +120,7 @@ class InferenceCore:
         The next frame must carry a mask (until then frames return background only).
         """
         self._frame_index = -1
-        self._last_memory_frame = 0
-        self._last_deep_update_frame = -self.config.deep_update_every
+        self._counters = self._schedule.initial_counters()
         self._memory = MemoryManager(
             self.config,
             model_config=self.model_config,
@@ -208,26 +201,15 @@ class InferenceCore:
         padded = F.pad(image.to(self.device), (left, right, top, bottom)).unsqueeze(0)
         self._frame_index += 1
         frame = self._frame_index
-        config = self.config
         known_ids = self._objects.object_ids
-        sync_deep_update = config.deep_update_every == DEEP_UPDATE_ON_MEMORY_FRAMES
-        memory_frame_due = config.mem_every != MEMORY_ON_ANNOTATIONS_ONLY and (
-            frame - self._last_memory_frame >= config.mem_every
+        actions = plan_frame(
+            frame, self._counters, self._schedule, mask_given=mask is not None,
+            has_unannotated_objects=bool(known_ids) and not set(known_ids) <= set(annotated_ids), is_last_frame=end,
         )
-        is_memory_frame = (memory_frame_due or mask is not None) and not end
-        need_segment = frame > 0 and bool(known_ids) and not set(known_ids) <= set(annotated_ids)
-        is_deep_update = (
-            (sync_deep_update and is_memory_frame)
-            or (
-                config.deep_update_every > 0
-                and frame - self._last_deep_update_frame >= config.deep_update_every
-            )
-        ) and not end
-        is_normal_update = (not sync_deep_update or not is_deep_update) and not end
-
         with self._autocast():
             encoding = self.network.encode_key(
-                padded, need_shrinkage=is_memory_frame, need_selection=config.enable_long_term or need_segment
+                padded, need_shrinkage=actions.is_memory_frame,
+                need_selection=self.config.enable_long_term or actions.need_segment,
             )
             if not self._memory.initialized:
                 self._memory.initialize(
@@ -237,58 +219,58 @@ class InferenceCore:
                     device=self.device,
                     dtype=encoding.key.dtype,
                 )
-            prob = None
-            if need_segment:
-                memory_readout = self._memory.read(encoding.key, encoding.selection)
-                segmentation = self.network.segment(
-                    (encoding.f16, encoding.f8, encoding.f4),
-                    memory_readout,
-                    self._memory.sensory,
-                    update_hidden=is_normal_update,
-                    strip_background=False,
-                    reference_compute=config.reference_compute,
-                )
-                prob = segmentation.prob[0]
-                if is_normal_update and segmentation.hidden is not None and config.use_sensory_memory:
-                    self._memory.sensory = segmentation.hidden
+            prob = self._segment(encoding, actions) if actions.need_segment else None
             if mask is not None:
                 prob = self._merge_annotation(
                     prob, annotated_ids, annotated_masks, (left, right, top, bottom), padded.shape[-2:]
                 )
             if prob is None:  # every object was removed: nothing to segment or remember
                 prob = padded.new_ones(1, *padded.shape[-2:])
-            elif is_memory_frame:
-                value, hidden = self.network.encode_value(
-                    padded,
-                    encoding.f16,
-                    self._memory.sensory,
-                    self._objects.object_probabilities(prob).unsqueeze(0),
-                    is_deep_update=is_deep_update,
-                    reference_compute=config.reference_compute,
-                )
-                self._memory.add_memory(
-                    encoding.key,
-                    encoding.shrinkage,
-                    encoding.selection if config.enable_long_term else None,
-                    value,
-                )
-                self._last_memory_frame = frame
-                if is_deep_update:
-                    if hidden is not None and config.use_sensory_memory:
-                        self._memory.sensory = hidden
-                    self._last_deep_update_frame = frame
-            elif is_deep_update and config.immediate_deep_update:
-                if self._memory.sensory is not None and config.use_sensory_memory:
-                    _, self._memory.sensory = self.network.encode_value(
-                        padded,
-                        encoding.f16,
-                        self._memory.sensory,
-                        self._objects.object_probabilities(prob).unsqueeze(0),
-                        is_deep_update=True,
-                        reference_compute=config.reference_compute,
-                    )
-                self._last_deep_update_frame = frame
+            elif actions.is_memory_frame or actions.needs_extra_value_pass:
+                self._encode_value(padded, encoding, prob, actions, frame)
         return prob[:, top : top + height, left : left + width].float()
+
+    def _segment(self, encoding: KeyEncoding, actions: FrameActions) -> torch.Tensor:
+        """(N+1)×H'×W' probabilities of the padded frame from a memory read; the decoder's sensory update."""
+        memory_readout = self._memory.read(encoding.key, encoding.selection)
+        segmentation = self.network.segment(
+            (encoding.f16, encoding.f8, encoding.f4),
+            memory_readout,
+            self._memory.sensory,
+            update_hidden=actions.is_normal_update,
+            strip_background=False,
+        )
+        if actions.is_normal_update and segmentation.hidden is not None and self.config.use_sensory_memory:
+            self._memory.sensory = segmentation.hidden
+        return segmentation.prob[0]
+
+    def _encode_value(
+        self, padded: torch.Tensor, encoding: KeyEncoding, prob: torch.Tensor, actions: FrameActions, frame: int
+    ) -> None:
+        """Value encoding of a memory frame (written to memory) or a deep update's extra pass; moves the counters."""
+        if actions.needs_extra_value_pass and (self._memory.sensory is None or not self.config.use_sensory_memory):
+            # Nothing to deep-update: the pass would only be thrown away.
+            self._counters = replace(self._counters, last_deep_update_frame=frame)
+            return
+        value, hidden = self.network.encode_value(
+            padded,
+            encoding.f16,
+            self._memory.sensory,
+            self._objects.object_probabilities(prob).unsqueeze(0),
+            is_deep_update=actions.is_deep_update,
+        )
+        if actions.is_memory_frame:
+            self._memory.add_memory(
+                encoding.key,
+                encoding.shrinkage,
+                encoding.selection if self.config.enable_long_term else None,
+                value,
+            )
+            self._counters = replace(self._counters, last_memory_frame=frame)
+        if actions.is_deep_update:
+            if hidden is not None and self.config.use_sensory_memory:
+                self._memory.sensory = hidden
+            self._counters = replace(self._counters, last_deep_update_frame=frame)
 
     # ----------------------------------------------------------------------------------------------- helpers
     def _autocast(self):
@@ -384,116 +366,3 @@ def _check_ids(ids: list[int]) -> None:
     bad = [object_id for object_id in ids if object_id <= 0]
     if bad:
         raise ValueError(f"object ids must be positive integers (0 is background), got {bad}")
-
-
-def _check_config(config: InferenceConfig) -> None:
-    problems = []
-    if config.mem_every < 0:
-        problems.append(f"mem_every={config.mem_every} must be ≥ 1 (or 0 for annotated frames only)")
-    if config.deep_update_every < DEEP_UPDATE_ON_MEMORY_FRAMES:
-        problems.append(
-            f"deep_update_every={config.deep_update_every} must be -1 (every memory frame), 0 (never) or a number "
-            "of frames ≥ 1"
-        )
-    if config.top_k is not None and config.top_k < 1:
-        problems.append(f"top_k={config.top_k} must be ≥ 1 (or null for all elements)")
-    if config.enable_long_term:
-        if not 1 <= config.min_working_frames < config.max_working_frames:
-            problems.append(
-                f"need 1 ≤ min_working_frames < max_working_frames, got {config.min_working_frames} and "
-                f"{config.max_working_frames}"
-            )
-        if not 1 <= config.num_prototypes <= config.max_long_term_elements:
-            problems.append(
-                f"need 1 ≤ num_prototypes ≤ max_long_term_elements, got {config.num_prototypes} and "
-                f"{config.max_long_term_elements}"
-            )
-    if problems:
-        raise ValueError("invalid inference config: " + "; ".join(problems))
-
-
-# --------------------------------------------------------------------------------------------------- propagate
-def _read_mask(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: expected an index (palette or grayscale) PNG mask, got mode {image.mode}")
-        return np.asarray(image).astype(np.int64)
-
-
-def _frames_from(frames: str | os.PathLike | Sequence[np.ndarray]) -> tuple[Iterator[np.ndarray], int | None]:
-    """(iterator over uint8 H×W×3 RGB frames, number of frames if known) for a folder, video file or list."""
-    if isinstance(frames, (str, os.PathLike)):
-        path = Path(frames)
-        if path.is_dir():
-            files = sorted(file for file in path.iterdir() if file.suffix.lower() in IMAGE_SUFFIXES)
-            if not files:
-                raise FileNotFoundError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-
-            def read_folder() -> Iterator[np.ndarray]:
-                from PIL import Image
-
-                for file in files:
-                    with Image.open(file) as image:
-                        yield np.asarray(image.convert("RGB"))
-
-            return read_folder(), len(files)
-        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            import cv2
-
-            capture = cv2.VideoCapture(str(path))
-            if not capture.isOpened():
-                raise ValueError(f"{path}: OpenCV cannot open this video; re-encode it as H.264 .mp4")
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-
-            def read_video() -> Iterator[np.ndarray]:
-                try:
-                    while True:
-                        ok, bgr = capture.read()
-                        if not ok:
-                            return
-                        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                finally:
-                    capture.release()
-
-            return read_video(), count
-        raise FileNotFoundError(f"{path}: not a frame folder or a video file ({', '.join(VIDEO_SUFFIXES)})")
-    frame_list = list(frames)
-    return iter(frame_list), len(frame_list)
-
-
-def propagate(
-    network: XMem,
-    frames: str | os.PathLike | Sequence[np.ndarray],
-    first_mask: str | os.PathLike | np.ndarray | torch.Tensor,
-    config: InferenceConfig,
-    *,
-    device: str | torch.device | None = None,
-    model_config: ModelConfig | None = None,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Segment a whole video from its first frame's mask, yielding each frame's result as it is computed.
-
-    Args:
-        network: XMem in eval mode.
-        frames: a folder of images (sorted by name), an .mp4/.avi/... file read with OpenCV, or a list of uint8
-            H×W×3 RGB arrays.
-        first_mask: index mask of the first frame (integer H×W of object ids, or a path to an index PNG).
-        config: inference settings. device / model_config: as for `InferenceCore`.
-    Yields:
-        (frame index, prob float32 (N+1)×H×W on the core's device, index mask int64 H×W of object ids).
-    Raises:
-        FileNotFoundError / ValueError: unreadable frames or mask.
-    """
-    if isinstance(first_mask, (str, os.PathLike)):
-        first_mask = _read_mask(Path(first_mask))
-    frame_iterator, num_frames = _frames_from(frames)
-    core = InferenceCore(network, config, device=device, num_frames=num_frames, model_config=model_config)
-    current = next(frame_iterator, None)
-    index = 0
-    while current is not None:
-        following = next(frame_iterator, None)  # look ahead so that the last frame is flagged `end`
-        image = normalize_image(current, device=core.device)
-        prob = core.step(image, first_mask if index == 0 else None, end=following is None)
-        yield index, prob, core.prob_to_mask(prob)
-        current, index = following, index + 1

@@ -4,8 +4,7 @@ The per-frame algorithm of the original (`inference/memory_manager.py` of XMem, 
 `MemoryStore`s. Frame budgets (T_min, T_max) are converted to element budgets once, when the feature size h×w is
 known. Departures from the original, each exact where the original is well defined:
 - top-k softmax subtracts the maximum (finite for any similarity; the original gives NaN below about −100);
-- the default read gathers only the k selected values per query pixel (`reference_compute` reads densely and
-  evaluates the similarity term by term);
+- the read gathers only the k selected values per query pixel (no dense k-sparse affinity);
 - fewer than k memory elements or fewer than P candidates use all of them (the original's topk raises);
 - long-term pruning with nothing to remove is a no-op (the original raises IndexError), and pruning works with
   objects that appeared late (the original raises NotImplementedError, reference §2.7 a);
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from configs.schema import InferenceConfig, ModelConfig
 from inference.memory_store import MemoryStore
 from inference.object_manager import SlotRemap
-from model.memory_util import get_similarity, readout, softmax_affinity, top_k_readout, top_k_softmax
+from model.memory_util import get_similarity, readout, softmax_affinity, top_k_readout
 
 
 def resolve_long_term_count_usage(config: InferenceConfig, num_frames: int | None) -> bool:
@@ -167,7 +166,6 @@ class MemoryManager:
             mode=self.model_config.similarity,
             use_shrinkage=self.model_config.use_shrinkage,
             use_selection=self.model_config.use_selection,
-            reference_compute=self.config.reference_compute,
         )[0]
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
@@ -236,12 +234,8 @@ class MemoryManager:
             (readout D×M, usage n float32).
         """
         top_k = self.config.top_k
-        if self.config.reference_compute or top_k is None:
-            batched = similarity.unsqueeze(0)
-            if top_k is None:
-                affinity, usage = softmax_affinity(batched, return_usage=True)
-            else:
-                affinity, usage = top_k_softmax(batched, top_k, return_usage=True)
+        if top_k is None:
+            affinity, usage = softmax_affinity(similarity.unsqueeze(0), return_usage=True)
             values = tables[0] if len(tables) == 1 else torch.cat(tables)
             return readout(affinity, values.t().unsqueeze(0))[0], usage[0].float()
         if len(tables) == 1:

@@ -13,8 +13,8 @@ parts. Where a per-frame feature is concatenated in front of every object's feat
 convolutions over [f16 | object], the value encoder's stem over [RGB | masks]), the default path convolves the
 per-frame part once per frame (B, not B·N) with its slice of the weights, adds the bias once, and adds the result
 to every object's part. The weights are only sliced, never stored split, so state_dict names and shapes are those
-of the released checkpoints. `reference_compute=True` runs the original computation (concatenate, then convolve
-per object); both agree to float rounding (≤ 1e-4, checked in tests/test_speed_paths.py).
+of the released checkpoints. `model/reference.py` runs the original computation (concatenate, then convolve per
+object) with the same weights; both agree to float rounding (≤ 1e-4, checked in tests/test_speed_paths.py).
 """
 from __future__ import annotations
 
@@ -189,7 +189,6 @@ class FeatureFusionBlock(nn.Module):
     Args (forward):
         shared: B×x_in×h×w per-frame feature (f16 of the key encoder).
         group: B×N×g_in×h×w per-object features.
-        reference_compute: concatenate and convolve per object, as the original (slower, same result).
     Returns:
         B×N×g_out×h×w.
     """
@@ -200,12 +199,9 @@ class FeatureFusionBlock(nn.Module):
         self.attention = CBAM(g_mid)
         self.block2 = GroupResBlock(g_mid, g_out)
 
-    def forward(self, shared: torch.Tensor, group: torch.Tensor, *, reference_compute: bool = False) -> torch.Tensor:
+    def forward(self, shared: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         batch_size = group.shape[0]
-        if reference_compute:
-            fused = self.block1(_broadcast_cat(shared, group))
-        else:
-            fused = self.block1.forward_with_shared(shared, group)
+        fused = self.block1.forward_with_shared(shared, group)
         attended = _unfold_objects(self.attention(_fold_objects(fused)), batch_size)
         return self.block2(fused + attended)
 
@@ -349,8 +345,8 @@ class ValueEncoder(nn.Module):
     Args (forward):
         image: B×3×H×W normalised RGB; f16: B×1024×h×w of the same frame; hidden: B×N×C^h×h×w or None
         (no sensory memory); masks, others: B×N×H×W in [0, 1] (`others` ignored when single_object);
-        is_deep_update: run the hidden reinforcer; reference_compute: concatenate [RGB | masks] and [f16 | g]
-        and convolve per object, as the original, instead of convolving the RGB and f16 parts once per frame.
+        is_deep_update: run the hidden reinforcer.
+        The RGB and f16 parts of the first convolutions are convolved once per frame (module docstring).
     Returns:
         (value B×N×C^v×h×w, hidden B×N×C^h×h×w — updated if deep update, else the input unchanged).
     """
@@ -381,17 +377,13 @@ class ValueEncoder(nn.Module):
         others: torch.Tensor,
         *,
         is_deep_update: bool = True,
-        reference_compute: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size = masks.shape[0]
         per_object = masks.unsqueeze(2) if self.single_object else torch.stack([masks, others], dim=2)
-        if reference_compute:
-            x = self.conv1(_fold_objects(_broadcast_cat(image, per_object)))
-        else:
-            x = _fold_objects(_conv_of_broadcast_cat(self.conv1, image, per_object))
+        x = _fold_objects(_conv_of_broadcast_cat(self.conv1, image, per_object))
         x = self.relu(self.maxpool(self.bn1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        value = self.fuser(f16, _unfold_objects(x, batch_size), reference_compute=reference_compute)
+        value = self.fuser(f16, _unfold_objects(x, batch_size))
         if is_deep_update and self.hidden_reinforce is not None:
             hidden = self.hidden_reinforce(value, hidden)
         return value, hidden
@@ -402,9 +394,8 @@ class Decoder(nn.Module):
 
     Args (forward):
         f16: B×1024×h×w, f8: B×512×2h×2w, f4: B×256×4h×4w (query frame); hidden: B×N×C^h×h×w or None
-        (no sensory memory); readout: B×N×C^v×h×w; update_hidden: compute the new sensory memory;
-        reference_compute: concatenate [f16 | readout | hidden] and convolve per object, as the original,
-        instead of convolving the f16 part once per frame.
+        (no sensory memory); readout: B×N×C^v×h×w; update_hidden: compute the new sensory memory.
+        The f16 part of the fuser's first convolutions is convolved once per frame (module docstring).
     Returns:
         (hidden B×N×C^h×h×w, or None when not updated or C^h = 0; logits B×N×H×W, one per object, before
         soft aggregation).
@@ -435,11 +426,10 @@ class Decoder(nn.Module):
         readout: torch.Tensor,
         *,
         update_hidden: bool = True,
-        reference_compute: bool = False,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         batch_size = readout.shape[0]
         group16 = readout if self.hidden_update is None else torch.cat([readout, hidden], dim=2)
-        g16 = self.fuser(f16, group16, reference_compute=reference_compute)
+        g16 = self.fuser(f16, group16)
         g8 = self.up_16_8(f8, g16)
         g4 = self.up_8_4(f4, g8)
         logits_4 = _unfold_objects(self.pred(F.relu(_fold_objects(g4))), batch_size)

@@ -173,7 +173,6 @@ class XMem(nn.Module):
         masks: torch.Tensor,
         *,
         is_deep_update: bool = True,
-        reference_compute: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Memory values of one frame for each object, and the deep-updated sensory memory.
 
@@ -183,9 +182,6 @@ class XMem(nn.Module):
             hidden: B×N×C^h×h×w sensory memory (zeros for new objects); None when C^h = 0.
             masks: B×N×H×W per-object probabilities in [0, 1] (background excluded; soft masks are fine).
             is_deep_update: update the sensory memory with the hidden reinforcer.
-            reference_compute: run the original computation (RGB and f16 concatenated to every object's input
-                and convolved per object) instead of convolving them once per frame; same result to float
-                rounding, slower with several objects. For checking the default path.
         Returns:
             (value B×N×C^v×h×w, hidden B×N×C^h×h×w — deep-updated, or `hidden` unchanged when not).
         Raises:
@@ -196,8 +192,7 @@ class XMem(nn.Module):
                 f"encode_value needs hidden (B×N×{self.hidden_dim}×h×w, zeros for new objects) for a deep update"
             )
         return self.value_encoder(
-            image, f16, hidden, masks, _others_masks(masks), is_deep_update=is_deep_update,
-            reference_compute=reference_compute,
+            image, f16, hidden, masks, _others_masks(masks), is_deep_update=is_deep_update
         )
 
     def read_memory(
@@ -211,7 +206,6 @@ class XMem(nn.Module):
         similarity_mode: SimilarityMode = "l2",
         use_shrinkage: bool = True,
         use_selection: bool = True,
-        reference_compute: bool = False,
     ) -> torch.Tensor:
         """Training-style memory read: one full-softmax affinity over all memory frames, shared by all objects.
 
@@ -222,7 +216,6 @@ class XMem(nn.Module):
             memory_shrinkage: B×1×T×h×w ≥ 1, or None (no shrinkage term).
             memory_value: B×N×C^v×T×h×w.
             similarity_mode, use_shrinkage, use_selection: ablation switches of `get_similarity`.
-            reference_compute: evaluate the similarity term by term as the original (see `get_similarity`).
         Returns:
             readout B×N×C^v×h×w.
         """
@@ -235,7 +228,6 @@ class XMem(nn.Module):
             mode=similarity_mode,
             use_shrinkage=use_shrinkage,
             use_selection=use_selection,
-            reference_compute=reference_compute,
         )
         affinity = softmax_affinity(similarity)
         memory = readout(affinity, memory_value.flatten(start_dim=1, end_dim=2))
@@ -250,7 +242,6 @@ class XMem(nn.Module):
         selector: torch.Tensor | None = None,
         update_hidden: bool = True,
         strip_background: bool = True,
-        reference_compute: bool = False,
     ) -> Segmentation:
         """Decode the memory readout into object probabilities (soft aggregation) and update the sensory memory.
 
@@ -262,8 +253,6 @@ class XMem(nn.Module):
                 training).
             update_hidden: compute the decoder's ("normal") sensory update.
             strip_background: drop the background row of `prob`.
-            reference_compute: run the original computation (f16 concatenated to every object's features and
-                convolved per object) instead of convolving it once per frame; same result to float rounding.
         Returns:
             Segmentation(hidden, logits, prob); shapes in its docstring.
         Raises:
@@ -272,9 +261,7 @@ class XMem(nn.Module):
         if hidden is None and self.hidden_dim > 0:
             raise ValueError(f"segment needs hidden (B×N×{self.hidden_dim}×h×w sensory memory); got None")
         f16, f8, f4 = multi_scale_features
-        new_hidden, object_logits = self.decoder(
-            f16, f8, f4, hidden, readout, update_hidden=update_hidden, reference_compute=reference_compute
-        )
+        new_hidden, object_logits = self.decoder(f16, f8, f4, hidden, readout, update_hidden=update_hidden)
         prob = torch.sigmoid(object_logits)
         if selector is not None:
             prob = prob * selector

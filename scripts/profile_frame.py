@@ -3,7 +3,8 @@
 Working memory is prefilled with T_max frames and long-term memory with LT_max elements (the largest memory a
 frame ever reads), then one frame is timed stage by stage: key encoding (`encode_key`), memory reading
 (similarity, top-k, gathered readout, usage), decoding (`segment`) and value encoding (`encode_value`, done on
-memory frames). Random weights: the timing does not depend on them.
+memory frames). Random weights: the timing does not depend on them. The reference (original) computation is timed
+against this one by scripts/speed_compare.py.
 
     python scripts/profile_frame.py --height 480 --width 864 --objects 1 3 --device cpu
 """
@@ -13,8 +14,6 @@ import sys
 import argparse
 import statistics
 import time
-from dataclasses import replace
-
 
 import torch
 
@@ -85,18 +84,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 3], help="object counts to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed frames per setting (median reported)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--reference-compute", action="store_true", help="dense reads instead of gathered top-k")
     args = parser.parse_args(argv)
     if args.height % PAD_MULTIPLE or args.width % PAD_MULTIPLE:
         parser.error(f"--height and --width must be multiples of {PAD_MULTIPLE}, got {args.height}×{args.width}")
 
     device = resolve_device(args.device)
     network = XMem().eval().to(device)
-    config = replace(InferenceConfig(), reference_compute=args.reference_compute)
+    config = InferenceConfig()
     elements = (args.height // PAD_MULTIPLE) * (args.width // PAD_MULTIPLE)
     print(f"device {device}, torch threads {torch.get_num_threads()}, frame {args.height}×{args.width}, "
           f"memory {config.max_working_frames}×{elements} working + {config.max_long_term_elements} long-term "
-          f"elements, top_k {config.top_k}, {'dense' if args.reference_compute else 'gathered'} read")
+          f"elements, top_k {config.top_k}")
     print(f"{'objects':>7} " + " ".join(f"{stage:>15}" for stage in STAGES) + f" {'total':>9}")
     for num_objects in args.objects:
         result = profile(network, config, args.height, args.width, num_objects, args.repeats, device)

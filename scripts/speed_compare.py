@@ -3,9 +3,10 @@
 For each object count, one frame (default 480×864, the padded size of a 480p DAVIS frame) runs through:
 encode_key; a memory read against a prefilled memory (working memory of T_max = 10 frames plus LT_max = 10,000
 long-term elements, random keys of the right sizes; similarity + top-k read with the `model.memory_util`
-functions, as the inference core calls them); segment; encode_value. The reference path is
-`reference_compute=True` everywhere: per-object concatenation in the fusers, term-by-term similarity, dense
-top-k affinity times values (the inference core's reference read). The optimised path is the default.
+functions, as the inference core calls them); segment; encode_value. The reference path is the original's
+computation: `model/reference.py` for the network (per-object concatenation in the value stem and the fusers, same
+weights) and `_reference_memory_read` for the memory (term-by-term similarity, dense top-k affinity times values).
+The optimised path is what inference runs.
 
 Agreement is checked stage by stage on identical inputs (each optimised stage gets the reference path's inputs),
 so that the network's differences are not mixed with those of the memory read. The top-k read is discontinuous:
@@ -26,6 +27,7 @@ import sys
 import argparse
 import statistics
 import time
+from functools import partial
 from typing import Callable, Sequence
 
 
@@ -35,6 +37,7 @@ from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
 from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax
 from model.network import XMem
+from model.reference import reference_encode_value, reference_segment
 from tests.recipe_checkpoint import build_recipe_state_dict
 from configs.common import run_cli
 
@@ -99,15 +102,22 @@ class _Frame:
         self.num_objects, self.num_elements, self.top_k = num_objects, num_elements, args.top_k
 
 
-def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(readout B×N×C^v×h×w, top-k indices B×k×M) of the frame's query against its prefilled memory."""
+def _reference_memory_read(frame: _Frame, encoding) -> tuple[torch.Tensor, torch.Tensor]:
+    """(readout B×(N·C^v)×M, similarity B×n×M) the original's way: term-by-term similarity, dense top-k affinity
+    times the values."""
     similarity = get_similarity(
-        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection, reference_compute=reference
+        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection, reference_compute=True
     )
+    affinity = top_k_softmax(similarity, frame.top_k)
+    return readout(affinity, frame.memory_values.t().unsqueeze(0)), similarity
+
+
+def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(readout B×N×C^v×h×w, similarity B×n×M) of the frame's query against its prefilled memory."""
     if reference:
-        affinity = top_k_softmax(similarity, frame.top_k)
-        values = readout(affinity, frame.memory_values.t().unsqueeze(0))
+        values, similarity = _reference_memory_read(frame, encoding)
     else:
+        similarity = get_similarity(frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection)
         values, _ = top_k_readout(similarity, frame.memory_values.unsqueeze(0), frame.top_k, element_major=True)
     return values.view(1, frame.num_objects, network.value_dim, *encoding.key.shape[-2:]), similarity
 
@@ -120,14 +130,19 @@ def _run_frame(network: XMem, frame: _Frame, *, reference: bool) -> tuple[dict[s
         lambda: _memory_read(network, frame, encoding, reference=reference)
     )
     features = (encoding.f16, encoding.f8, encoding.f4)
-    cpu["segment"], wall["segment"], segmentation = _timed(
-        lambda: network.segment(features, memory_readout, frame.hidden, reference_compute=reference)
-    )
+    segment, encode_value = _network_path(network, reference=reference)
+    cpu["segment"], wall["segment"], segmentation = _timed(lambda: segment(features, memory_readout, frame.hidden))
     cpu["encode_value"], wall["encode_value"], _ = _timed(
-        lambda: network.encode_value(frame.image, encoding.f16, segmentation.hidden, segmentation.prob,
-                                     reference_compute=reference)
+        lambda: encode_value(frame.image, encoding.f16, segmentation.hidden, segmentation.prob)
     )
     return cpu, wall
+
+
+def _network_path(network: XMem, *, reference: bool) -> tuple[Callable, Callable]:
+    """(segment, encode_value) of the reference (model/reference.py) or the optimised (the network's own) path."""
+    if reference:
+        return partial(reference_segment, network), partial(reference_encode_value, network)
+    return network.segment, network.encode_value
 
 
 def _agreement(network: XMem, frame: _Frame) -> list[str]:
@@ -152,11 +167,12 @@ def _agreement(network: XMem, frame: _Frame) -> list[str]:
     outputs = {}
     for path in PATHS:
         reference = path == "reference"
-        segmentation = network.segment(features, reference_readout, frame.hidden, reference_compute=reference)
+        segment, encode_value = _network_path(network, reference=reference)
+        segmentation = segment(features, reference_readout, frame.hidden)
         outputs[path] = dict(prob=segmentation.prob, hidden_after_segment=segmentation.hidden)
         if reference:
             value_inputs = (segmentation.hidden, segmentation.prob)
-        value, hidden = network.encode_value(frame.image, encoding.f16, *value_inputs, reference_compute=reference)
+        value, hidden = encode_value(frame.image, encoding.f16, *value_inputs)
         outputs[path].update(value=value, hidden_after_value=hidden)
     for name, reference in outputs["reference"].items():
         difference = float((outputs["optimised"][name] - reference).abs().max())

@@ -69,6 +69,37 @@ def test_literal_choices_are_checked():
         load_config(overrides=["eval.dataset=D18"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("inference.mem_every=-3", "config key 'inference.mem_every': got -3, expected ≥ 0 (r, the frames between memory "
+                               "frames; 0 = every frame)"),
+    ("inference.deep_update_every=-2", "config key 'inference.deep_update_every': got -2, expected -1 (deep update "
+                                       "with every memory frame) or n ≥ 0 (every n frames)"),
+    ("inference.top_k=0", "config key 'inference.top_k': got 0, expected ≥ 1 (or null for all elements)"),
+    ("inference.deep_update=immediate", "config key 'inference.deep_update': 'immediate' needs "
+                                        "inference.deep_update_every ≥ 0 (the frames between deep updates), got -1"),
+    ("inference.max_working_frames=5", "config keys 'inference.min_working_frames' and 'inference.max_working_frames': "
+                                       "need 1 ≤ min_working_frames < max_working_frames, got 5 and 5"),
+    ("inference.num_prototypes=20000", "config keys 'inference.num_prototypes' and 'inference.max_long_term_elements': "
+                                       "need 1 ≤ num_prototypes ≤ max_long_term_elements, got 20000 and 10000"),
+])
+def test_out_of_range_values_fail_at_load_naming_the_key(override, message):
+    with pytest.raises(ValueError) as raised:
+        load_config(overrides=[override])
+    assert str(raised.value) == message and "\n" not in message
+
+
+def test_original_schedule_values_and_named_modes_load():
+    assert load_config(overrides=["inference.mem_every=0"]).inference.mem_every == 0  # every frame, as the original
+    assert load_config(overrides=["inference.deep_update_every=0"]).inference.deep_update_every == 0
+    named = load_config(overrides=["inference.memory_frames=annotated_only", "inference.deep_update=never"]).inference
+    assert (named.memory_frames, named.deep_update) == ("annotated_only", "never")
+    with pytest.raises(ValueError, match="config key 'inference.deep_update': got 'sometimes', expected one of "
+                                         "'on_memory_frames', 'immediate', 'never'"):
+        load_config(overrides=["inference.deep_update=sometimes"])
+    without_long_term = load_config(overrides=["inference.enable_long_term=false", "inference.max_working_frames=2"])
+    assert without_long_term.inference.max_working_frames == 2  # the budgets are checked only when they are used
+
+
 def test_unknown_key_names_key_and_closest_match(tmp_path):
     with pytest.raises(UnknownConfigKeyError, match="unknown config key 'inference.top_kk'; did you mean "
                                                     "inference.top_k"):

@@ -118,6 +118,21 @@ def test_davis_full_resolution_frames_keep_480p_output_size(tmp_path):
     assert next(video.frames()).image.shape == (2 * HEIGHT, 2 * WIDTH, 3)
 
 
+def test_davis_at_native_size_keeps_the_full_resolution_as_the_original(tmp_path):
+    """--size -1: full-resolution frames, outputs at their size and scored against full-resolution annotations."""
+    root = _davis17(tmp_path)
+    big = root / "trainval/JPEGImages/Full-Resolution/cows"
+    _write_video(big, root / "trainval/Annotations/Full-Resolution/cows", 2,
+                 {0: _mask([(1, (4, 4))], 2 * HEIGHT, 2 * WIDTH)})
+    for index in range(2):
+        write_image(big / f"{index:05d}.jpg", _frame(index, 2 * HEIGHT, 2 * WIDTH))
+    benchmark = open_benchmark(_config(dataset="D17", d17_path=str(root), size=-1))
+    video = benchmark.video("cows")
+    assert video.output_shape is None  # each frame's own (full) size
+    assert next(video.frames()).image.shape == (2 * HEIGHT, 2 * WIDTH, 3)
+    assert benchmark.ground_truth_dir == root / "trainval/Annotations/Full-Resolution"
+
+
 def test_davis_without_full_resolution_uses_480p_with_a_warning(tmp_path):
     root = _davis17(tmp_path)
     with pytest.warns(UserWarning, match="uses the 480p frames"):

@@ -3,7 +3,8 @@
 The edges, as a package may import them (`train.py`, `eval.py` and `scripts/` may import anything):
     configs    -> configs                       (the leaf: schema, loader, shared helpers)
     model      -> model, LEAF                   (the network and its training maths)
-    inference  -> inference, model, LEAF        (never training-only code, see below)
+    inference  -> inference, model, LEAF, and dataset.video_io / dataset.image_io (the readers of a user's
+                  frames and masks; never training datasets or other training-only code, see below)
     dataset    -> dataset, LEAF                 (data readers, writers, generators, training sets)
 where LEAF is `configs.schema` (the typed config) and `configs.common` (atomic writes, palette, ImageNet
 normalisation, device resolution), imported by their module names (never the `configs` package, whose loader
@@ -25,7 +26,9 @@ ALLOWED = {
     "dataset": {"dataset"},
     "configs": {"configs"},
 }
-TRAINING_ONLY_MODULES = {"model.trainer", "model.losses"}
+INFERENCE_READERS = {"dataset.video_io", "dataset.image_io"}  # the only dataset modules inference may import
+TRAINING_ONLY_MODULES = {"model.trainer", "model.losses", "dataset.vos_dataset", "dataset.static_dataset",
+                         "dataset.transforms", "dataset.tps", "dataset.sampling"}
 
 
 def _project_imports(path: Path) -> set[str]:
@@ -49,7 +52,8 @@ def _allowed(package: str, name: str) -> bool:
     """Whether `package` may import the project module (or module member) `name`."""
     if name.split(".")[0] in ALLOWED[package]:
         return True
-    return any(name == leaf or name.startswith(leaf + ".") for leaf in LEAF_MODULES)
+    allowed_modules = LEAF_MODULES | (INFERENCE_READERS if package == "inference" else set())
+    return any(name == module or name.startswith(module + ".") for module in allowed_modules)
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -105,6 +109,13 @@ def _reachable(start: Path) -> set[str]:
                     seen.add(prefix)
                     pending.append(path)
     return seen
+
+
+def test_inference_may_read_user_inputs_but_not_training_datasets():
+    assert _allowed("inference", "dataset.video_io.frames_from") and _allowed("inference", "dataset.image_io")
+    assert not _allowed("inference", "dataset.vos_dataset") and not _allowed("inference", "dataset.eval_datasets")
+    assert not _allowed("model", "dataset.video_io")
+    assert "dataset.video_io" in _reachable(ROOT / "inference" / "propagate.py")
 
 
 def test_training_code_is_unreachable_from_inference():

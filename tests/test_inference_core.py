@@ -1,4 +1,5 @@
-"""InferenceCore: schedule, memory bounds over long videos, objects added/removed, padding, errors, propagate.
+"""InferenceCore: schedule, memory bounds over long videos, objects added/removed, padding, errors, propagate
+(with dataset/video_io.py, its reader of frame folders, video files, lists and mask files).
 
 Long videos run on `CheapNetwork`, a stand-in with XMem's method signatures and tensor shapes whose keys and
 values come from pooled pixels (the memory logic is what is under test; the real network's numerics are
@@ -7,6 +8,7 @@ recipe network.
 """
 import doctest
 from dataclasses import replace
+from functools import partial
 
 import cv2
 import numpy as np
@@ -15,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import dataset.video_io as video_io_module
+import eval as eval_cli
 import inference.inference_core as inference_core_module
 from configs.schema import InferenceConfig
 from inference import InferenceCore, normalize_image, propagate
 from model.aggregate import aggregate
 from model.network import KeyEncoding, Segmentation
+from model.reference import reference_encode_value, reference_segment
 
 HEIGHT, WIDTH = 64, 112  # 4×7 = 28 memory elements per frame
 ELEMENTS_PER_FRAME = (HEIGHT // 16) * (WIDTH // 16)
@@ -51,15 +56,13 @@ class CheapNetwork(nn.Module):
         f4 = F.avg_pool2d(image, 4)
         return KeyEncoding(key, shrinkage, selection, pooled, f8, f4)
 
-    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True, reference_compute=False):
+    def encode_value(self, image, f16, hidden, masks, *, is_deep_update=True):
         self.calls.append(("encode_value", masks.shape[1], is_deep_update))
         pooled_masks = F.avg_pool2d(masks, 16)  # 1×N×h×w
         value = pooled_masks[:, :, None] * self.value_projection[None, None, :, None, None]
         return value, (hidden + 1 if is_deep_update else hidden)
 
-    def segment(
-        self, features, readout, hidden, *, update_hidden=True, strip_background=True, reference_compute=False
-    ):
+    def segment(self, features, readout, hidden, *, update_hidden=True, strip_background=True):
         self.calls.append(("segment", readout.shape[1], update_hidden))
         object_evidence = readout.mean(dim=2) / self.value_projection.mean()
         prob = torch.sigmoid(8 * (F.interpolate(object_evidence, scale_factor=16, mode="nearest") - 0.5))
@@ -83,8 +86,9 @@ def _blob_mask(object_id, top, left, height=HEIGHT, width=WIDTH):
 
 
 # ----------------------------------------------------------------------------------------------- examples
-def test_class_docstring_example_runs():
-    results = doctest.testmod(inference_core_module)
+@pytest.mark.parametrize("module", [inference_core_module, video_io_module])
+def test_docstring_examples_run(module):
+    results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0
 
 
@@ -129,6 +133,40 @@ def test_deep_update_every_n_frames_is_deferred_to_memory_frames():
     assert deep == [0, 4, 8] and shallow == [2, 6, 10]
     for index, calls in enumerate(per_frame[1:-1], start=1):
         assert ("segment", 1, True) in calls  # not synchronised: the decoder always updates
+
+
+def _schedule_lists(per_frame):
+    """(memory frames, deep-update frames, decoder-update frames) from the spy's calls of each frame."""
+    memory = [i for i, calls in enumerate(per_frame) if calls[0][1]]  # encode_key asked for shrinkage
+    deep = [i for i, calls in enumerate(per_frame) if any(c[0] == "encode_value" and c[2] for c in calls)]
+    normal = [i for i, calls in enumerate(per_frame) if any(c[0] == "segment" and c[2] for c in calls)]
+    return memory, deep, normal
+
+
+EVERY_FRAME_BUT_FIRST_AND_LAST = list(range(1, 11))  # the decoder does not run at step 0 (nothing to read)
+ORIGINAL_FLAG_SCHEDULES = [
+    # (eval.py arguments, memory frames, deep-update frames, decoder-update frames) over 12 frames, mask on frame 0
+    ([], [0, 5, 10], [0, 5, 10], [1, 2, 3, 4, 6, 7, 8, 9]),
+    (["--mem_every", "0"], list(range(11)), list(range(11)), []),
+    (["--mem_every", "3"], [0, 3, 6, 9], [0, 3, 6, 9], [1, 2, 4, 5, 7, 8, 10]),
+    (["--deep_update_every", "-1", "--mem_every", "4"], [0, 4, 8], [0, 4, 8], [1, 2, 3, 5, 6, 7, 9, 10]),
+    (["--deep_update_every", "0"], [0, 5, 10], [0, 5, 10], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["--deep_update_every", "3", "--mem_every", "2"], [0, 2, 4, 6, 8, 10], [0, 4, 8], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["--deep_update_every", "7", "--mem_every", "0"], list(range(11)), [0, 7], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    # This project's named modes.
+    (["inference.memory_frames=annotated_only", "--mem_every", "0"], [0], [0], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["inference.deep_update=never"], [0, 5, 10], [], EVERY_FRAME_BUT_FIRST_AND_LAST),
+    (["inference.deep_update=immediate", "--deep_update_every", "4"], [0, 5, 10], [0, 4, 8],
+     EVERY_FRAME_BUT_FIRST_AND_LAST),
+]
+
+
+@pytest.mark.parametrize("arguments, memory, deep, normal", ORIGINAL_FLAG_SCHEDULES,
+                         ids=[" ".join(row[0]) or "defaults" for row in ORIGINAL_FLAG_SCHEDULES])
+def test_original_flags_give_the_originals_schedule(arguments, memory, deep, normal):
+    """eval.py's spelling of the original flags, through its parser, into the core's calls (a spy network)."""
+    config = eval_cli.resolve_config(arguments).inference
+    assert _schedule_lists(_run_schedule(config, 12)) == (memory, deep, normal)
 
 
 # ----------------------------------------------------------------------------------------------- memory bounds
@@ -288,12 +326,13 @@ def test_padding_splits_floor_half_before_and_outputs_input_size():
 
 
 # ----------------------------------------------------------------------------------------------- numerics
-def test_sparse_read_equals_reference_compute_with_the_real_network(recipe_network):
+def test_a_video_through_the_optimised_and_the_reference_network_paths_agree(recipe_network, monkeypatch):
+    """End to end over consolidation: the core with the network's fast paths vs. model/reference.py's."""
     config = InferenceConfig(mem_every=1, min_working_frames=2, max_working_frames=3, num_prototypes=8,
                              max_long_term_elements=20, long_term_count_usage="on")
 
-    def run(reference_compute):
-        core = InferenceCore(recipe_network, replace(config, reference_compute=reference_compute))
+    def run():
+        core = InferenceCore(recipe_network, config)
         probs = []
         for index in range(9):
             mask = _blob_mask(1, 12, 20) + _blob_mask(2, 36, 70) if index == 0 else None
@@ -301,7 +340,10 @@ def test_sparse_read_equals_reference_compute_with_the_real_network(recipe_netwo
         assert core.long_term_memory_elements > 0
         return torch.stack(probs)
 
-    assert torch.allclose(run(False), run(True), atol=1e-4)
+    optimised = run()
+    monkeypatch.setattr(recipe_network, "encode_value", partial(reference_encode_value, recipe_network))
+    monkeypatch.setattr(recipe_network, "segment", partial(reference_segment, recipe_network))
+    assert torch.allclose(optimised, run(), atol=1e-4)
 
 
 def test_amp_setting_resolves_per_device():
@@ -392,16 +434,16 @@ def test_normalize_image_rejects_non_rgb():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mem_every=-1), r"mem_every=-1 must be ≥ 1 \(or 0 for annotated frames only\)"),
-        (dict(deep_update_every=-2), r"deep_update_every=-2 must be -1 \(every memory frame\), 0 \(never\)"),
-        (dict(top_k=0), "top_k=0 must be ≥ 1"),
+        (dict(mem_every=-1), r"'inference.mem_every': got -1, expected ≥ 0"),
+        (dict(deep_update_every=-2), r"'inference.deep_update_every': got -2, expected -1"),
+        (dict(top_k=0), r"'inference.top_k': got 0, expected ≥ 1"),
         (dict(min_working_frames=5, max_working_frames=5), "need 1 ≤ min_working_frames < max_working_frames"),
         (dict(num_prototypes=200, max_long_term_elements=100), "need 1 ≤ num_prototypes ≤ max_long_term_elements"),
     ],
 )
-def test_invalid_memory_settings_are_rejected(overrides, message):
-    with pytest.raises(ValueError, match=f"invalid inference config: {message}"):
-        InferenceCore(CheapNetwork(), InferenceConfig(**overrides))
+def test_invalid_memory_settings_are_rejected_when_the_config_is_built(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        InferenceConfig(**overrides)
 
 
 def test_remove_unknown_object_and_bad_device():

@@ -306,10 +306,9 @@ def _dense_read(manager, key, selection, slot):
     return readout(affinity, values.t()[None])[0]
 
 
-@pytest.mark.parametrize("reference_compute", [False, True])
-def test_read_equals_a_dense_top_k_read_of_each_objects_valid_elements(reference_compute):
+def test_read_equals_a_dense_top_k_read_of_each_objects_valid_elements():
     generator = torch.Generator().manual_seed(5)
-    manager = _manager(num_objects=1, reference_compute=reference_compute)
+    manager = _manager(num_objects=1)
     _write_and_read(manager, generator, 5)  # long-term memory engaged
     manager.add_objects(1)
     _write_and_read(manager, generator, 2)  # the late object has 2 working frames only
@@ -318,18 +317,6 @@ def test_read_equals_a_dense_top_k_read_of_each_objects_valid_elements(reference
     memory_readout = manager.read(key, selection)[0].flatten(2)
     for slot in range(2):
         assert torch.allclose(memory_readout[slot], _dense_read(manager, key, selection, slot), atol=1e-5)
-
-
-def test_gathered_read_equals_reference_compute_including_usage():
-    def run(reference_compute):
-        generator = torch.Generator().manual_seed(6)
-        manager = _manager(reference_compute=reference_compute)
-        _write_and_read(manager, generator, 7)
-        key, _, selection, _ = _frame(generator, 2)
-        return manager.read(key, selection), manager.long_term.normalized_usage(), manager.working.normalized_usage()
-
-    for gathered, dense in zip(run(False), run(True)):
-        assert torch.allclose(gathered, dense, atol=1e-5)
 
 
 def test_read_with_fewer_elements_than_top_k_and_very_negative_similarities_is_finite():

@@ -1,22 +1,26 @@
 """The optimised compute paths against the reference ones: same outputs to 1e-4, same state_dict.
 
 Default (optimised) path: per-frame parts of the fusion blocks' and value stem's first convolutions computed once
-per frame, in-place additions, one-product similarity. Reference path (`reference_compute=True`): concatenate and
-convolve per object, similarity term by term, as the original. Timings are printed by scripts/speed_compare.py.
+per frame, in-place additions, one-product similarity. Reference path (`model/reference.py` with the same weights,
+and the term-by-term similarity): concatenate and convolve per object, as the original. Timings are printed by
+scripts/speed_compare.py.
 """
 from __future__ import annotations
 
 import doctest
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
 import model.acceleration
+import model.reference
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
 from model.memory_util import get_similarity
 from model.network import XMem
+from model.reference import reference_encode_value, reference_segment
 from tests.conftest import FIXTURES_DIR
 from tests.recipe_checkpoint import read_key_list
 
@@ -55,21 +59,19 @@ def _frame_inputs(network: XMem, num_objects: int, seed: int, batch_size: int = 
 def _both_paths(network: XMem, inputs: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     """(name, optimised, reference) for every output of encode_value and segment."""
     results = {}
-    for reference_compute in (False, True):
+    paths = {"optimised": (network.encode_value, network.segment),
+             "reference": (partial(reference_encode_value, network), partial(reference_segment, network))}
+    for path, (encode_value, segment) in paths.items():
         with torch.no_grad():
-            value, value_hidden = network.encode_value(
-                inputs["image"], inputs["features"][0], inputs["hidden"], inputs["masks"],
-                reference_compute=reference_compute,
+            value, value_hidden = encode_value(
+                inputs["image"], inputs["features"][0], inputs["hidden"], inputs["masks"]
             )
-            segmentation = network.segment(
-                inputs["features"], inputs["readout"], inputs["hidden"], strip_background=False,
-                reference_compute=reference_compute,
-            )
+            segmentation = segment(inputs["features"], inputs["readout"], inputs["hidden"], strip_background=False)
         outputs = {"value": value, "logits": segmentation.logits, "prob": segmentation.prob}
         if network.hidden_dim > 0:
             outputs.update(hidden_after_value=value_hidden, hidden_after_segment=segmentation.hidden)
-        results[reference_compute] = outputs
-    return [(name, results[False][name], results[True][name]) for name in results[True]]
+        results[path] = outputs
+    return [(name, results["optimised"][name], results["reference"][name]) for name in results["reference"]]
 
 
 @pytest.mark.parametrize("num_objects, batch_size", [(1, 1), (3, 1), (1, 2), (3, 2)])
@@ -105,24 +107,22 @@ def test_paths_agree_on_golden_inputs(recipe_network):
     with np.load(GOLDEN_PATH) as data:
         image, masks, query_image = (torch.from_numpy(data[name]) for name in ("image", "masks", "query_image"))
     outputs = {}
-    for reference_compute in (False, True):
+    paths = {
+        "optimised": (recipe_network.encode_value, recipe_network.segment),
+        "reference": (partial(reference_encode_value, recipe_network), partial(reference_segment, recipe_network)),
+    }
+    for path, (encode_value, segment) in paths.items():
         with torch.no_grad():
             memory = recipe_network.encode_key(image)
             zero_hidden = torch.zeros(1, masks.shape[1], recipe_network.hidden_dim, *memory.key.shape[-2:])
-            value, hidden = recipe_network.encode_value(
-                image, memory.f16, zero_hidden, masks, reference_compute=reference_compute
-            )
+            value, hidden = encode_value(image, memory.f16, zero_hidden, masks)
             query = recipe_network.encode_key(query_image)
-            readout = recipe_network.read_memory(
-                query.key, query.selection, memory.key.unsqueeze(2), memory.shrinkage.unsqueeze(2),
-                value.unsqueeze(3), reference_compute=reference_compute,
+            readout = recipe_network.read_memory(  # each path's values through the same read
+                query.key, query.selection, memory.key.unsqueeze(2), memory.shrinkage.unsqueeze(2), value.unsqueeze(3)
             )
-            segmentation = recipe_network.segment(
-                (query.f16, query.f8, query.f4), readout, hidden, strip_background=False,
-                reference_compute=reference_compute,
-            )
-        outputs[reference_compute] = (value, hidden, readout, *segmentation)
-    for optimised, reference in zip(outputs[False], outputs[True]):
+            segmentation = segment((query.f16, query.f8, query.f4), readout, hidden, strip_background=False)
+        outputs[path] = (value, hidden, readout, *segmentation)
+    for optimised, reference in zip(outputs["optimised"], outputs["reference"]):
         assert _agree(optimised, reference)
 
 
@@ -184,6 +184,7 @@ def test_optimize_network_rejects_other_modules():
         optimize_network(torch.nn.Linear(2, 2), channels_last=True)
 
 
-def test_acceleration_docstring_example_runs():
-    results = doctest.testmod(model.acceleration)
+@pytest.mark.parametrize("module", [model.acceleration, model.reference])
+def test_docstring_examples_run(module):
+    results = doctest.testmod(module)
     assert results.attempted > 0 and results.failed == 0
