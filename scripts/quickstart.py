@@ -48,7 +48,7 @@ from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS
 from model.checkpoint import save_network
 from model.network import XMem
-from model.trainer import RunDirectory
+from dataset.training_run import RunDirectory
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"
