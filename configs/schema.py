@@ -149,7 +149,7 @@ class TrainConfig:
 
     exp_id: str = "xmem"
     save_dir: str = "./saves"  # the run's files go to <save_dir>/<exp_id>/
-    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda; torchrun ranks use cuda:LOCAL_RANK
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; torchrun ranks use cuda:LOCAL_RANK
     stages: str = "03"
     seed: int = 14159265
     weight_decay: float = 0.05
