@@ -1,5 +1,5 @@
-"""The few helpers every package shares: atomic file writes, the DAVIS palette, ImageNet normalisation constants and
-device resolution.
+"""The few helpers every package shares: atomic file writes, the DAVIS palette, ImageNet normalisation constants,
+device resolution, a process's share of a global batch and the CLIs' error contract.
 
 With the schema, this module is the project's leaf: `model`, `inference`, `dataset`, the CLIs and the scripts may
 all import it, and it imports nothing of the project (so it can never close an import cycle). Each helper has this
@@ -137,6 +137,18 @@ def resolve_device(device: str | torch.device | None = "auto", *,
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return backend is not None and backend.is_available()
+
+
+def per_rank_batch_size(global_batch_size: int, world_size: int, *, what: str = "batch_size") -> int:
+    """The share of one process of a global batch (the trainer's slice and the data sampler's batch agree on it).
+
+    Raises:
+        ValueError: the global batch is not a positive multiple of the number of processes.
+    """
+    if global_batch_size < 1 or global_batch_size % world_size:
+        raise ValueError(f"{what}={global_batch_size} (global) must be a positive multiple of the {world_size} "
+                         f"processes; change {what} or --nproc_per_node")
+    return global_batch_size // world_size
 
 
 # Failures a user can fix (a missing file, a bad value, an unknown key): one line, no traceback.

@@ -182,7 +182,7 @@ class TrainConfig:
 
     exp_id: str = "xmem"
     save_dir: str = "./saves"  # the run's files go to <save_dir>/<exp_id>/
-    device: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda; torchrun ranks use cuda:LOCAL_RANK
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps; torchrun ranks use cuda:LOCAL_RANK
     stages: str = "03"
     seed: int = 14159265
     weight_decay: float = 0.05
@@ -191,6 +191,11 @@ class TrainConfig:
     bootstrap_final_fraction: float = 0.15  # bootstrapped CE keeps this fraction of pixels after end_warm
     use_amp: bool = True  # on CUDA only
     clip_grad_norm: Optional[float] = None  # the original does not clip
+    # Under AMP a non-finite loss skips its step (GradScaler lowers the loss scale and retries on the next batch);
+    # training aborts after this many in a row. Isolated fp16 overflows or bad batches never come close: the
+    # weights do not change during skips, so 20 consecutive non-finite losses mean broken data or weights, found
+    # after seconds instead of hours. float32 training raises at the first non-finite loss.
+    max_nonfinite_steps: int = 20
     log_text_interval: int = 100
     log_image_interval: int = 1000
     save_network_interval: int = 25_000
@@ -203,6 +208,16 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=_stage2)
     stage3: StageConfig = field(default_factory=_stage3)
     data: DataConfig = field(default_factory=DataConfig)
+
+    def stage(self, name: str) -> StageConfig:
+        """The settings of stage `name` ('0'..'3').
+
+        Raises:
+            ValueError: no such stage.
+        """
+        if name not in ("0", "1", "2", "3"):
+            raise ValueError(f"training stage {name!r}: expected one of 0, 1, 2, 3")
+        return getattr(self, f"stage{name}")
 
 
 @dataclass(frozen=True)

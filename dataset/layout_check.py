@@ -5,7 +5,9 @@ folder or file, instead of crashing a worker hours into training.
 
 Layouts:
 - static images: `root/x.jpg + root/x.png` ("flat") or `root/<class>/x.jpg + x.png` ("class_folders", FSS-1000);
-- videos: `image_root/<video>/<frame>.jpg` and `mask_root/<video>/<frame>.png`, every frame annotated.
+- videos: `image_root/<video>/<frame>.jpg` and `mask_root/<video>/<frame>.png`, every frame annotated. A video
+  whose masks do not pair one to one with its frames is skipped with a warning naming it (its labels may belong to
+  other frames); only when no video is left is it an error.
 """
 from __future__ import annotations
 
@@ -108,8 +110,9 @@ def list_annotated_videos(image_root: str | os.PathLike, mask_root: str | os.Pat
     Returns:
         {video: sorted frame file names}, videos in sorted order.
     Raises:
-        FileNotFoundError: a root or a video's mask folder is missing, or a frame has no mask.
-        ValueError: `videos` is empty, or no video is left.
+        FileNotFoundError: a root is missing.
+        ValueError: `videos` is empty, or no video is left (videos whose masks do not pair with their frames are
+            skipped with a warning).
     """
     image_root = require_directory(image_root, f"{dataset_name} frame folder (<video>/<frame>.jpg)", hint)
     mask_root = require_directory(mask_root, f"{dataset_name} mask folder (<video>/<frame>.png)", hint)
@@ -127,17 +130,40 @@ def list_annotated_videos(image_root: str | os.PathLike, mask_root: str | os.Pat
                           f"e.g. {absent[0]!r}", stacklevel=2)
         selected = sorted(set(videos) & known)
     frame_lists: dict[str, list[str]] = {}
+    unpaired = 0
     for video in selected:
         frames = _images_in(image_root / video)
         if len(frames) < min_frames:
             continue
-        mask_folder = mask_root / video
-        if not mask_folder.is_dir():
-            raise FileNotFoundError(f"{dataset_name} video {video!r} has frames in {image_root / video} but no mask "
-                                    f"folder {mask_folder}")
-        _require_masks(image_root / video, mask_folder, frames)
+        problem = _pairing_problem(image_root / video, mask_root / video, frames)
+        if problem:
+            warnings.warn(f"{dataset_name} video {video!r} skipped: {problem}", stacklevel=2)
+            unpaired += 1
+            continue
         frame_lists[video] = frames
     if not frame_lists:
+        if unpaired:
+            raise ValueError(f"no usable {dataset_name} video in {image_root}: {len(selected)} selected, {unpaired} "
+                             "skipped because their masks do not pair with their frames (see the warnings), the "
+                             f"rest shorter than {min_frames} frames; every frame needs a same-named {MASK_SUFFIX} "
+                             f"mask in {mask_root}/<video>/")
         raise ValueError(f"no usable {dataset_name} video in {image_root}: {len(selected)} selected, none with at "
                          f"least {min_frames} frames")
     return frame_lists
+
+
+def _pairing_problem(image_folder: Path, mask_folder: Path, frames: Sequence[str]) -> str | None:
+    """Why a video's masks do not pair one to one with its frames, or None when they do."""
+    if not mask_folder.is_dir():
+        return f"it has frames in {image_folder} but no mask folder {mask_folder}"
+    frame_stems = {Path(name).stem for name in frames}
+    mask_stems = {name[: -len(MASK_SUFFIX)] for name in os.listdir(mask_folder) if name.endswith(MASK_SUFFIX)}
+    without_mask = sorted(frame_stems - mask_stems)
+    if without_mask:
+        return (f"{len(without_mask)} of its {len(frames)} frames have no mask, e.g. {image_folder} frame "
+                f"{without_mask[0]!r} needs {mask_folder / (without_mask[0] + MASK_SUFFIX)}")
+    without_frame = sorted(mask_stems - frame_stems)
+    if without_frame:
+        return (f"its {len(mask_stems)} masks outnumber its {len(frames)} frames, e.g. "
+                f"{mask_folder / (without_frame[0] + MASK_SUFFIX)} has no frame in {image_folder}")
+    return None

@@ -124,8 +124,9 @@ class VOSDataset(Dataset):
             bl30k_object_filter: apply BL30K's object-size rule.
             seed: the run's seed.
         Raises:
-            FileNotFoundError: a root is missing, a video has no mask folder, or a frame has no mask.
-            ValueError: an empty subset, no video with at least num_frames frames, or a bad numeric argument.
+            FileNotFoundError: a root is missing.
+            ValueError: an empty subset, no usable video (at least num_frames frames, masks paired one to one with
+                them; unpaired videos are skipped with a warning), or a bad numeric argument.
         """
         if num_frames < 1 or max_num_objects < 1 or crop_size < 1 or repeats < 1:
             raise ValueError(f"num_frames, max_num_objects, crop_size and repeats must be >= 1, got {num_frames}, "

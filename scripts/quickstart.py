@@ -31,25 +31,23 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-
 import torch
 from torch import nn
 from torch.utils.data import default_collate
 from tqdm import tqdm
 
-from configs import load_config
+from configs import common, load_config
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES, StaticImageDataset, reference_static_sources
 from dataset.synthetic import get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import (
     make_static_classes, write_davis, write_static_flat, write_static_fss,
 )
+from dataset.training_run import RunDirectory
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS
 from model.checkpoint import save_network
 from model.network import XMem
-from model.trainer import RunDirectory
-from configs import common
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"

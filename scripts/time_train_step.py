@@ -10,17 +10,18 @@ of `--objects` objects, so data loading is not included.
 """
 from __future__ import annotations
 
-import sys
 import argparse
+import dataclasses
 import resource
+import sys
 import time
-
 
 import torch
 
-from model.network import XMem
-from model.trainer import StepSettings, Trainer
 from configs.common import run_cli
+from configs.schema import Config
+from model.network import XMem
+from model.trainer import Trainer
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 ** 2
@@ -37,6 +38,14 @@ def random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
         "selector": torch.ones(batch_size, num_objects),
         "info": {"num_objects": torch.full((batch_size,), num_objects)},
     }
+
+
+def _config(batch_size: int, num_frames: int, num_ref_frames: int, *, use_amp: bool) -> Config:
+    """The default config with stage 3 set to the timed clip shape."""
+    config = Config()
+    stage3 = dataclasses.replace(config.train.stage3, batch_size=batch_size, num_frames=num_frames,
+                                 num_ref_frames=num_ref_frames)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, stage3=stage3, use_amp=use_amp))
 
 
 def _peak_memory_mib(device: torch.device) -> float:
@@ -71,9 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     for batch_size in arguments.batch_sizes:
         torch.manual_seed(0)
         network = XMem().to(device)
-        settings = StepSettings(batch_size=batch_size, num_frames=arguments.num_frames,
-                                num_ref_frames=arguments.num_ref_frames, use_amp=not arguments.no_amp)
-        trainer = Trainer(network, settings, device=device)
+        trainer = Trainer(network, _config(batch_size, arguments.num_frames, arguments.num_ref_frames,
+                                           use_amp=not arguments.no_amp), "3", device=device)
         batch = random_batch(batch_size, arguments.num_frames, arguments.crop, arguments.objects, generator)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

@@ -15,14 +15,16 @@ import torch
 import yaml
 
 import eval as eval_cli
-from configs.loader import config_to_dict, load_config
+import train
+from configs.loader import load_config
 from configs.schema import Config, InferenceConfig, ModelConfig
 from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
+from dataset.training_data import DataPhase, StageData
+from dataset.training_run import RunDirectory
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
-from model.trainer import DataPhase, RunDirectory, StageData, run_training
 from scripts import run_ablations
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
@@ -408,7 +410,7 @@ def _train_row(row: str | None, save_dir: Path) -> Path:
     """One training iteration with a row's model switches; returns the final snapshot."""
     preset = None if row is None else ABLATION_DIR / f"{row}.yaml"
     config = load_config(preset, [*TINY_STAGE3, f"train.save_dir={save_dir}"])
-    run_training(config, config_to_dict(config), _training_data)
+    train.run_training(config, _training_data)
     return RunDirectory(config.train.save_dir, config.train.exp_id).snapshot("3", 1)
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from configs import config_from_dict
 from model.checkpoint import build_network_from_state_dict
-from model.trainer import StepSettings, Trainer
+from model.trainer import Trainer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOSS_RTOL = 1e-5
@@ -33,10 +34,11 @@ def _golden_batch(golden) -> dict:
 def test_train_step_matches_original(deep_update_prob, recipe_state_dict):
     golden = np.load(FIXTURES / f"train_step_golden_deep{deep_update_prob}.npz")
     network = build_network_from_state_dict(recipe_state_dict)
-    settings = StepSettings(num_frames=GOLDEN_NUM_FRAMES, num_ref_frames=GOLDEN_NUM_REF_FRAMES,
-                            batch_size=golden["rgb"].shape[0], deep_update_prob=float(deep_update_prob),
-                            use_amp=False)
-    trainer = Trainer(network, settings)
+    stage3 = {"num_frames": GOLDEN_NUM_FRAMES, "num_ref_frames": GOLDEN_NUM_REF_FRAMES,
+              "batch_size": int(golden["rgb"].shape[0])}
+    config = config_from_dict({"train": {"deep_update_prob": float(deep_update_prob), "use_amp": False,
+                                         "stage3": stage3}})
+    trainer = Trainer(network, config, "3")
     trainer.iteration = int(golden["it"])
 
     losses = trainer.train_step(_golden_batch(golden))

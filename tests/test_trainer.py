@@ -1,21 +1,28 @@
-"""The training iteration and loop: clip plans, frozen BatchNorm, learning, errors, exact resume, DDP on Gloo.
+"""The training iteration and loop: clip plans, frozen BatchNorm, learning, errors, non-finite losses under AMP,
+exact resume, DDP on Gloo.
 
 Every test uses the full architecture on small crops (32×32, three or four frames) and CPU.
 """
 from __future__ import annotations
 
+import math
 import os
 
+import cv2
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from configs import config_to_dict, load_config
+import train
+from configs import Config, config_from_dict, load_config
+from configs.common import per_rank_batch_size
+from dataset.training_data import DataPhase, GlobalBatchSampler, StageData, training_loader
+from dataset.training_log import image_grid
+from dataset.training_run import RunDirectory, validate_stages
 from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
-from model.trainer import (DataPhase, GlobalBatchSampler, RunDirectory, StageData, StepSettings, Trainer,
-                           image_grid, per_rank_batch_size, run_training, sample_clip_plan, validate_stages)
+from model.trainer import Trainer, sample_clip_plan
 
 CROP = 32
 NUM_OBJECTS = 2
@@ -39,6 +46,13 @@ def _batch(batch_size: int, num_frames: int, *, seed: int = 0, num_objects: int 
     return {"rgb": rgb, "first_frame_gt": first_frame_gt.unsqueeze(1), "cls_gt": class_maps,
             "selector": torch.ones(batch_size, num_objects),
             "info": {"num_objects": torch.full((batch_size,), num_objects)}}
+
+
+def _config(*, batch_size: int, num_frames: int = 3, num_ref_frames: int = 2, lr: float = 1e-5,
+            **train_settings) -> Config:
+    """The default config with stage 3 set to a small clip (the trainer is built for stage 3)."""
+    stage3 = {"batch_size": batch_size, "num_frames": num_frames, "num_ref_frames": num_ref_frames, "lr": lr}
+    return config_from_dict({"train": {**train_settings, "stage3": stage3}})
 
 
 def _network(seed: int = 0) -> XMem:
@@ -87,7 +101,7 @@ def test_step_keeps_batchnorm_statistics_and_changes_parameters():
     network = _network()
     buffers = {name: buffer.clone() for name, buffer in network.named_buffers()}
     parameters = {name: parameter.detach().clone() for name, parameter in network.named_parameters()}
-    trainer = Trainer(network, StepSettings(num_frames=3, num_ref_frames=2, batch_size=1, lr=1e-4))
+    trainer = Trainer(network, _config(batch_size=1, lr=1e-4), "3")
     losses = trainer.train_step(_batch(1, 3))
 
     assert set(losses) == {"total_loss", "p", "ce_loss_1", "dice_loss_1", "ce_loss_2", "dice_loss_2"}
@@ -101,15 +115,14 @@ def test_step_keeps_batchnorm_statistics_and_changes_parameters():
 
 
 def test_loss_falls_on_a_fixed_batch():
-    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=1, lr=3e-5,
-                                               deep_update_prob=0.0))
+    trainer = Trainer(_network(), _config(batch_size=1, lr=3e-5, deep_update_prob=0.0), "3")
     batch = _batch(1, 3, num_objects=1)
     losses = [trainer.train_step(batch)["total_loss"] for _ in range(12)]
     assert sum(losses[-3:]) / 3 < 0.3 * losses[0], losses
 
 
 def test_non_finite_loss_names_iteration_and_terms():
-    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=1))
+    trainer = Trainer(_network(), _config(batch_size=1), "3")
     trainer.iteration = 41
     batch = _batch(1, 3)
     batch["rgb"][0, 1] = float("nan")
@@ -118,8 +131,53 @@ def test_non_finite_loss_names_iteration_and_terms():
         trainer.train_step(batch)
 
 
+def _nan_batch(seed: int) -> dict:
+    batch = _batch(1, 3, seed=seed)
+    batch["rgb"][0, 1] = float("nan")
+    return batch
+
+
+def _amp_trainer(max_nonfinite_steps: int) -> Trainer:
+    """A float32 trainer stepping through a real GradScaler, as AMP on CUDA does (autocast itself is CUDA-only)."""
+    trainer = Trainer(_network(), _config(batch_size=1, lr=1e-4, max_nonfinite_steps=max_nonfinite_steps), "3")
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    return trainer
+
+
+def test_under_amp_a_non_finite_loss_skips_the_step_lowers_the_scale_and_is_counted():
+    trainer = _amp_trainer(max_nonfinite_steps=3)
+    parameters = {name: parameter.detach().clone() for name, parameter in trainer.network.named_parameters()}
+    with pytest.warns(RuntimeWarning, match=r"non-finite loss at iteration 0 of stage 3: .*total_loss=nan.*; step "
+                                            r"skipped by the AMP GradScaler \(1 in a row, training stops at 3\)"):
+        losses = trainer.train_step(_nan_batch(0))
+
+    assert math.isnan(losses["total_loss"]) and trainer.last_step_skipped
+    assert trainer.iteration == 1 and trainer.nonfinite_steps == 1  # the iteration counts (data and schedule go on)
+    assert trainer.scaler.get_scale() == 2.0 ** 7  # GradScaler's backoff
+    for name, parameter in trainer.network.named_parameters():
+        assert torch.equal(parameter, parameters[name]), name
+
+    trainer.train_step(_batch(1, 3))  # a finite step trains and resets the run of non-finite ones
+    assert not trainer.last_step_skipped and trainer.consecutive_nonfinite_steps == 0
+    assert trainer.nonfinite_steps == 1
+    assert any(not torch.equal(parameter, parameters[name]) for name, parameter in trainer.network.named_parameters())
+
+
+def test_under_amp_max_nonfinite_steps_in_a_row_abort_naming_the_terms():
+    trainer = _amp_trainer(max_nonfinite_steps=3)
+    with pytest.warns(RuntimeWarning):
+        trainer.train_step(_nan_batch(0))
+        trainer.train_step(_batch(1, 3))  # resets the count: the next two do not abort
+        trainer.train_step(_nan_batch(1))
+        trainer.train_step(_nan_batch(2))
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at iteration 4 of stage 3: .*ce_loss_1=nan.*; 3 "
+                                                 r"non-finite steps in a row \(train.max_nonfinite_steps=3\)"):
+        trainer.train_step(_nan_batch(3))
+    assert trainer.nonfinite_steps == 4
+
+
 def test_bad_batches_are_rejected_with_what_was_expected():
-    trainer = Trainer(_network(), StepSettings(num_frames=3, num_ref_frames=2, batch_size=2))
+    trainer = Trainer(_network(), _config(batch_size=2), "3")
     batch = _batch(2, 3)
     del batch["selector"]
     with pytest.raises(KeyError, match=r"training batch lacks \['selector'\]"):
@@ -143,6 +201,30 @@ def test_global_batch_sampler_splits_single_process_batches_across_ranks():
     assert list(GlobalBatchSampler(10, 4, seed=3, epoch=3)) != single
     with pytest.raises(ValueError, match="the training set has 3 samples, fewer than one global batch of 4"):
         GlobalBatchSampler(3, 4)
+
+
+class _OpenCvThreads(torch.utils.data.Dataset):
+    """Every sample is the number of OpenCV threads of the process that loads it."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int) -> int:
+        return cv2.getNumThreads()
+
+
+def test_data_loader_workers_run_opencv_single_threaded():
+    inherited = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(0)
+        single_threaded = cv2.getNumThreads()
+        cv2.setNumThreads(4)  # what a forked worker would inherit without the worker start function
+        assert cv2.getNumThreads() != single_threaded
+        loader = training_loader(_OpenCvThreads(), GlobalBatchSampler(2, 2), num_workers=1, pin_memory=False)
+        batches = [batch.tolist() for batch in loader]
+    finally:
+        cv2.setNumThreads(inherited)
+    assert batches == [[single_threaded, single_threaded]]
 
 
 def test_image_grid_has_rgb_prediction_and_truth_rows():
@@ -188,16 +270,16 @@ def _fake_data(stop_after: int | None = None):
 def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
     straight_config = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'straight'}"])
     data, straight_batches = _fake_data()
-    straight = run_training(straight_config, config_to_dict(straight_config), data)
+    straight = train.run_training(straight_config, data).network
 
     config = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'resumed'}"])
     data, _ = _fake_data(stop_after=2)
     with pytest.raises(_Interrupted):
-        run_training(config, config_to_dict(config), data)
+        train.run_training(config, data)
     run = RunDirectory(config.train.save_dir, config.train.exp_id)
     assert [path.name for path in run.checkpoints()] == ["xmem_s3_checkpoint_2.pth"]
     data, resumed_batches = _fake_data()
-    resumed = run_training(config, config_to_dict(config), data, resume=True)
+    resumed = train.run_training(config, data, resume=True).network
 
     assert resumed_batches == straight_batches[2:]  # the data stream continues where it stopped
     for (name, parameter), expected in zip(resumed.state_dict().items(), straight.state_dict().values()):
@@ -208,15 +290,15 @@ def test_resume_is_bit_identical_to_training_straight_through(tmp_path):
                                          r"train.stage3.lr \(checkpoint: 0.0001, now: 0.001\)"):
         changed = load_config(overrides=RESUME_OVERRIDES + [f"train.save_dir={tmp_path / 'resumed'}",
                                                             "train.stage3.lr=1e-3"])
-        run_training(changed, config_to_dict(changed), data, resume=True)
+        train.run_training(changed, data, resume=True)
     with pytest.raises(FileExistsError, match="already holds checkpoints of run 'xmem'; pass --resume"):
-        run_training(config, config_to_dict(config), data)
+        train.run_training(config, data)
 
 
 def test_resume_without_checkpoint_and_bad_stages_are_errors(tmp_path):
     config = load_config(overrides=[f"train.save_dir={tmp_path}", "train.exp_id=empty"])
     with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint 'empty_s\*_checkpoint_\*.pth' in "):
-        run_training(config, config_to_dict(config), _fake_data()[0], resume=True)
+        train.run_training(config, _fake_data()[0], resume=True)
     with pytest.raises(ValueError, match="train.stages='04': expected distinct stage names from 0, 1, 2, 3"):
         validate_stages("04")
 
@@ -241,8 +323,8 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, state_path: str, out
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         network = build_network_from_state_dict(torch.load(state_path, weights_only=True)).to(DDP_DTYPE)
-        trainer = Trainer(network, StepSettings(num_frames=3, num_ref_frames=2, batch_size=2, lr=1e-4,
-                                                deep_update_prob=0.0), rank=rank, world_size=world_size)
+        trainer = Trainer(network, _config(batch_size=2, lr=1e-4, deep_update_prob=0.0), "3", rank=rank,
+                          world_size=world_size)
         for step in range(DDP_STEPS):
             batch = _double_batch(2, seed=step)
             local = {key: value[rank:rank + 1] for key, value in batch.items() if key != "info"}
@@ -259,8 +341,7 @@ def test_ddp_on_two_gloo_processes_equals_a_single_process(tmp_path):
     torch.save(network.state_dict(), state_path)
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(state_path), str(tmp_path)), nprocs=2)
 
-    single = Trainer(network.to(DDP_DTYPE), StepSettings(num_frames=3, num_ref_frames=2, batch_size=2, lr=1e-4,
-                                                         deep_update_prob=0.0))
+    single = Trainer(network.to(DDP_DTYPE), _config(batch_size=2, lr=1e-4, deep_update_prob=0.0), "3")
     for step in range(DDP_STEPS):
         single.train_step(_double_batch(2, seed=step))
     ranks = [torch.load(tmp_path / f"rank{rank}.pth", weights_only=True) for rank in range(2)]

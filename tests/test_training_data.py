@@ -435,9 +435,17 @@ def test_missing_roots_name_the_folder(tmp_path):
 
 def test_image_without_mask_is_named(tmp_path, static_root):
     write_video(tmp_path / "JPEGImages", tmp_path / "Annotations", "clip", 4, num_objects=1)
+    write_video(tmp_path / "JPEGImages", tmp_path / "Annotations", "good", 4, num_objects=1)
     (tmp_path / "Annotations" / "clip" / "00002.png").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) in .*clip have no mask, e.g. .*00002.jpg needs"):
-        VOSDataset.davis_layout_folder(tmp_path, num_frames=3)
+    with pytest.warns(UserWarning, match=r"video 'clip' skipped: 1 of its 4 frames have no mask, e.g. .*clip frame "
+                                         r"'00002' needs .*clip/00002.png"):
+        assert VOSDataset.davis_layout_folder(tmp_path, num_frames=3).videos == ["good"]
+    (tmp_path / "JPEGImages" / "good" / "00003.jpg").unlink()  # now its masks outnumber its frames
+    with pytest.warns(UserWarning) as warned:
+        with pytest.raises(ValueError, match=r"no usable folder:.* video in .*: 2 selected, 2 skipped because their "
+                                             r"masks do not pair with their frames"):
+            VOSDataset.davis_layout_folder(tmp_path, num_frames=3)
+    assert any("video 'good' skipped: its 4 masks outnumber its 3 frames" in str(w.message) for w in warned)
     write_static(tmp_path / "flat", ["a", "b"])
     (tmp_path / "flat" / "b.png").unlink()
     with pytest.raises(FileNotFoundError, match=r"b.jpg needs .*b.png"):
