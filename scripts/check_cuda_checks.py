@@ -59,10 +59,12 @@ CUBLAS_DETERMINISTIC = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
 def _training_api():
-    """Trainer, StepSettings, RunDirectory: the one place that names where training code lives."""
-    from model.trainer import RunDirectory, StepSettings, Trainer
+    """Trainer, a stage-3 Config builder and RunDirectory: the one place that names where training code lives."""
+    from dataset.training_run import RunDirectory
+    from model.trainer import Trainer
+    from scripts.time_train_step import stage3_config
 
-    return Trainer, StepSettings, RunDirectory
+    return Trainer, stage3_config, RunDirectory
 
 
 def _quickstart_api():
@@ -378,7 +380,7 @@ def ddp_worker(result_path: Path, iterations: int) -> None:
     from model.network import XMem
     from scripts.time_train_step import random_batch
 
-    Trainer, StepSettings, _ = _training_api()
+    Trainer, stage3_config, _ = _training_api()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     torch.cuda.set_device(device)
@@ -386,8 +388,8 @@ def ddp_worker(result_path: Path, iterations: int) -> None:
     try:
         torch.manual_seed(0)  # every rank starts from the same weights, as DDP requires
         network = XMem().to(device)
-        settings = StepSettings(batch_size=2 * world_size, num_frames=3, num_ref_frames=2, use_amp=True)
-        trainer = Trainer(network, settings, device=device, rank=rank, world_size=world_size)
+        config = stage3_config(2 * world_size, 3, 2, use_amp=True)
+        trainer = Trainer(network, config, "3", device=device, rank=rank, world_size=world_size)
         generator = torch.Generator().manual_seed(rank)  # different data on every rank
         for _ in range(iterations):
             trainer.train_step(random_batch(2, 3, 128, 2, generator))

@@ -40,7 +40,7 @@ def random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
     }
 
 
-def _config(batch_size: int, num_frames: int, num_ref_frames: int, *, use_amp: bool) -> Config:
+def stage3_config(batch_size: int, num_frames: int, num_ref_frames: int, *, use_amp: bool) -> Config:
     """The default config with stage 3 set to the timed clip shape."""
     config = Config()
     stage3 = dataclasses.replace(config.train.stage3, batch_size=batch_size, num_frames=num_frames,
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     for batch_size in arguments.batch_sizes:
         torch.manual_seed(0)
         network = XMem().to(device)
-        trainer = Trainer(network, _config(batch_size, arguments.num_frames, arguments.num_ref_frames,
+        trainer = Trainer(network, stage3_config(batch_size, arguments.num_frames, arguments.num_ref_frames,
                                            use_amp=not arguments.no_amp), "3", device=device)
         batch = random_batch(batch_size, arguments.num_frames, arguments.crop, arguments.objects, generator)
         if device.type == "cuda":
