@@ -27,6 +27,7 @@ from torch import nn
 
 from model.aggregate import aggregate
 from model.memory_util import SimilarityMode, get_similarity, readout, softmax_affinity
+from model.reference_memory import term_by_term_similarity
 from model.modules import KEY_ENCODER_F16_CHANNELS, Decoder, KeyEncoder, KeyProjection, ValueEncoder
 
 DEFAULT_KEY_DIM = 64  # C^k
@@ -227,7 +228,7 @@ class XMem(nn.Module):
             readout B×N×C^v×h×w.
         """
         batch_size, num_objects = memory_value.shape[:2]
-        similarity = get_similarity(
+        similarity = (term_by_term_similarity if reference_compute else get_similarity)(
             memory_key,
             memory_shrinkage,
             query_key,
@@ -235,7 +236,6 @@ class XMem(nn.Module):
             mode=similarity_mode,
             use_shrinkage=use_shrinkage,
             use_selection=use_selection,
-            reference_compute=reference_compute,
         )
         affinity = softmax_affinity(similarity)
         memory = readout(affinity, memory_value.flatten(start_dim=1, end_dim=2))

@@ -44,7 +44,8 @@ def _full_memory(network: XMem, config: InferenceConfig, num_objects: int, featu
         shrinkage = 1 + torch.rand(count, device=device, generator=generator)
         selection = torch.rand(count, network.key_dim, device=device, generator=generator)
         values = torch.randn(count, num_objects, network.value_dim, device=device, generator=generator)
-        store.append(keys, shrinkage, selection, values)
+        frames = torch.arange(count, device=device) // manager.elements_per_frame  # ordinary frames 0, 1, ...
+        store.append(keys, shrinkage, selection, values, frames)
     return manager
 
 
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 3], help="object counts to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed frames per setting (median reported)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument("--reference-compute", action="store_true", help="dense reads instead of gathered top-k")
+    parser.add_argument("--reference-compute", action="store_true", 
+                        help="the network's reference computation (the memory read is always the gathered top-k)")
     args = parser.parse_args()
     if args.height % PAD_MULTIPLE or args.width % PAD_MULTIPLE:
         parser.error(f"--height and --width must be multiples of {PAD_MULTIPLE}, got {args.height}×{args.width}")
@@ -95,7 +97,7 @@ def main() -> None:
     elements = (args.height // PAD_MULTIPLE) * (args.width // PAD_MULTIPLE)
     print(f"device {device}, torch threads {torch.get_num_threads()}, frame {args.height}×{args.width}, "
           f"memory {config.max_working_frames}×{elements} working + {config.max_long_term_elements} long-term "
-          f"elements, top_k {config.top_k}, {'dense' if args.reference_compute else 'gathered'} read")
+          f"elements, top_k {config.top_k}, {'reference' if args.reference_compute else 'optimised'} network")
     print(f"{'objects':>7} " + " ".join(f"{stage:>15}" for stage in STAGES) + f" {'total':>9}")
     for num_objects in args.objects:
         result = profile(network, config, args.height, args.width, num_objects, args.repeats, device)

@@ -3,9 +3,9 @@
 For each object count, one frame (default 480×864, the padded size of a 480p DAVIS frame) runs through:
 encode_key; a memory read against a prefilled memory (working memory of T_max = 10 frames plus LT_max = 10,000
 long-term elements, random keys of the right sizes; similarity + top-k read with the `model.memory_util`
-functions, as the inference core calls them); segment; encode_value. The reference path is
-`reference_compute=True` everywhere: per-object concatenation in the fusers, term-by-term similarity, dense
-top-k affinity times values (the inference core's reference read). The optimised path is the default.
+functions, as the inference memory calls them); segment; encode_value. The reference path is the network's
+`reference_compute=True` (per-object concatenation in the fusers) and `model.reference_memory` (term-by-term
+similarity, dense top-k affinity times values). The optimised path is the default.
 
 Agreement is checked stage by stage on identical inputs (each optimised stage gets the reference path's inputs),
 so that the network's differences are not mixed with those of the memory read. The top-k read is discontinuous:
@@ -32,8 +32,9 @@ import torch
 
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
-from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax
+from model.memory_util import get_similarity, top_k_readout
 from model.network import XMem
+from model.reference_memory import dense_top_k_read, term_by_term_similarity
 from tests.recipe_checkpoint import build_recipe_state_dict
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
@@ -99,14 +100,13 @@ class _Frame:
 
 def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(readout B×N×C^v×h×w, top-k indices B×k×M) of the frame's query against its prefilled memory."""
-    similarity = get_similarity(
-        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection, reference_compute=reference
+    similarity = (term_by_term_similarity if reference else get_similarity)(
+        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection
     )
     if reference:
-        affinity = top_k_softmax(similarity, frame.top_k)
-        values = readout(affinity, frame.memory_values.t().unsqueeze(0))
+        values, _ = dense_top_k_read(similarity, frame.memory_values.t().unsqueeze(0), frame.top_k)
     else:
-        values, _ = top_k_readout(similarity, frame.memory_values.unsqueeze(0), frame.top_k, element_major=True)
+        values, _ = top_k_readout(similarity[0], [frame.memory_values], frame.top_k)
     return values.view(1, frame.num_objects, network.value_dim, *encoding.key.shape[-2:]), similarity
 
 
