@@ -352,8 +352,9 @@ class MemoryManager:
 
         if config.use_potentiation:
             candidate_shrinkage = working.shrinkage[candidate_rows]
+            prototype_selection = working.selection[prototype_rows]
             similarity = self._similarity(
-                working.keys[candidate_rows], candidate_shrinkage, prototype_keys.t(), working.selection[prototype_rows].t()
+                working.keys[candidate_rows], candidate_shrinkage, prototype_keys.t(), prototype_selection.t()
             )  # candidates × prototypes: the candidates are the memory, the prototypes the queries
             prototype_values = candidate_values.new_zeros(num_prototypes, self.num_objects, working.value_dim)
             # The softmaxes and weighted averages run in float32 also under autocast (once per consolidation).

@@ -166,7 +166,9 @@ def top_k_weights(similarity: torch.Tensor, top_k: int) -> tuple[torch.Tensor, t
         raise ValueError(f"top_k must be a positive number of memory elements, got {top_k}")
     num_elements = similarity.shape[-2]
     if num_elements == 0:
-        raise ValueError(f"cannot read an empty memory: similarity has 0 memory elements (shape {tuple(similarity.shape)})")
+        raise ValueError(
+            f"cannot read an empty memory: similarity has 0 memory elements (shape {tuple(similarity.shape)})"
+        )
     values, indices = torch.topk(similarity, k=min(top_k, num_elements), dim=-2)
     # topk sorts, so row 0 is each column's maximum; subtracting it keeps exp() finite for any similarity.
     values = values.to(accumulation_dtype(values.dtype))

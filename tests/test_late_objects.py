@@ -80,12 +80,12 @@ def _run_long_video(config: InferenceConfig, removals: dict[int, str]):
     """Stream VIDEO_FRAMES frames through the manager: read every frame, write every MEM_EVERY-th and on entries.
 
     Returns (manager, tracked object names in slot order, {object: (memory frame, keys n×C^k, values n×C^v) of
-    its introducing frame}).
+    its introducing frame}, {video frame: memory frame} of every memory frame).
     """
     generator = torch.Generator().manual_seed(0)
     manager = _manager(config)
     tracked: list[str] = []
-    introduced = {}
+    introduced, memory_frames = {}, {}
     for frame in range(VIDEO_FRAMES):
         if frame in removals.values():
             gone = [name for name, when in removals.items() if when == frame]
@@ -104,12 +104,13 @@ def _run_long_video(config: InferenceConfig, removals: dict[int, str]):
             for name in entering:
                 introduced[name] = (manager.next_memory_frame, key.flatten(2)[0].t(),
                                     value[0, tracked.index(name)].flatten(1).t())
+            memory_frames[frame] = manager.next_memory_frame
             manager.add_memory(key, shrinkage, selection, value)
         assert manager.working_elements <= config.max_working_frames * ELEMENTS
         assert manager.long_term_elements <= config.max_long_term_elements
         for store in manager._stores():
             store._check_invariants()  # includes: no object has a value on memory written before it appeared
-    return manager, tracked, introduced
+    return manager, tracked, introduced, memory_frames
 
 
 def _rows_of(manager: MemoryManager, memory_frame: int) -> torch.Tensor:
@@ -121,7 +122,7 @@ def _rows_of(manager: MemoryManager, memory_frame: int) -> torch.Tensor:
     ({}, ["b", "c", "d"]),  # four introducing frames, cap 3: a's (the oldest) is consolidated at d's entry
 ])
 def test_introducing_frames_stay_in_working_memory_aligned_and_bounded(removals, kept_introductions):
-    manager, tracked, introduced = _run_long_video(LONG_CONFIG, removals)
+    manager, tracked, introduced, memory_frames = _run_long_video(LONG_CONFIG, removals)
     assert tracked == [name for name in ENTRIES if name not in removals]
     assert manager.permanent_frames == [introduced[name][0] for name in kept_introductions]
     for name in ENTRIES:
@@ -138,15 +139,14 @@ def test_introducing_frames_stay_in_working_memory_aligned_and_bounded(removals,
         selection = torch.full((1, KEY_DIM, *FEATURE_SIZE), 0.5)
         memory_readout = manager.read(keys.t().reshape(1, KEY_DIM, *FEATURE_SIZE), selection)
         torch.testing.assert_close(memory_readout[0, tracked.index(name)].flatten(1).t(), values)
-    reannotated = manager.next_memory_frame - 1  # sanity of the bookkeeping: the newest frame is in memory
-    assert _rows_of(manager, reannotated).numel() == ELEMENTS
+    assert _rows_of(manager, memory_frames[VIDEO_FRAMES - MEM_EVERY]).numel() == ELEMENTS  # the newest is kept
     working_frames = manager.working_elements / ELEMENTS
     assert LONG_CONFIG.min_working_frames - 1 <= working_frames <= LONG_CONFIG.max_working_frames
 
 
 def test_without_permanent_annotations_late_introductions_are_consolidated():
     config = replace(LONG_CONFIG, permanent_annotations=False)
-    manager, tracked, introduced = _run_long_video(config, {})
+    manager, _, introduced, _ = _run_long_video(config, {})
     assert manager.permanent_frames == [0]
     assert _rows_of(manager, 0).numel() == ELEMENTS
     for name in ("b", "c", "d"):
@@ -154,11 +154,11 @@ def test_without_permanent_annotations_late_introductions_are_consolidated():
 
 
 def test_a_reannotation_frame_is_not_permanent():
-    manager, _, introduced = _run_long_video(LONG_CONFIG, {})
-    reannotation_memory_frame = REANNOTATED_FRAME // MEM_EVERY + 3  # after the memory frames 0..100 and b's at 40
-    assert introduced["b"][0] == 40 // MEM_EVERY  # b entered on a scheduled memory frame: no extra frame
-    assert reannotation_memory_frame not in manager.permanent_frames
-    assert _rows_of(manager, reannotation_memory_frame).numel() == 0
+    manager, _, _, memory_frames = _run_long_video(LONG_CONFIG, {})
+    reannotation = memory_frames[REANNOTATED_FRAME]
+    assert reannotation == REANNOTATED_FRAME // MEM_EVERY + 1  # after the scheduled memory frames 0, 5, ..., 100
+    assert reannotation not in manager.permanent_frames
+    assert _rows_of(manager, reannotation).numel() == 0
 
 
 def test_objects_given_on_one_frame_behave_as_without_permanent_annotations():
