@@ -66,6 +66,13 @@ class InferenceConfig:
     channels_last: bool = False  # channels-last (NHWC) convolution weights and features; often faster on GPU
     compile_network: bool = False  # torch.compile the encoders and decoder; the first frame of each size compiles
     seed: int = 0  # random prototype selection draws from this
+    # Annotation memory: the memory frame that introduces objects (frame 0's annotation, and a later frame whose
+    # mask adds objects) stays in working memory while one of its objects is tracked, never consolidated. At most
+    # max_permanent_frames such frames (and never more than T_max - T_min) stay: beyond that the oldest is
+    # consolidated like any other frame, so working memory stays bounded. permanent_annotations false keeps only
+    # the video's first memory frame (the original's rule: a late object's annotation frame is consolidated).
+    permanent_annotations: bool = True
+    max_permanent_frames: int = 3  # ≥ 1; frame 0 counts as one
 
     def __post_init__(self) -> None:
         """Range checks, so that a bad value fails where the config is loaded (one line naming the key)."""
@@ -95,6 +102,9 @@ def _inference_problem(config: InferenceConfig) -> str | None:
         return (f"config keys 'inference.num_prototypes' and 'inference.max_long_term_elements': need 1 ≤ "
                 f"num_prototypes ≤ max_long_term_elements, got {config.num_prototypes} and "
                 f"{config.max_long_term_elements}")
+    if config.max_permanent_frames < 1:
+        return (f"config key 'inference.max_permanent_frames': got {config.max_permanent_frames}, expected ≥ 1 "
+                "(frame 0's annotation always stays in working memory)")
     return None
 
 

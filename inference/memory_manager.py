@@ -1,33 +1,54 @@
-"""Sensory, working and long-term memory of one video: reading (top-k), writing, consolidation and pruning.
+"""Sensory, working and long-term memory of one video: writing, reading (top-k), consolidation and pruning.
 
-The per-frame algorithm of the original (`inference/memory_manager.py` of XMem, reference §2.5-2.7), on
-`MemoryStore`s. Frame budgets (T_min, T_max) are converted to element budgets once, when the feature size h×w is
-known. Departures from the original, each exact where the original is well defined:
+The algorithm (XMem §3; the original's `inference/memory_manager.py`, reference §2.5-2.7), on two `MemoryStore`s
+whose frame budgets are turned into element budgets once, in `initialize`, when the feature size h×w is known:
+- write (`add_memory`): a memory frame's h·w keys, shrinkage, selection and per-object values are appended to
+  working memory. A frame that introduces objects (the first memory frame, and any later one whose mask adds
+  objects) is permanent: it stays in working memory while one of its objects is tracked.
+- read (`read`): the query frame's similarity to every long-term and working element (anisotropic L2 with
+  shrinkage and selection), then per query pixel a softmax over its k most similar elements and the weighted sum
+  of their values. Each object reads only the elements written since it appeared (the stores hand out the
+  groups of objects that read the same rows); the objects that read every element share one top-k, whose
+  attention is added to each element's usage.
+- consolidate (`_consolidate`): when working memory reaches T_max frames, every non-permanent frame but the newest
+  T_min − 1 is a candidate; the P candidates with the highest usage (use / life) become long-term prototypes and
+  the candidates leave working memory.
+- potentiate: each prototype's value (per object) and shrinkage become the softmax-weighted average of the
+  candidates its key and selection attend to (full softmax, no top-k).
+- prune (`prune_long_term`): before consolidating, long-term memory is cut to LT_max − P elements by usage.
+
+Departures from the original, with the runs whose numbers they change (float32 runs whose objects are all given
+on one frame: none of them changes a number beyond float rounding; the goldens check this):
 - top-k softmax subtracts the maximum (finite for any similarity; the original gives NaN below about −100);
-- the read gathers only the k selected values per query pixel (no dense k-sparse affinity);
+  changes nothing where the original is finite;
+- the read gathers only the k selected values per query pixel (`model.memory_util.top_k_readout`, one function
+  for one or two stores) instead of a dense affinity; float rounding only;
 - fewer than k memory elements or fewer than P candidates use all of them (the original's topk raises);
-- long-term pruning with nothing to remove is a no-op (the original raises IndexError), and pruning works with
-  objects that appeared late (the original raises NotImplementedError, reference §2.7 a);
-- prototypes are stored in chronological order rather than by usage, so each late object's valid prototypes are
-  one suffix and stay aligned with their keys (the original misaligns them, §2.7 c). Reading is unaffected:
-  top-k and pruning do not depend on element order;
-- a late object keeps its values aligned with its own keys through consolidation: its frames are consolidated
-  like any other non-permanent frame (only the video's first memory frame is permanent, for every object). The
-  original keeps a late group's first-frame values but pairs them with the video's first-frame key (§2.7 b) and,
-  when the group holds exactly T_min+1 frames, drops one frame without consolidating it (§2.7 d);
-- long-term memory that does not count usage but must be pruned drops its oldest elements (the original raises).
+- long-term pruning with nothing to remove is a no-op (the original raises IndexError), pruning works with
+  objects that appeared late (the original raises NotImplementedError, reference §2.7 a), and long-term memory
+  that does not count usage but must be pruned drops its oldest elements (the original raises);
+- late objects (changes runs where an object enters after the first memory frame and consolidation happens
+  after it): every element carries the memory frame it comes from, and stores keep elements in frame order
+  (prototypes too, rather than by usage), so each object's valid elements stay aligned with their keys (the
+  original misaligns a late group's prototypes, §2.7 c, and pairs its first-frame values with frame 0's keys,
+  §2.7 b, and when the group holds exactly T_min+1 frames drops one unconsolidated, §2.7 d). The frame that
+  introduces a late object is permanent like frame 0 (the paper's reason: an annotation is the only memory that
+  is certainly right; Cutie keeps every annotation). Bounded: at most min(max_permanent_frames, T_max − T_min)
+  frames are permanent, the oldest beyond that is consolidated normally, and removing the last object a
+  permanent frame introduced releases it. `permanent_annotations: false` keeps only the first memory frame (the
+  original's rule). With no consolidation after the late object enters, results equal the original's;
+- mixed precision (changes AMP runs only): under autocast the similarity product runs in the autocast dtype but
+  its scalings, every softmax (top-k and potentiation), the potentiation averages, usage and life counts run in
+  float32 (the original runs them in float16).
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
-import torch.nn.functional as F
 
 from configs.schema import InferenceConfig, ModelConfig
 from inference.memory_store import MemoryStore
 from inference.object_manager import SlotRemap
-from model.memory_util import get_similarity, readout, softmax_affinity, top_k_readout
+from model.memory_util import get_similarity, softmax_affinity, top_k_readout
 
 
 def resolve_long_term_count_usage(config: InferenceConfig, num_frames: int | None) -> bool:
@@ -49,11 +70,12 @@ class MemoryManager:
 
     Created empty; `initialize(h, w, ...)` on the first frame allocates the stores (working memory holds up to
     T_max frames of h·w elements, long-term memory up to LT_max elements). Object slots are added with
-    `add_objects` and dropped with `keep_objects`; a slot added after elements exist is valid only from the
-    next element written (it never reads memory written before it appeared).
+    `add_objects` and dropped with `keep_objects`; a slot reads only memory frames written after it was added,
+    and the first memory frame written after it was added is the frame that introduces it (permanent, see the
+    module docstring).
 
     Args:
-        config: the inference settings (budgets, top_k, ablation switches).
+        config: the inference settings (budgets, top_k, annotation memory, ablation switches).
         model_config: the similarity switches the network was trained with.
         hidden_dim: C^h of the network (0: no sensory memory).
         count_long_term_usage: whether long-term memory counts usage (`resolve_long_term_count_usage`).
@@ -73,10 +95,19 @@ class MemoryManager:
         self.count_long_term_usage = count_long_term_usage
         self.num_objects = 0
         self.feature_size: tuple[int, int] | None = None
-        self.elements_per_frame = 0  # h·w, known after `initialize`
+        # Element budgets (h·w elements per frame), set by `initialize`: the only frames → elements conversion.
+        self.elements_per_frame = 0
+        self.max_working_elements = 0  # T_max frames: consolidate when working memory reaches this
+        self.recent_elements = 0  # the newest T_min − 1 frames, never consolidation candidates
+        # Permanent frames beyond T_max − T_min would leave no candidate to consolidate.
+        self.max_permanent_frames = max(
+            1, min(config.max_permanent_frames, config.max_working_frames - config.min_working_frames)
+        )
         self.working: MemoryStore | None = None
         self.long_term: MemoryStore | None = None
         self.sensory: torch.Tensor | None = None  # 1×N×C^h×h×w, None before `initialize` or when C^h = 0
+        self.next_memory_frame = 0  # index of the next memory frame `add_memory` writes
+        self.permanent_frames: list[int] = []  # memory frames kept in working memory, oldest first
         self._prototype_generator = torch.Generator().manual_seed(config.seed)
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -102,19 +133,20 @@ class MemoryManager:
         height, width = feature_size
         self.feature_size = (height, width)
         self.elements_per_frame = height * width
-        max_working_elements = self.config.max_working_frames * self.elements_per_frame
+        self.max_working_elements = self.config.max_working_frames * self.elements_per_frame
+        self.recent_elements = (self.config.min_working_frames - 1) * self.elements_per_frame
         long_term = self.config.enable_long_term
         self.working = MemoryStore(
             key_dim=key_dim,
             value_dim=value_dim,
-            capacity=max_working_elements,
+            capacity=self.max_working_elements,
             device=device,
             dtype=dtype,
             count_usage=long_term,
             store_selection=long_term,
             growable=not long_term,
         )
-        self.working.add_objects(self.num_objects)
+        self.working.add_objects(self.num_objects, first_frame=self.next_memory_frame)
         if long_term:
             self.long_term = MemoryStore(
                 key_dim=key_dim,
@@ -125,26 +157,32 @@ class MemoryManager:
                 count_usage=self.count_long_term_usage,
                 store_selection=False,
             )
-            self.long_term.add_objects(self.num_objects)
+            self.long_term.add_objects(self.num_objects, first_frame=self.next_memory_frame)
         if self.hidden_dim > 0:
             self.sensory = torch.zeros(1, self.num_objects, self.hidden_dim, height, width, device=device)
 
     def add_objects(self, count: int) -> None:
-        """Add `count` object slots: zero sensory memory, values valid from the next memory frame."""
+        """Add `count` object slots: zero sensory memory, reading memory from the next memory frame on."""
         self.num_objects += count
         for store in self._stores():
-            store.add_objects(count)
+            store.add_objects(count, first_frame=self.next_memory_frame)
         if self.sensory is not None and count > 0:
             zeros = self.sensory.new_zeros(1, count, *self.sensory.shape[2:])
             self.sensory = torch.cat([self.sensory, zeros], dim=1)
 
     def keep_objects(self, remap: SlotRemap) -> None:
-        """Apply an object removal: keep only `remap.kept_slots` (in that order) in every store and the sensory memory."""
+        """Apply an object removal: keep only `remap.kept_slots` (in that order) in every store and the sensory memory.
+
+        A permanent frame none of whose objects is kept any more becomes an ordinary frame (consolidated next).
+        """
         self.num_objects = len(remap.kept_slots)
         for store in self._stores():
             store.keep_objects(remap.kept_slots)
         if self.sensory is not None:
             self.sensory = remap.apply(self.sensory, dim=1)
+        if self.working is not None:
+            introducing = set(self.working.first_frame)
+            self.permanent_frames = [frame for frame in self.permanent_frames if frame in introducing]
 
     def _stores(self) -> list[MemoryStore]:
         return [store for store in (self.long_term, self.working) if store is not None]
@@ -171,8 +209,9 @@ class MemoryManager:
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
         """Memory readout of one query frame for every object, and usage counting (the original's match_memory).
 
-        Each object reads the long-term and working elements valid for it; objects valid on every element share
-        one top-k affinity (as the original's first object group), whose row sums are the usage.
+        Each group of objects reads the long-term and working rows valid for it (`MemoryStore.slot_groups`); the
+        group that reads every row (as the original's first object group) counts usage, with a read for usage
+        only when no tracked object reads every row.
 
         Args:
             query_key: 1×C^k×h×w. query_selection: 1×C^k×h×w in (0, 1), or None (no selection term).
@@ -191,59 +230,38 @@ class MemoryManager:
             memory_keys = torch.cat([store.live_keys() for store in stores])
             memory_shrinkage = torch.cat([store.live_shrinkage() for store in stores])
         similarity = self._similarity(memory_keys, memory_shrinkage, query_key, query_selection)
+        sizes = [store.size for store in stores]
+        store_rows = similarity.split(sizes)  # each store's n_i×M block
         value_dim = stores[0].value_dim
         result = query_key.new_zeros(self.num_objects, value_dim, height * width)
 
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-        for slot in range(self.num_objects):
-            groups[tuple(store.valid_from[slot] for store in stores)].append(slot)
-        everything = tuple(0 for _ in stores)
-        counting = any(store.count_usage for store in stores)
-        if counting and everything not in groups:
-            groups[everything] = []  # usage is counted on the full memory even if no object reads all of it
-
-        for starts, slots in groups.items():
-            offsets = [0]
-            for store in stores[:-1]:
-                offsets.append(offsets[-1] + store.size)
-            row_ranges = [(offset + start, offset + store.size) for offset, start, store in zip(offsets, starts, stores)]
-            if all(begin == end for begin, end in row_ranges):
-                continue
-            if starts == everything:
+        # Every store groups the slots by first frame, in the same order: zip them into (slots, start per store).
+        reads = [
+            (groups[0].slots, [group.start for group in groups])
+            for groups in zip(*(store.slot_groups() for store in stores))
+        ]
+        someone_reads_everything = any(not any(starts) for _, starts in reads)
+        if any(store.count_usage for store in stores) and not someone_reads_everything:
+            reads.append(((), [0] * len(stores)))  # usage is counted on the full memory, read by no object
+        for slots, starts in reads:
+            if starts == sizes:
+                continue  # nothing written since these objects appeared: their readout stays zero
+            reads_everything = not any(starts)
+            if reads_everything:
                 group_similarity = similarity
             else:
-                group_similarity = torch.cat([similarity[begin:end] for begin, end in row_ranges])
-            tables = [
-                store.live_values()[start:].flatten(start_dim=1) for start, store in zip(starts, stores)
-                if start < store.size
-            ]
-            group_readout, usage = self._read_values(group_similarity, tables)
+                group_similarity = torch.cat([rows[start:] for rows, start in zip(store_rows, starts)])
+            tables = [store.live_values()[start:].flatten(start_dim=1) for store, start in zip(stores, starts)]
+            group_readout, usage = top_k_readout(
+                group_similarity, [table for table in tables if table.shape[0] > 0],
+                self.config.top_k or group_similarity.shape[0],  # top_k None: every element (full softmax)
+            )
             if slots:
-                result[slots] = group_readout.view(self.num_objects, value_dim, -1)[slots].to(result.dtype)
-            if starts == everything:
-                for store, part in zip(stores, usage.split([store.size for store in stores])):
+                result[list(slots)] = group_readout.view(self.num_objects, value_dim, -1)[list(slots)].to(result.dtype)
+            if reads_everything:
+                for store, part in zip(stores, usage.split(sizes)):
                     store.add_usage(part)
         return result.view(1, self.num_objects, value_dim, height, width)
-
-    def _read_values(self, similarity: torch.Tensor, tables: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k (or full) softmax read of n×M similarity over the rows of `tables` stacked in order.
-
-        Args:
-            similarity: n×M. tables: element-major values, n_i×D each, Σ n_i = n.
-        Returns:
-            (readout D×M, usage n float32).
-        """
-        top_k = self.config.top_k
-        if top_k is None:
-            affinity, usage = softmax_affinity(similarity.unsqueeze(0), return_usage=True)
-            values = tables[0] if len(tables) == 1 else torch.cat(tables)
-            return readout(affinity, values.t().unsqueeze(0))[0], usage[0].float()
-        if len(tables) == 1:
-            memory_readout, usage = top_k_readout(
-                similarity.unsqueeze(0), tables[0].unsqueeze(0), top_k, element_major=True
-            )
-            return memory_readout[0], usage[0].float()
-        return _gathered_read_from_tables(similarity, tables, top_k)
 
     # ----------------------------------------------------------------------------------------------- writing
     def add_memory(
@@ -255,18 +273,27 @@ class MemoryManager:
     ) -> None:
         """Write one memory frame to working memory; consolidate into long-term memory when it is full.
 
+        The frame is permanent when it introduces objects (objects added since the previous memory frame) and
+        permanent annotations are on, or when it is the video's first memory frame.
+
         Args:
             key: 1×C^k×h×w. shrinkage: 1×1×h×w (≥ 1). selection: 1×C^k×h×w, or None (kept only with long-term
                 memory). value: 1×N×C^v×h×w, one value per object slot.
         """
         working = self.working
+        frame = self.next_memory_frame
+        self.next_memory_frame += 1
         keys = key.flatten(start_dim=2)[0].t()
         values = value[0].flatten(start_dim=2).permute(2, 0, 1)
         frame_selection = None if selection is None else selection.flatten(start_dim=2)[0].t()
-        working.append(keys, shrinkage.flatten(), frame_selection, values)
+        working.append(keys, shrinkage.flatten(), frame_selection, values, frame)
+        introduces_objects = frame in working.first_frame
+        if introduces_objects and (self.config.permanent_annotations or frame == 0):
+            self.permanent_frames.append(frame)
+            del self.permanent_frames[: -self.max_permanent_frames]  # the oldest beyond the cap become ordinary
         if not self.config.enable_long_term:
             return
-        if working.size >= self.config.max_working_frames * self.elements_per_frame:
+        if working.size >= self.max_working_elements:
             self.prune_long_term(self.config.max_long_term_elements - self.config.num_prototypes)
             self._consolidate()
 
@@ -292,93 +319,57 @@ class MemoryManager:
     def _consolidate(self) -> None:
         """Turn the non-permanent, non-recent working frames into P long-term prototypes (paper §3.3).
 
-        Candidates: working elements after the first memory frame (permanent) and before the newest T_min − 1
-        frames. Prototypes: the P candidates with the highest usage (or P random ones). Potentiation: each
-        prototype's value (per object) and shrinkage become the softmax-weighted average over the candidates
-        that the prototype's key/selection attends to. The candidates are then removed from working memory.
+        Candidates: working elements of non-permanent frames, except the newest T_min − 1 frames. Prototypes: the
+        P candidates with the highest usage (or P random ones), kept in frame order. Potentiation: per group of
+        objects (`MemoryStore.slot_groups`), each valid prototype's value becomes the softmax-weighted average over
+        the group's valid candidates that the prototype's key/selection attends to; its shrinkage the same average
+        over all candidates. The candidates are then removed from working memory.
         """
         working, config = self.working, self.config
-        start = self.elements_per_frame
-        end = working.size - (config.min_working_frames - 1) * self.elements_per_frame
-        num_candidates = end - start
+        frames = working.live_frame_index()
+        permanent = torch.isin(frames, torch.tensor(self.permanent_frames, dtype=frames.dtype, device=frames.device))
+        is_candidate = ~permanent
+        is_candidate[working.size - self.recent_elements :] = False
+        candidate_rows = is_candidate.nonzero().squeeze(1)
+        num_candidates = candidate_rows.numel()
         num_prototypes = min(config.num_prototypes, num_candidates)
-        candidate_keys = working.keys[start:end]
-        candidate_shrinkage = working.shrinkage[start:end]
-        candidate_values = working.values[start:end]
         if config.prototype_selection == "usage":
-            _, indices = torch.topk(working.normalized_usage()[start:end], k=num_prototypes, sorted=True)
+            usage = working.normalized_usage()[candidate_rows]
+            _, indices = torch.topk(usage, k=num_prototypes, sorted=True)
         else:
             indices = torch.randperm(num_candidates, generator=self._prototype_generator)[:num_prototypes]
-            indices = indices.to(candidate_keys.device)
-        indices = indices.sort().values  # chronological: each late object's valid prototypes form a suffix
-        prototype_keys = candidate_keys[indices]
-
-        # Per object: candidate rows valid for it start at `first_row`; prototypes drawn from before it are invalid.
-        groups: dict[int, list[int]] = defaultdict(list)
-        for slot, valid_from in enumerate(working.valid_from):
-            groups[max(valid_from - start, 0)].append(slot)
-        first_valid = [num_prototypes] * self.num_objects
-        prototype_values = candidate_values.new_zeros(num_prototypes, self.num_objects, working.value_dim)
+            indices = indices.to(candidate_rows.device)
+        prototype_rows = candidate_rows[indices.sort().values]  # frame order, as the store keeps it
+        prototype_keys = working.keys[prototype_rows]
+        candidate_values = working.values[candidate_rows]
 
         if config.use_potentiation:
-            prototype_selection = working.selection[start:end][indices]
+            candidate_shrinkage = working.shrinkage[candidate_rows]
+            prototype_selection = working.selection[prototype_rows]
             similarity = self._similarity(
-                candidate_keys, candidate_shrinkage, prototype_keys.t(), prototype_selection.t()
+                working.keys[candidate_rows], candidate_shrinkage, prototype_keys.t(), prototype_selection.t()
             )  # candidates × prototypes: the candidates are the memory, the prototypes the queries
-            full_affinity = softmax_affinity(similarity.unsqueeze(0))[0]
-            prototype_shrinkage = candidate_shrinkage @ full_affinity
-            for first_row, slots in groups.items():
-                valid = indices >= first_row
-                num_invalid = int((~valid).sum())
-                if first_row >= num_candidates or num_invalid == num_prototypes:
-                    continue
-                affinity = (
-                    full_affinity if first_row == 0
-                    else softmax_affinity(similarity[first_row:, num_invalid:].unsqueeze(0))[0]
-                )
-                group_values = candidate_values[first_row:, slots]  # rows × g × C^v
-                prototype_values[num_invalid:, slots] = torch.einsum("rgc,rp->pgc", group_values, affinity)
-                for slot in slots:
-                    first_valid[slot] = num_invalid
+            prototype_values = candidate_values.new_zeros(num_prototypes, self.num_objects, working.value_dim)
+            # The softmaxes and weighted averages run in float32 also under autocast (once per consolidation).
+            with torch.autocast(similarity.device.type, enabled=False):
+                full_affinity = softmax_affinity(similarity.unsqueeze(0))[0]
+                prototype_shrinkage = candidate_shrinkage.to(full_affinity.dtype) @ full_affinity
+                groups = zip(working.slot_groups(candidate_rows), working.slot_groups(prototype_rows))
+                for candidates, prototypes in groups:  # the same slots, candidate and prototype starts
+                    if prototypes.start == num_prototypes:
+                        continue  # no prototype is valid for these objects
+                    affinity = (
+                        full_affinity if candidates.start == 0
+                        else softmax_affinity(similarity[candidates.start :, prototypes.start :].unsqueeze(0))[0]
+                    )
+                    slots = list(candidates.slots)
+                    group_values = candidate_values[candidates.start :, slots].to(affinity.dtype)  # rows × g × C^v
+                    prototype_values[prototypes.start :, slots] = torch.einsum(
+                        "rgc,rp->pgc", group_values, affinity
+                    ).to(prototype_values.dtype)
         else:
-            prototype_shrinkage = candidate_shrinkage[indices]
-            prototype_values = candidate_values[indices]  # invalid rows of a late object are zero already
-            for first_row, slots in groups.items():
-                num_invalid = int((indices < first_row).sum())
-                for slot in slots:
-                    first_valid[slot] = num_invalid
+            prototype_shrinkage = working.shrinkage[prototype_rows]
+            prototype_values = working.values[prototype_rows]  # a late object's invalid rows are zero already
 
-        self.long_term.append(prototype_keys, prototype_shrinkage, None, prototype_values, first_valid=first_valid)
-        element = torch.arange(working.size, device=working.keys.device)
-        working.compact((element < start) | (element >= end))
-
-
-def _gathered_read_from_tables(
-    similarity: torch.Tensor, tables: list[torch.Tensor], top_k: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k read over several value tables (long-term and working memory) without concatenating them.
-
-    One top-k over the n×M similarity, then one `embedding_bag` per table summing only the selected rows that lie
-    in it (weights of rows in other tables are zeroed). Equal to the dense top-k read up to float rounding.
-
-    Returns:
-        (readout D×M, usage n float32).
-    """
-    num_elements = similarity.shape[0]
-    top_similarity, top_indices = torch.topk(similarity, k=min(top_k, num_elements), dim=0)  # k×M each
-    weights = torch.softmax(top_similarity.float(), dim=0)  # the max-subtracted top-k softmax
-    memory_readout = None
-    first_row = 0
-    for table in tables:
-        rows = table.shape[0]
-        inside = (top_indices >= first_row) & (top_indices < first_row + rows)
-        bag = F.embedding_bag(
-            (top_indices - first_row).clamp(0, rows - 1).t(),  # M×k rows of this table (others weigh 0)
-            table,
-            per_sample_weights=(weights * inside).to(table.dtype).t(),
-            mode="sum",
-        ).t()
-        memory_readout = bag if memory_readout is None else memory_readout + bag
-        first_row += rows
-    usage = weights.new_zeros(num_elements).scatter_add_(0, top_indices.flatten(), weights.flatten())
-    return memory_readout, usage
+        self.long_term.append(prototype_keys, prototype_shrinkage, None, prototype_values, frames[prototype_rows])
+        working.compact(~is_candidate)

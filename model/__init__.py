@@ -16,7 +16,6 @@ from model.memory_util import (
     readout,
     softmax_affinity,
     top_k_readout,
-    top_k_softmax,
 )
 from model.modules import (
     CBAM,
@@ -64,5 +63,4 @@ __all__ = [
     "save_network",
     "softmax_affinity",
     "top_k_readout",
-    "top_k_softmax",
 ]

@@ -122,7 +122,18 @@ def _append_random(memory: MemoryManager, config: InferenceConfig, generator: to
         shrinkage = 1 + torch.rand(count, generator=generator)
         selection = torch.rand(count, key_dim, generator=generator)
         values = torch.randn(count, store.num_objects, store.value_dim, generator=generator)
-        store.append(*(tensor.to(store.keys) for tensor in (keys, shrinkage, selection, values)))
+        store.append(*(tensor.to(store.keys) for tensor in (keys, shrinkage, selection, values)),
+                     _prefill_frames(memory, store, count).to(store.keys.device))
+
+
+def _prefill_frames(memory: MemoryManager, store, count: int) -> torch.Tensor:
+    """Memory frame indices of `count` prefilled elements, valid for every object: whole ordinary (consolidable)
+    frames after the ones written in working memory, the newest object's first frame in long-term memory."""
+    if store is memory.working:
+        frames = memory.next_memory_frame + torch.arange(count) // memory.elements_per_frame
+        memory.next_memory_frame = int(frames[-1]) + 1
+        return frames
+    return torch.full((count,), max(store.first_frame, default=0))
 
 
 def run_benchmark(*, frames: int, height: int, width: int, config: InferenceConfig,

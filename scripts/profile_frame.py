@@ -44,7 +44,8 @@ def _full_memory(network: XMem, config: InferenceConfig, num_objects: int, featu
         shrinkage = 1 + torch.rand(count, device=device, generator=generator)
         selection = torch.rand(count, network.key_dim, device=device, generator=generator)
         values = torch.randn(count, num_objects, network.value_dim, device=device, generator=generator)
-        store.append(keys, shrinkage, selection, values)
+        frames = torch.arange(count, device=device) // manager.elements_per_frame  # ordinary frames 0, 1, ...
+        store.append(keys, shrinkage, selection, values, frames)
     return manager
 
 

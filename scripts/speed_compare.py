@@ -5,8 +5,8 @@ encode_key; a memory read against a prefilled memory (working memory of T_max = 
 long-term elements, random keys of the right sizes; similarity + top-k read with the `model.memory_util`
 functions, as the inference core calls them); segment; encode_value. The reference path is the original's
 computation: `model/reference.py` for the network (per-object concatenation in the value stem and the fusers, same
-weights) and `_reference_memory_read` for the memory (term-by-term similarity, dense top-k affinity times values).
-The optimised path is what inference runs.
+weights) and `model/reference_memory.py` for the memory (term-by-term similarity, dense top-k affinity times
+values). The optimised path is what inference runs.
 
 Agreement is checked stage by stage on identical inputs (each optimised stage gets the reference path's inputs),
 so that the network's differences are not mixed with those of the memory read. The top-k read is discontinuous:
@@ -33,13 +33,14 @@ from typing import Callable, Sequence
 
 import torch
 
+from configs.common import run_cli
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
-from model.memory_util import get_similarity, readout, top_k_readout, top_k_softmax
+from model.memory_util import get_similarity, top_k_readout
 from model.network import XMem
 from model.reference import reference_encode_value, reference_segment
+from model.reference_memory import dense_top_k_read, term_by_term_similarity
 from tests.recipe_checkpoint import build_recipe_state_dict
-from configs.common import run_cli
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16
@@ -102,23 +103,16 @@ class _Frame:
         self.num_objects, self.num_elements, self.top_k = num_objects, num_elements, args.top_k
 
 
-def _reference_memory_read(frame: _Frame, encoding) -> tuple[torch.Tensor, torch.Tensor]:
-    """(readout B×(N·C^v)×M, similarity B×n×M) the original's way: term-by-term similarity, dense top-k affinity
-    times the values."""
-    similarity = get_similarity(
-        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection, reference_compute=True
-    )
-    affinity = top_k_softmax(similarity, frame.top_k)
-    return readout(affinity, frame.memory_values.t().unsqueeze(0)), similarity
-
-
 def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(readout B×N×C^v×h×w, similarity B×n×M) of the frame's query against its prefilled memory."""
+    """(readout B×N×C^v×h×w, similarity B×n×M) of the frame's query against its prefilled memory: the original's
+    way (term-by-term similarity, dense top-k affinity times the values) or the optimised one."""
+    similarity = (term_by_term_similarity if reference else get_similarity)(
+        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection
+    )
     if reference:
-        values, similarity = _reference_memory_read(frame, encoding)
+        values, _ = dense_top_k_read(similarity, frame.memory_values.t().unsqueeze(0), frame.top_k)
     else:
-        similarity = get_similarity(frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection)
-        values, _ = top_k_readout(similarity, frame.memory_values.unsqueeze(0), frame.top_k, element_major=True)
+        values, _ = top_k_readout(similarity[0], [frame.memory_values], frame.top_k)
     return values.view(1, frame.num_objects, network.value_dim, *encoding.key.shape[-2:]), similarity
 
 

@@ -1,9 +1,9 @@
 """The optimised compute paths against the reference ones: same outputs to 1e-4, same state_dict.
 
 Default (optimised) path: per-frame parts of the fusion blocks' and value stem's first convolutions computed once
-per frame, in-place additions, one-product similarity. Reference path (`model/reference.py` with the same weights,
-and the term-by-term similarity): concatenate and convolve per object, as the original. Timings are printed by
-scripts/speed_compare.py.
+per frame, in-place additions, one-product similarity. Reference path (`model/reference.py` with the same weights):
+concatenate and convolve per object, as the original. Timings are printed by scripts/speed_compare.py. The
+memory-reading maths' own fast-vs-reference checks are in tests/test_memory_util.py.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ import model.acceleration
 import model.reference
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
-from model.memory_util import get_similarity
 from model.network import XMem
 from model.reference import reference_encode_value, reference_segment
 from tests.conftest import FIXTURES_DIR
@@ -124,26 +123,6 @@ def test_paths_agree_on_golden_inputs(recipe_network):
         outputs[path] = (value, hidden, readout, *segmentation)
     for optimised, reference in zip(outputs["optimised"], outputs["reference"]):
         assert _agree(optimised, reference)
-
-
-@pytest.mark.parametrize("mode", ["l2", "dot"])
-@pytest.mark.parametrize("use_shrinkage", [True, False])
-@pytest.mark.parametrize("use_selection", [True, False])
-def test_one_product_similarity_equals_term_by_term(mode, use_shrinkage, use_selection):
-    generator = torch.Generator().manual_seed(4)
-    memory_key = torch.randn(2, 64, 3, 4, 7, generator=generator)
-    shrinkage = 1 + torch.rand(2, 1, 3, 4, 7, generator=generator) ** 2
-    query_key = torch.randn(2, 64, 4, 7, generator=generator)
-    selection = torch.rand(2, 64, 4, 7, generator=generator)
-    results = [
-        get_similarity(
-            memory_key, shrinkage, query_key, selection, mode=mode, use_shrinkage=use_shrinkage,
-            use_selection=use_selection, reference_compute=reference_compute,
-        )
-        for reference_compute in (False, True)
-    ]
-    assert results[0].shape == (2, 84, 28)
-    assert _agree(*results)
 
 
 def test_state_dict_keeps_the_released_layout(recipe_network, recipe_state_dict):
