@@ -131,6 +131,10 @@ class EvalConfig:
     overwrite: bool = False  # redo videos whose outputs already exist
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     davis_compat_decay: bool = False  # reproduce the DAVIS toolkit's uint8-wrapped decay (NaN on long videos)
+    # A video whose input masks give more objects is refused before it runs. Memory values, sensory memory and the
+    # decoder run once per object, so time and memory grow linearly with it; benchmark videos have at most a few
+    # dozen, while hundreds of ids usually mean an instance or class map was given as masks. Raise it knowingly.
+    max_objects: int = 32
 
 
 @dataclass(frozen=True)
