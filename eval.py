@@ -39,12 +39,11 @@ from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth,
 from dataset.image_io import read_mask_ids
 from dataset.writers import ResultWriter, check_output_folder
 from inference.folder_evaluation import list_predicted_sequences, score_sequences
+from inference.inference_core import amp_enabled
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
 from inference.video_runner import run_video
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
-
-__all__ = ["apply_checkpoint_switches", "build_parser", "main", "resolve_config"]
 
 logger = logging.getLogger("eval")
 
@@ -110,9 +109,8 @@ def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _run_settings(config: Config, benchmark: Benchmark, device: torch.device) -> dict[str, Any]:
     """The settings that shape this run's outputs (recorded with every finished video)."""
-    memory = config.inference
-    use_amp = memory.use_amp == "on" or (memory.use_amp == "auto" and device.type == "cuda")  # as InferenceCore
-    return output_settings(config, model_sha256=file_sha256(config.eval.model), use_amp=use_amp,
+    return output_settings(config, model_sha256=file_sha256(config.eval.model),
+                           use_amp=amp_enabled(config.inference, device),
                            size=benchmark.size)
 
 

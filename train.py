@@ -27,10 +27,11 @@ from tqdm import tqdm
 from configs import Config, config_to_dict, load_config
 from configs.common import resolve_device, run_cli
 from configs.schema import ModelConfig
+from configs.sidecar import write_sidecar
 from dataset.training_data import DataPosition, StageData, stage_data
 from dataset.training_log import TrainingLogger, image_grid
 from dataset.training_run import (RunDirectory, describe_file, environment_record, save_resume_checkpoint,
-                                  validate_stages, write_sidecar)
+                                  validate_stages)
 from model.checkpoint import build_network_from_state_dict, load_imagenet_trunks, load_network, save_network
 from model.network import XMem
 from model.trainer import Trainer

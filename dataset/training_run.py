@@ -43,11 +43,6 @@ def write_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> None:
     atomic_write_text(path, yaml.safe_dump(dict(data), sort_keys=False))
 
 
-def write_sidecar(snapshot: Path, model_switches: Mapping[str, Any]) -> None:
-    """The `model:` section a snapshot was trained with, beside it (`<snapshot>.yaml`)."""
-    write_yaml({"model": dict(model_switches)}, snapshot.with_suffix(".yaml"))
-
-
 class RunDirectory:
     """File names of one run (`<save_dir>/<exp_id>/`); see the module docstring."""
 

@@ -62,6 +62,12 @@ def _padding(height: int, width: int) -> tuple[int, int, int, int]:
     return pad_width // 2, pad_width - pad_width // 2, pad_height // 2, pad_height - pad_height // 2
 
 
+def amp_enabled(config: InferenceConfig, device: torch.device) -> bool:
+    """Whether frames run under autocast: `use_amp` on, or auto on a CUDA device (autocast picks float16 there,
+    bfloat16 on CPU)."""
+    return config.use_amp == "on" or (config.use_amp == "auto" and device.type == "cuda")
+
+
 class InferenceCore:
     """Segments one video frame by frame with XMem's sensory, working and long-term memory.
 
@@ -108,7 +114,7 @@ class InferenceCore:
         self._schedule = FrameSchedule.from_config(config)
         self.model_config = model_config or ModelConfig()
         self.num_frames = num_frames
-        self.use_amp = config.use_amp == "on" or (config.use_amp == "auto" and self.device.type == "cuda")
+        self.use_amp = amp_enabled(config, self.device)
         self._objects = ObjectManager()
         self._image_size: tuple[int, int] | None = None
         self.clear_memory()

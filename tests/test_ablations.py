@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
-import eval as eval_cli
 import train
 from configs.loader import load_config
 from configs.schema import Config, InferenceConfig, ModelConfig
+from configs.sidecar import apply_checkpoint_switches
 from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
 from dataset.training_data import DataPhase, StageData
@@ -258,11 +258,11 @@ def test_no_sensory_model_runs_and_eval_rejects_a_sensory_checkpoint_for_it(reci
     assert core.memory.sensory is None and core.long_term_memory_elements > 0
 
     checkpoint = tmp_path / "xmem.pth"
-    assert eval_cli.apply_checkpoint_switches(config, checkpoint, hidden_dim=0) is config
+    assert apply_checkpoint_switches(config, checkpoint, hidden_dim=0) is config
     with pytest.raises(ValueError, match=r"config model.hidden_dim=0 but checkpoint '.*xmem.pth' has C\^h=64; "
                                          r"pass a checkpoint trained with that sensory size .* set "
                                          r"inference.use_sensory_memory=false"):
-        eval_cli.apply_checkpoint_switches(config, checkpoint, hidden_dim=64)
+        apply_checkpoint_switches(config, checkpoint, hidden_dim=64)
 
 
 def test_eval_applies_and_checks_a_checkpoint_sidecar(tmp_path):
@@ -273,20 +273,20 @@ def test_eval_applies_and_checks_a_checkpoint_sidecar(tmp_path):
     sidecar.write_text(yaml.safe_dump({"model": trained}))
     with pytest.warns(UserWarning, match=r"memory reading as the checkpoint was trained \(similarity='dot', "
                                          r"use_shrinkage=False, use_selection=False, from .*\.yaml\)"):
-        applied = eval_cli.apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
+        applied = apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
     assert (applied.model.similarity, applied.model.use_shrinkage, applied.model.use_selection) == ("dot", False,
                                                                                                     False)
     row = load_config(ABLATION_DIR / "reading_dot.yaml")
-    assert eval_cli.apply_checkpoint_switches(row, checkpoint, hidden_dim=64) is row
+    assert apply_checkpoint_switches(row, checkpoint, hidden_dim=64) is row
     contradicting = load_config(ABLATION_DIR / "reading_l2_selection.yaml")
     with pytest.raises(ValueError, match=r"checkpoint sidecar '.*\.yaml': the checkpoint was trained with "
                                          r"similarity='dot', use_shrinkage=False, use_selection=False but the config "
                                          r"sets similarity='l2', use_shrinkage=False, use_selection=True; drop"):
-        eval_cli.apply_checkpoint_switches(contradicting, checkpoint, hidden_dim=64)
+        apply_checkpoint_switches(contradicting, checkpoint, hidden_dim=64)
     sidecar.write_text("model:\n  similarity: cosine\n")
     with pytest.raises(ValueError, match=r"checkpoint sidecar '.*\.yaml': not a valid model preset \(config key "
                                          r"'model.similarity': got 'cosine'"):
-        eval_cli.apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
+        apply_checkpoint_switches(Config(), checkpoint, hidden_dim=64)
 
 
 # ----------------------------------------------------------------------------------------------- run_ablations.py
@@ -431,7 +431,7 @@ def test_rows_that_need_retraining_train_with_their_switches_and_eval_reads_the_
 
     # eval.py reads the sidecar: the STCN snapshot evaluated with default settings reads memory as it was trained.
     with pytest.warns(UserWarning, match="memory reading as the checkpoint was trained"):
-        applied = eval_cli.apply_checkpoint_switches(Config(), stcn, hidden_dim=64)
+        applied = apply_checkpoint_switches(Config(), stcn, hidden_dim=64)
     assert (applied.model.use_shrinkage, applied.model.use_selection) == (False, False)
     row = load_config(ABLATION_DIR / "stores_working_only.yaml")
-    assert eval_cli.apply_checkpoint_switches(row, no_sensory, hidden_dim=0) is row
+    assert apply_checkpoint_switches(row, no_sensory, hidden_dim=0) is row
