@@ -35,8 +35,8 @@ from typing import Callable, Iterator, Literal, Mapping, Optional
 import numpy as np
 from PIL import Image
 
-from configs.common import DAVIS_PALETTE, PALETTE_COLOURS
-from dataset.image_io import read_image, read_index_mask
+from dataset.image_io import read_image
+from dataset.video_io import match_mask_to_frame, read_mask_any
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
@@ -44,11 +44,6 @@ GROUND_TRUTH_DIR = "GroundTruth"  # not part of the real benchmarks; synthetic a
 DAVIS_NATIVE_SIZE = 480  # DAVIS ships 480p frames; other sizes read the full-resolution frames when present
 DAVIS_FULL_RESOLUTION_DIRS = ("Full-Resolution", "1080p")
 NATIVE_SIZE = -1  # `size` value meaning "do not resize"
-MAX_OBJECT_ID = PALETTE_COLOURS - 1  # result masks are 8-bit palette PNGs
-WIDE_MASK_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16/32-bit grayscale PNGs: ids are read, checked, narrowed
-# A mask whose height and width are each within this many pixels of its frame's is resized (nearest) with a
-# warning: DAVIS has 853-px-wide masks for 854-px frames. Anything further off is an error.
-MAX_MASK_SIZE_MISMATCH_PX = 4
 
 BenchmarkName = Literal["D16", "D17", "Y18", "Y19", "LV1", "LV3", "LVOS1", "LVOS2", "G"]
 OutputLayout = Literal["davis", "youtube"]
@@ -159,90 +154,6 @@ def _frame_mask(given: InputMask, frame_shape: tuple[int, int],
     if keep != present:
         mask = np.where(np.isin(mask, sorted(keep)), mask, 0).astype(np.uint8)
     return mask, tuple(sorted(keep))
-
-
-def read_mask_any(path: Path) -> tuple[np.ndarray, Optional[bytes]]:
-    """Read an index mask; an RGB(A) mask is converted when each of its colours is a DAVIS palette colour.
-
-    Returns:
-        (mask uint8 H×W of object ids, palette): the file's palette; DAVIS_PALETTE for a converted RGB mask; None
-        for a grayscale mask.
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unreadable, or an RGB mask with a colour that is not in the palette.
-    """
-    try:
-        return read_index_mask(path)
-    except ValueError:
-        with Image.open(path) as image:
-            if image.mode in WIDE_MASK_MODES:
-                return _wide_to_index(np.asarray(image), path), None
-            if image.mode not in ("RGB", "RGBA"):
-                raise
-            rgb = np.asarray(image.convert("RGB"))
-    return _rgb_to_index(rgb, path), DAVIS_PALETTE
-
-
-def _wide_to_index(ids: np.ndarray, path: Path) -> np.ndarray:
-    """A 16/32-bit grayscale mask as uint8 ids, or a one-line error when an id does not fit a result PNG."""
-    largest = int(ids.max()) if ids.size else 0
-    if ids.size and (largest > MAX_OBJECT_ID or int(ids.min()) < 0):
-        raise ValueError(
-            f"mask {path} holds object id {largest} (a 16-bit mask); result masks are 8-bit PNGs of ids "
-            f"0..{MAX_OBJECT_ID}: renumber the video's objects to 1..{MAX_OBJECT_ID} before evaluating it"
-        )
-    return ids.astype(np.uint8)
-
-
-def _rgb_to_index(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """Map each colour of an H×W×3 mask to its (first) index in the DAVIS palette."""
-    palette = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(PALETTE_COLOURS, 3).astype(np.int64)
-    palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
-    pixels = rgb.astype(np.int64)
-    codes = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
-    colours, inverse = np.unique(codes, return_inverse=True)
-    code_to_index = {int(code): index for index, code in reversed(list(enumerate(palette_codes)))}
-    unknown = [int(code) for code in colours if int(code) not in code_to_index]
-    if unknown:
-        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:3])
-        raise ValueError(
-            f"mask {path} is an RGB image with colours that are not in the DAVIS palette ({shown}); save masks as "
-            f"indexed ('P') PNGs of object ids, or colour them with the DAVIS palette"
-        )
-    lookup = np.array([code_to_index[int(code)] for code in colours], dtype=np.uint8)
-    return lookup[inverse.reshape(codes.shape)]
-
-
-def match_mask_to_frame(mask: np.ndarray, frame_shape: tuple[int, int], path: Path) -> np.ndarray:
-    """Return `mask` at the frame's size: unchanged, nearest-resized with a warning when a few pixels off.
-
-    Args:
-        mask: uint8 H'×W' object ids.
-        frame_shape: (H, W) of the frame.
-        path: the mask file, for messages.
-    Raises:
-        ValueError: the sizes differ by more than MAX_MASK_SIZE_MISMATCH_PX in height or width.
-    """
-    if mask.shape == tuple(frame_shape):
-        return mask
-    (mask_h, mask_w), (frame_h, frame_w) = mask.shape, frame_shape
-    if abs(mask_h - frame_h) > MAX_MASK_SIZE_MISMATCH_PX or abs(mask_w - frame_w) > MAX_MASK_SIZE_MISMATCH_PX:
-        raise ValueError(
-            f"mask {path} is {mask_w}x{mask_h} but its frame is {frame_w}x{frame_h}; a mask must match its frame "
-            f"(within {MAX_MASK_SIZE_MISMATCH_PX} px)"
-        )
-    warnings.warn(f"mask {path} is {mask_w}x{mask_h}, its frame {frame_w}x{frame_h}: resized (nearest) to match",
-                  stacklevel=2)
-    return _nearest_resize(mask, (frame_h, frame_w))
-
-
-def _nearest_resize(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest resize of an H×W mask to `shape`, picking the pixels torch's `interpolate(mode="nearest")` picks
-    (source index floor(i · in/out) in float32, clamped), so results do not depend on which of the two ran."""
-    rows, cols = (np.minimum(np.floor(np.arange(out, dtype=np.float32) * (np.float32(size) / np.float32(out)))
-                             .astype(np.int64), size - 1)
-                  for size, out in zip(mask.shape, shape))
-    return mask[rows[:, None], cols[None, :]]
 
 
 def align_ground_truth(ground_truth: np.ndarray, prediction_shape: tuple[int, int], path: Path) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Reading a user's video and first mask for `inference.propagate`: frame folders, video files, frame lists and
-index-mask files.
+"""The one reader of a user's video and masks, for `inference.propagate` and eval.py's benchmarks alike: frame
+folders, video files, frame lists, and mask files (palette, grayscale, 16-bit or DAVIS-coloured RGB PNGs).
 
 Frames come out as uint8 H×W×3 RGB arrays, one at a time (a long video is never held in memory); masks as int64
-H×W arrays of object ids (0 = background). Benchmarks have their own layouts and readers (dataset/eval_datasets.py).
+H×W arrays of object ids (0 = background). A mask a few pixels off its frame's size is resized with a warning,
+an unreadable file fails with its name. Benchmarks' folder layouts are in dataset/eval_datasets.py.
 
 Example:
 
@@ -14,33 +15,124 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
-from dataset.image_io import read_image
+from configs.common import DAVIS_PALETTE, PALETTE_COLOURS
+from dataset.image_io import read_image, read_index_mask
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-INDEX_MASK_MODES = ("P", "L", "I", "I;16")  # palette, 8-bit and 16/32-bit grayscale: one object id per pixel
+WIDE_MASK_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16/32-bit grayscale PNGs: ids are read, checked, narrowed
+# A mask whose height and width are each within this many pixels of its frame's is resized (nearest) with a
+# warning: DAVIS has 853-px-wide masks for 854-px frames. Anything further off is an error.
+MAX_MASK_SIZE_MISMATCH_PX = 4
+MAX_OBJECT_ID = PALETTE_COLOURS - 1  # result masks are 8-bit palette PNGs
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """An index mask file (palette or grayscale PNG) as int64 H×W object ids.
+def read_mask(path: str | os.PathLike, frame_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The object ids of a mask file for the Python API (see `read_mask_any`; ids of any size, 16-bit masks
+    included), at the frame's size when `frame_shape` is given (see `match_mask_to_frame`): int64 H×W, 0 =
+    background."""
+    mask, _ = read_mask_any(Path(path), max_object_id=None)
+    if frame_shape is not None:
+        mask = match_mask_to_frame(mask, frame_shape, Path(path))
+    return mask.astype(np.int64)
 
+
+def read_mask_any(path: Path, *, max_object_id: int | None = MAX_OBJECT_ID) -> tuple[np.ndarray, Optional[bytes]]:
+    """Read an index mask; an RGB(A) mask is converted when each of its colours is a DAVIS palette colour.
+
+    Args:
+        path: a palette, grayscale, 16/32-bit grayscale or RGB(A) PNG.
+        max_object_id: the largest id allowed in a 16/32-bit mask (eval.py writes 8-bit result PNGs); None = any.
+    Returns:
+        (mask H×W of object ids, palette): uint8 ids (int64 for a wide mask when max_object_id is None or above
+        255); the file's palette, DAVIS_PALETTE for a converted RGB mask, None for a grayscale mask.
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a single-channel index image (e.g. an RGB mask).
+        ValueError: unreadable, an RGB mask with a colour that is not in the palette, or an id above max_object_id.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: mask file not found; pass an index PNG of object ids (0 = background)")
-    with Image.open(path) as image:
-        if image.mode not in INDEX_MASK_MODES:
-            raise ValueError(f"{path}: expected an index (palette or grayscale) PNG mask, got mode {image.mode}")
-        return np.asarray(image).astype(np.int64)
+    try:
+        return read_index_mask(path)
+    except ValueError:
+        with Image.open(path) as image:
+            if image.mode in WIDE_MASK_MODES:
+                return _wide_to_index(np.asarray(image), path, max_object_id), None
+            if image.mode not in ("RGB", "RGBA"):
+                raise
+            rgb = np.asarray(image.convert("RGB"))
+    return _rgb_to_index(rgb, path), DAVIS_PALETTE
+
+
+def _wide_to_index(ids: np.ndarray, path: Path, max_object_id: int | None) -> np.ndarray:
+    """A 16/32-bit grayscale mask's ids, or a one-line error when an id exceeds `max_object_id`."""
+    largest = int(ids.max()) if ids.size else 0
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"mask {path} holds a negative object id; ids are 0 (background) or positive integers")
+    if max_object_id is None or max_object_id > MAX_OBJECT_ID:
+        return ids.astype(np.int64)
+    if largest > max_object_id:
+        raise ValueError(
+            f"mask {path} holds object id {largest} (a 16-bit mask); result masks are 8-bit PNGs of ids "
+            f"0..{max_object_id}: renumber the video's objects to 1..{max_object_id} before evaluating it"
+        )
+    return ids.astype(np.uint8)
+
+
+def _rgb_to_index(rgb: np.ndarray, path: Path) -> np.ndarray:
+    """Map each colour of an H×W×3 mask to its (first) index in the DAVIS palette."""
+    palette = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(PALETTE_COLOURS, 3).astype(np.int64)
+    palette_codes = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    pixels = rgb.astype(np.int64)
+    codes = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    colours, inverse = np.unique(codes, return_inverse=True)
+    code_to_index = {int(code): index for index, code in reversed(list(enumerate(palette_codes)))}
+    unknown = [int(code) for code in colours if int(code) not in code_to_index]
+    if unknown:
+        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:3])
+        raise ValueError(
+            f"mask {path} is an RGB image with colours that are not in the DAVIS palette ({shown}); save masks as "
+            f"indexed ('P') PNGs of object ids, or colour them with the DAVIS palette"
+        )
+    lookup = np.array([code_to_index[int(code)] for code in colours], dtype=np.uint8)
+    return lookup[inverse.reshape(codes.shape)]
+
+
+def match_mask_to_frame(mask: np.ndarray, frame_shape: tuple[int, int], path: Path) -> np.ndarray:
+    """Return `mask` at the frame's size: unchanged, nearest-resized with a warning when a few pixels off.
+
+    Args:
+        mask: uint8 H'×W' object ids.
+        frame_shape: (H, W) of the frame.
+        path: the mask file, for messages.
+    Raises:
+        ValueError: the sizes differ by more than MAX_MASK_SIZE_MISMATCH_PX in height or width.
+    """
+    if mask.shape == tuple(frame_shape):
+        return mask
+    (mask_h, mask_w), (frame_h, frame_w) = mask.shape, frame_shape
+    if abs(mask_h - frame_h) > MAX_MASK_SIZE_MISMATCH_PX or abs(mask_w - frame_w) > MAX_MASK_SIZE_MISMATCH_PX:
+        raise ValueError(
+            f"mask {path} is {mask_w}x{mask_h} but its frame is {frame_w}x{frame_h}; a mask must match its frame "
+            f"(within {MAX_MASK_SIZE_MISMATCH_PX} px)"
+        )
+    warnings.warn(f"mask {path} is {mask_w}x{mask_h}, its frame {frame_w}x{frame_h}: resized (nearest) to match",
+                  stacklevel=2)
+    return _nearest_resize(mask, (frame_h, frame_w))
+
+
+def _nearest_resize(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest resize of an H×W mask to `shape`, picking the pixels torch's `interpolate(mode="nearest")` picks
+    (source index floor(i · in/out) in float32, clamped), so results do not depend on which of the two ran."""
+    rows, cols = (np.minimum(np.floor(np.arange(out, dtype=np.float32) * (np.float32(size) / np.float32(out)))
+                             .astype(np.int64), size - 1)
+                  for size, out in zip(mask.shape, shape))
+    return mask[rows[:, None], cols[None, :]]
 
 
 def frames_from(frames: str | os.PathLike | Sequence[np.ndarray]) -> tuple[Iterator[np.ndarray], int | None]:

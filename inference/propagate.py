@@ -31,18 +31,20 @@ def propagate(
         network: XMem in eval mode.
         frames: a folder of images (sorted by name), an .mp4/.avi/... file read with OpenCV, or a list of uint8
             H×W×3 RGB arrays.
-        first_mask: index mask of the first frame (integer H×W of object ids, or a path to an index PNG).
+        first_mask: index mask of the first frame: integer H×W of object ids, or a mask file read as eval.py reads
+            one (`dataset.video_io.read_mask`: palette, grayscale, 16-bit or DAVIS-coloured RGB PNG; a few pixels
+            off the frame's size is resized with a warning).
         config: inference settings. device / model_config: as for `InferenceCore`.
     Yields:
         (frame index, prob float32 (N+1)×H×W on the core's device, index mask int64 H×W of object ids).
     Raises:
         FileNotFoundError / ValueError: unreadable frames or mask.
     """
-    if isinstance(first_mask, (str, os.PathLike)):
-        first_mask = read_mask(first_mask)
     frame_iterator, num_frames = frames_from(frames)
-    core = InferenceCore(network, config, device=device, num_frames=num_frames, model_config=model_config)
     current = next(frame_iterator, None)
+    if isinstance(first_mask, (str, os.PathLike)) and current is not None:
+        first_mask = read_mask(first_mask, frame_shape=current.shape[:2])
+    core = InferenceCore(network, config, device=device, num_frames=num_frames, model_config=model_config)
     index = 0
     while current is not None:
         following = next(frame_iterator, None)  # look ahead so that the last frame is flagged `end`

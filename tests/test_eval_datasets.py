@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from configs.schema import EvalConfig
-from dataset import eval_datasets
-from dataset.eval_datasets import EmptyMaskError, match_mask_to_frame, open_benchmark, read_mask_any
+from dataset import video_io
+from dataset.eval_datasets import EmptyMaskError, open_benchmark
+from dataset.video_io import match_mask_to_frame, read_mask_any
 from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_index_mask, write_image, write_index_mask
@@ -403,7 +404,7 @@ def test_lvos_without_meta_file_is_named(tmp_path):
 def test_mask_matching_picks_the_pixels_torch_nearest_picks(source, target):
     """dataset matches a few-pixel-off mask to its frame without torch; it must pick what resize_mask picks."""
     mask = np.random.default_rng(0).integers(0, 256, size=source, dtype=np.uint8)
-    assert np.array_equal(eval_datasets._nearest_resize(mask, target),
+    assert np.array_equal(video_io._nearest_resize(mask, target),
                           resize_mask(torch.from_numpy(mask), target).numpy())
 
 
