@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from configs.common import atomic_write
+from configs.common import atomic_write, resolve_device
 from model.network import DEFAULT_HIDDEN_DIM, DEFAULT_KEY_DIM, DEFAULT_VALUE_DIM, XMem
 
 _KEY_DIM_KEY = "key_proj.key_proj.weight"
@@ -133,7 +133,7 @@ def build_network_from_state_dict(
 
     Args:
         state_dict: XMem weights (released layout, no `module.` prefix).
-        device: where the network goes.
+        device: where the network goes: auto (cuda, mps or cpu, the first available), cpu, cuda, cuda:N, mps.
         for_training: widen a 4-channel value conv1 with orthogonal random weights (stage 0 -> main training)
             instead of zeros (evaluation).
         single_object: build the 4-channel single-object network (stage-0 training); needs a 4-channel conv1.
@@ -168,7 +168,7 @@ def build_network_from_state_dict(
                 f"hidden_dim={dims.hidden_dim}"
             )
     # Every tensor is overwritten by the strict load, so skip random initialisation.
-    network = skeleton.to_empty(device=device)
+    network = skeleton.to_empty(device=resolve_device(device))
     network.load_state_dict(weights, strict=True)
     return network.eval()
 
@@ -201,7 +201,7 @@ def load_network(
 
     Args:
         path: .pth file.
-        device: where the network goes.
+        device: where the network goes: auto (cuda, mps or cpu, the first available), cpu, cuda, cuda:N, mps.
         for_training: how a 4-channel (stage-0) value conv1 is widened: orthogonal random when True, zeros
             when False.
         single_object: build the single-object (4-channel) network instead; for resuming stage-0 training.
