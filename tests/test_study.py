@@ -1,0 +1,80 @@
+"""The ablation study's pieces: its training preset, the long synthetic benchmark and (below) the study command."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from configs.loader import load_config
+from dataset.synthetic import PRESETS, SyntheticVideo, Timing
+from dataset.synthetic_long import (
+    LONG_BENCHMARK, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
+    write_long_benchmark,
+)
+
+PAPER_STAGE3 = load_config("train/recipe_03").train.stage3  # the paper's schedule (schema defaults)
+
+
+def test_study_preset_resolves_with_the_papers_schedule_scaled_to_its_length():
+    train = load_config("study").train
+    assert train.stages == "03" and not train.imagenet_init
+    for stage, paper in ((train.stage3, PAPER_STAGE3),):
+        scale = stage.iterations / paper.iterations
+        assert stage.start_warm == pytest.approx(paper.start_warm * scale)
+        assert stage.end_warm == pytest.approx(paper.end_warm * scale)
+        assert stage.finetune_iterations == pytest.approx(paper.finetune_iterations * scale)
+        assert [step / scale for step in stage.lr_steps] == pytest.approx(list(paper.lr_steps))
+        assert (stage.num_frames, stage.num_ref_frames) == (paper.num_frames, paper.num_ref_frames)
+        assert (stage.skip_fractions, stage.skip_values) == (paper.skip_fractions, paper.skip_values)
+    # a resume checkpoint at least every 50 iterations (the study's bound on lost work), never only at stage ends
+    assert 0 < train.save_checkpoint_interval <= 50
+
+
+def test_long_benchmark_is_deterministic_by_seed():
+    first, second = long_benchmark(), long_benchmark()
+    assert list(first) == [f"synth{index:04d}" for index in range(LONG_BENCHMARK.num_videos)]
+    for name in ("synth0000", f"synth{LONG_BENCHMARK.num_videos - 1:04d}"):
+        for frame in (0, 1234, LONG_BENCHMARK.num_frames - 1):
+            rgb_a, mask_a = first[name].frame(frame)
+            rgb_b, mask_b = second[name].frame(frame)
+            assert np.array_equal(rgb_a, rgb_b) and np.array_equal(mask_a, mask_b)
+            assert rgb_a.shape == (LONG_BENCHMARK.height, LONG_BENCHMARK.width, 3)
+    other_seed = long_benchmark(dataclasses.replace(LONG_BENCHMARK, seed=LONG_BENCHMARK.seed + 1))
+    assert not np.array_equal(first["synth0000"].frame(0)[0], other_seed["synth0000"].frame(0)[0])
+
+
+def test_every_long_video_has_an_object_that_leaves_for_hundreds_of_frames_and_comes_back():
+    videos = long_benchmark()
+    # judged on the ground truth of the annotated frames: last seen on one, next seen hundreds of frames later
+    longest = longest_absences(videos, LONG_BENCHMARK.annotation_every)
+    assert min(longest.values()) >= 300, longest
+    for video in videos.values():
+        assert video.frame(0)[1].max() == max(video.object_ids)  # every object is on the annotated frame 0
+
+
+def test_long_timing_changes_only_exits_and_drift_and_the_base_generator_keeps_its_own():
+    spec = dict(seed=9, height=48, width=80, num_frames=900, difficulty=dataclasses.replace(
+        PRESETS["held_out"], exit_probability=1.0, late_entry_probability=0.0))
+    base, long = SyntheticVideo(**spec), LongSyntheticVideo(**spec)
+    assert base.timing == Timing() and long.timing == LONG_TIMING
+    assert np.array_equal(base.frame(0)[1], long.frame(0)[1])  # same scene, objects, start positions
+    gap = lambda video: max(back - gone for spans in absences(video, range(0, 900, 5)).values()  # noqa: E731
+                            for gone, back in spans)
+    assert gap(base) < 100 <= 250 <= gap(long)
+
+
+def test_write_long_benchmark_writes_sparse_ground_truth(tmp_path):
+    size = LongBenchmark(num_videos=1, num_frames=25, height=32, width=48, annotation_every=10)
+    write_long_benchmark(tmp_path, size)
+    frames = sorted((tmp_path / "long_video" / "JPEGImages" / "synth0000").glob("*.jpg"))
+    masks = sorted((tmp_path / "long_video" / "Annotations" / "synth0000").glob("*.png"))
+    assert len(frames) == 25
+    assert [mask.stem for mask in masks] == ["00000", "00010", "00020"]
+
+
+@pytest.mark.parametrize("bad", [dict(exit_period_frames=2), dict(exit_ramp_fraction=0.5, exit_hold_fraction=0.2),
+                                 dict(appearance_period_frames=(10.0, 5.0))])
+def test_bad_timing_is_refused(bad):
+    with pytest.raises(ValueError, match="Timing"):
+        Timing(**bad)
