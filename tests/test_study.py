@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from configs.loader import load_config
+from inference.metrics import ObjectScores
+from scripts import run_study
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
@@ -78,3 +80,44 @@ def test_write_long_benchmark_writes_sparse_ground_truth(tmp_path):
 def test_bad_timing_is_refused(bad):
     with pytest.raises(ValueError, match="Timing"):
         Timing(**bad)
+
+
+# ------------------------------------------------------------------------------------------- the study command
+def _object(sequence: str, jf: float, object_id: int = 1) -> ObjectScores:
+    return ObjectScores(sequence, object_id, 10, jf, 1.0, 0.0, jf, 1.0, 0.0)
+
+
+def test_bootstrap_gives_object_weighted_means_and_paired_differences():
+    full = [_object("a", 0.8), _object("a", 0.6, 2), _object("b", 0.2)]
+    better = [_object("a", 0.9), _object("a", 0.7, 2), _object("b", 0.3)]  # +0.1 on every object
+    statistics = run_study.bootstrap({"full": full, "better": better}, "full", num_resamples=500)
+    assert statistics["full"]["jf"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)
+    assert statistics["full"]["jf_low"] < statistics["full"]["jf"] < statistics["full"]["jf_high"]
+    # every resample moves both rows together, so the paired difference has no spread at all
+    assert statistics["better"]["delta"] == pytest.approx(0.1)
+    assert statistics["better"]["delta_low"] == pytest.approx(0.1)
+    assert statistics["better"]["delta_high"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="'partial' has no score for videos \\['b'\\]"):
+        run_study.bootstrap({"full": full, "partial": full[:2]}, "full", num_resamples=10)
+
+
+def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
+    row = load_config(run_study.BASELINE_DIR / "first_frame_only.yaml").inference
+    assert (row.mem_every, row.enable_long_term, row.use_sensory_memory) == (0, False, False)
+
+
+def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path):
+    result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
+                             "--rows", "stores_all", "first_frame_only", "--bootstrap", "50", "eval.device=cpu"])
+    table = (tmp_path / "study.md").read_text()
+    for benchmark in ("held_out", "long"):
+        assert f"### {benchmark}" in table
+        rows = {entry["row"]: entry for entry in result["entries"] if entry["benchmark"] == benchmark}
+        assert set(rows) == {"copy_first_mask", "stores_all", "first_frame_only"}
+        for entry in rows.values():
+            assert entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
+        assert rows["stores_all"]["delta"] == 0
+        assert rows["first_frame_only"]["status"] == "done"
+    # the long benchmark is scored on its sparse ground truth: frames 4 and 8 (0 is the input, the last is excluded)
+    assert all(entry["videos"] == 2 for entry in result["entries"])
+    assert (tmp_path / "study.csv").is_file()
