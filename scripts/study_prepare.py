@@ -12,7 +12,9 @@ more iterations. This script writes, under --out:
 - data/held_out: the quickstart's held-out videos (same seed, preset and size: its first 8 videos are exactly the
   quickstart's), laid out as a DAVIS 2017 val split, with more videos for the ablation table;
 - calibrated_init.pth: the starting network (scripts/quickstart.py calibrate_batchnorm);
-- README.txt: the train command, the resume command and what the folders hold.
+- watch_checkpoints.sh: a loop that keeps only the KEEP_CHECKPOINTS newest resume checkpoints (~750 MB each; one
+  every train.save_checkpoint_interval iterations) and exits when the final snapshot exists;
+- README.txt: the train, watcher and resume commands and what the folders hold.
 A rerun reuses finished data (the writers skip complete videos) and rewrites the initial network.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from configs.common import atomic_write_text
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES
 from dataset.synthetic import get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import make_static_classes, write_davis, write_static_flat, write_static_fss
+from model.trainer import RunDirectory
 from scripts.quickstart import (
     DAVIS_SPLIT_FOLDER, HELD_OUT_PRESET, HELD_OUT_SEED, STATIC_IMAGES_PER_CLASS, STATIC_SEED, TRAIN_PRESET,
     TRAIN_SEED, DataFolders, QuickstartPlan, calibrated_initial_network,
@@ -42,6 +45,10 @@ STUDY_EXP_ID = "study"  # train.exp_id of configs/study.yaml
 INIT_CHECKPOINT = "calibrated_init.pth"
 README_FILE = "README.txt"
 TRAIN_LOG = "train.log"
+WATCHER_FILE = "watch_checkpoints.sh"
+WATCHER_LOG = "watch.log"
+KEEP_CHECKPOINTS = 2
+WATCH_PERIOD_S = 60
 HARD_TRAIN_SEED = TRAIN_SEED + 1  # the held_out-difficulty training videos: a stream of their own
 
 
@@ -120,6 +127,26 @@ def train_command(arguments: Sequence[str], log: Path, resume: bool) -> str:
             f"{words} >> {shlex.quote(str(log))} 2>&1 &")
 
 
+def watcher_script(run_root: Path, final_snapshot: Path) -> str:
+    """A bash loop deleting all but the KEEP_CHECKPOINTS newest resume checkpoints (by modification time: the
+    trainer writes them in order, atomically, so an unfinished one is never listed) until `final_snapshot` exists."""
+    return (
+        "#!/bin/bash\n"
+        f"# Keep only the {KEEP_CHECKPOINTS} newest resume checkpoints of the study run; exit when the final snapshot "
+        "exists.\n"
+        f"RUN={shlex.quote(str(run_root))}\nFINAL={shlex.quote(str(final_snapshot))}\n"
+        "while true; do\n"
+        "  if [ -d \"$RUN\" ]; then\n"
+        f"    ls -1t \"$RUN\"/*_checkpoint_*.pth 2>/dev/null | tail -n +{KEEP_CHECKPOINTS + 1} | while read -r old; do\n"
+        "      echo \"$(date -Is) removing $old\"; rm -f -- \"$old\"\n"
+        "    done\n"
+        "  fi\n"
+        "  [ -f \"$FINAL\" ] && { echo \"$(date -Is) final snapshot present; watcher done\"; exit 0; }\n"
+        f"  sleep {WATCH_PERIOD_S}\n"
+        "done\n"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for data, the run and its log")
@@ -132,14 +159,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     init_path = calibrated_initial_network(plan, folders, arguments_check.train.data.crop_size,
                                            out / INIT_CHECKPOINT, device="cpu")
     arguments = train_arguments(folders, init_path, out / "saves", args.overrides)
+    train = arguments_check.train
+    last_stage = getattr(train, f"stage{train.stages[-1]}")
+    run = RunDirectory(out / "saves", train.exp_id)
+    final_snapshot = run.snapshot(train.stages, last_stage.iterations + last_stage.finetune_iterations)
+    atomic_write_text(out / WATCHER_FILE, watcher_script(run.root, final_snapshot))
     commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False),
+                "watcher": f"nohup bash {shlex.quote(str(out / WATCHER_FILE))} >> "
+                           f"{shlex.quote(str(out / WATCHER_LOG))} 2>&1 &",
                 "resume": train_command(arguments, out / TRAIN_LOG, resume=True)}
     atomic_write_text(out / README_FILE, (
         f"XMem ablation study run (configs/study.yaml), prepared by scripts/study_prepare.py.\n"
         f"data/static, data/train: training data; data/held_out/{DAVIS_SPLIT_FOLDER}: held-out videos (DAVIS 2017 "
         f"val layout; synth0000-synth{QUICKSTART_HELD_OUT_VIDEOS - 1:04d} are the quickstart's)\n"
         f"saves/{STUDY_EXP_ID}/: snapshots, resume checkpoints, TensorBoard logs; {TRAIN_LOG}: the trainer's output\n\n"
-        f"start:\n{commands['start']}\n\nresume after a stop (continues from the latest resume checkpoint):\n"
+        f"final network: {final_snapshot} (with its sidecar .yaml)\n\n"
+        f"start:\n{commands['start']}\n\ncheckpoint watcher (start it again after a stop, with the resume):\n"
+        f"{commands['watcher']}\n\nresume after a stop (continues from the latest resume checkpoint):\n"
         f"{commands['resume']}\n"))
     print("\n".join(f"{name}: {command}" for name, command in commands.items()))
     return commands

@@ -1,6 +1,7 @@
 """The ablation study's pieces: its training preset, the long synthetic benchmark and (below) the study command."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 
 import numpy as np
@@ -121,3 +122,10 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
     # the long benchmark is scored on its sparse ground truth: frames 4 and 8 (0 is the input, the last is excluded)
     assert all(entry["videos"] == 2 for entry in result["entries"])
     assert (tmp_path / "study.csv").is_file()
+    assert result["plot"] == tmp_path / "study.png" and result["plot"].is_file()  # matplotlib: a dev requirement
+    # the bootstrap's point estimate is eval.py's J&F (the same masks, the same DAVIS-mode scoring)
+    for benchmark in ("held_out", "long"):
+        with open(tmp_path / benchmark / "ablations" / "ablations.csv", newline="") as handle:
+            evaluated = {row["row"]: float(row["jf"]) for row in csv.DictReader(handle)}
+        ours = {entry["row"]: entry["jf"] for entry in result["entries"] if entry["benchmark"] == benchmark}
+        assert ours["stores_all"] == pytest.approx(evaluated["stores_all"], abs=0.051)
