@@ -37,14 +37,13 @@ import numpy as np
 
 from configs.common import atomic_write_text
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
-from dataset.synthetic import get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import write_davis
 from dataset.synthetic_long import LONG_BENCHMARK, LongBenchmark, write_long_benchmark
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS, ObjectScores
 from scripts import run_ablations
-from scripts.quickstart import DAVIS_SPLIT_FOLDER, HELD_OUT_PRESET, HELD_OUT_SEED
-from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET
+from scripts.quickstart import DAVIS_SPLIT_FOLDER
+from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET, held_out_videos
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
@@ -93,9 +92,7 @@ def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkDat
     """Write (or reuse: the writers skip finished videos) one benchmark under `data_root`."""
     if name == "held_out":
         root = data_root / "held_out"
-        videos = make_videos(size.held_out_videos, seed=HELD_OUT_SEED, num_frames=size.held_out_frames,
-                             height=size.height, width=size.width,
-                             difficulty=without_late_entries(get_preset(HELD_OUT_PRESET)))
+        videos = held_out_videos(size.held_out_videos, size.held_out_frames, size.height, size.width)
         split = root / DAVIS_SPLIT_FOLDER
         write_davis(split, {}, videos)
         return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(root), "--size", "-1"),

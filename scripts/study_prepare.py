@@ -31,7 +31,7 @@ from tqdm import tqdm
 from configs import load_config
 from configs.common import atomic_write_text
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES
-from dataset.synthetic import get_preset, make_videos, without_late_entries
+from dataset.synthetic import SyntheticVideo, get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import make_static_classes, write_davis, write_static_flat, write_static_fss
 from model.trainer import RunDirectory
 from scripts.quickstart import (
@@ -78,6 +78,13 @@ STUDY_PLAN = StudyPlan()
 QUICKSTART_HELD_OUT_VIDEOS = 8  # scripts/quickstart.py DEFAULT_PLAN.held_out_videos
 
 
+def held_out_videos(num_videos: int, num_frames: int, height: int, width: int) -> dict[str, SyntheticVideo]:
+    """The held-out videos: the quickstart's seed and preset, so that at the quickstart's size and length the first
+    QUICKSTART_HELD_OUT_VIDEOS are its own."""
+    return make_videos(num_videos, seed=HELD_OUT_SEED, num_frames=num_frames, height=height, width=width,
+                       difficulty=without_late_entries(get_preset(HELD_OUT_PRESET)))
+
+
 def make_study_data(plan: StudyPlan, out: Path) -> DataFolders:
     """Write (or reuse) the static images, training videos and held-out videos of `plan` under `out/data`."""
     folders = DataFolders(out / "data" / "static", out / "data" / "train", out / "data" / "held_out")
@@ -105,8 +112,7 @@ def make_study_data(plan: StudyPlan, out: Path) -> DataFolders:
                           difficulty=hard, first_index=plan.easy_train_videos, **size),
         }
         write_davis(folders.train_root, train_videos, {}, progress=progress.update)
-        held_out = make_videos(plan.held_out_videos, seed=HELD_OUT_SEED, num_frames=plan.held_out_video_frames,
-                               difficulty=hard, **size)
+        held_out = held_out_videos(plan.held_out_videos, plan.held_out_video_frames, **size)
         write_davis(folders.held_out_split, {}, held_out, progress=progress.update)
     return folders
 

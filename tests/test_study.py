@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
+import subprocess
 
 import numpy as np
 import pytest
 
 from configs.loader import load_config
 from inference.metrics import ObjectScores
-from scripts import run_study
+from dataset.image_io import read_mask_ids
+from scripts import quickstart, run_study, study_prepare
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
@@ -32,6 +35,20 @@ def test_study_preset_resolves_with_the_papers_schedule_scaled_to_its_length():
         assert (stage.skip_fractions, stage.skip_values) == (paper.skip_fractions, paper.skip_values)
     # a resume checkpoint at least every 50 iterations (the study's bound on lost work), never only at stage ends
     assert 0 < train.save_checkpoint_interval <= 50
+
+
+def test_study_held_out_set_starts_with_the_quickstarts_held_out_videos(tmp_path):
+    plan = quickstart.DEFAULT_PLAN
+    ours = study_prepare.held_out_videos(study_prepare.STUDY_PLAN.held_out_videos,
+                                         study_prepare.STUDY_PLAN.held_out_video_frames, plan.height, plan.width)
+    theirs = quickstart.make_data(dataclasses.replace(plan, static_images_per_source=0, train_videos=0),
+                                  tmp_path)  # the quickstart's own data step, reduced to its held-out videos
+    listed = theirs.held_out_list.read_text().split()
+    assert listed == list(ours)[:plan.held_out_videos] == [f"synth{i:04d}" for i in range(plan.held_out_videos)]
+    for name in listed:
+        written = sorted((theirs.held_out_annotations / name).glob("*.png"))
+        assert len(written) == ours[name].num_frames == plan.held_out_video_frames
+        assert np.array_equal(read_mask_ids(written[-1]), ours[name].frame(ours[name].num_frames - 1)[1])
 
 
 def test_long_benchmark_is_deterministic_by_seed():
@@ -129,3 +146,20 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
             evaluated = {row["row"]: float(row["jf"]) for row in csv.DictReader(handle)}
         ours = {entry["row"]: entry["jf"] for entry in result["entries"] if entry["benchmark"] == benchmark}
         assert ours["stores_all"] == pytest.approx(evaluated["stores_all"], abs=0.051)
+
+
+def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the_final_snapshot(tmp_path):
+    run = tmp_path / "study"
+    run.mkdir()
+    names = ["study_s0_checkpoint_600.pth", "study_s03_checkpoint_50.pth", "study_s03_checkpoint_100.pth",
+             "study_s03_checkpoint_150.pth"]
+    for age, name in enumerate(reversed(names)):  # written in list order: the last is the newest
+        (run / name).write_bytes(b"")
+        os.utime(run / name, (1_000_000 - age, 1_000_000 - age))
+    (run / "study_s03_150.pth").write_bytes(b"")  # snapshots are never touched
+    final = run / "study_s03_150.pth"
+    script = tmp_path / "watch.sh"
+    script.write_text(study_prepare.watcher_script(run, final))
+    subprocess.run(["bash", str(script)], check=True, timeout=30, capture_output=True)
+    kept = sorted(path.name for path in run.iterdir())
+    assert kept == sorted(names[-study_prepare.KEEP_CHECKPOINTS:] + ["study_s03_150.pth"])
