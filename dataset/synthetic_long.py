@@ -63,7 +63,7 @@ class LongBenchmark:
 
     Attributes:
         num_videos, num_frames, height, width: LONG_BENCHMARK: 5 videos of 2000 frames at 96x160 (10,000 frames;
-            about 21 minutes per pass of XMem on two idle CPU cores at the quickstart's 7.9 frames per second).
+            one pass of XMem: about 45 minutes on one CPU thread, measured at 0.27 CPU-s per frame).
         annotation_every: ground-truth frame step (frame 0 is the input mask; 99 scored frames per video).
         seed: videos are drawn from video_seed(seed, index).
     """
