@@ -12,7 +12,7 @@ import pytest
 from configs.loader import load_config
 from inference.metrics import ObjectScores
 from dataset.image_io import read_mask_ids
-from scripts import quickstart, run_study, study_prepare
+from scripts import quickstart, run_study, study_curve, study_prepare
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
@@ -163,3 +163,25 @@ def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the
     subprocess.run(["bash", str(script)], check=True, timeout=30, capture_output=True)
     kept = sorted(path.name for path in run.iterdir())
     assert kept == sorted(names[-study_prepare.KEEP_CHECKPOINTS:] + ["study_s03_150.pth"])
+
+
+def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    run = tmp_path / "study"
+    for stage, losses in (("0", [3.0, 2.0]), ("3", [1.5, 1.0, 0.5])):
+        with SummaryWriter(str(run / "tensorboard" / f"stage{stage}")) as writer:
+            for index, loss in enumerate(losses, start=1):
+                writer.add_scalar(study_curve.LOSS_TAG, loss, index * 10)
+    losses = study_curve.read_losses(run)
+    assert losses == [("0", 10, 3.0), ("0", 20, 2.0), ("3", 10, 1.5), ("3", 20, 1.0), ("3", 30, 0.5)]
+    rows = study_curve.curve_rows(losses, {("0", 20): 40.0, ("03", 30): 65.0})
+    assert [row["global_iteration"] for row in rows] == [10, 20, 30, 40, 50]
+    assert [row["held_out_jf"] for row in rows] == ["", 40.0, "", "", 65.0]
+    (run / "study_s0_20.pth").write_bytes(b"")
+    (run / "study_s03_30.pth").write_bytes(b"")
+    (run / "study_s03_checkpoint_30.pth").write_bytes(b"")
+    assert [(stages, iteration) for stages, iteration, _ in study_curve.snapshots(run)] == [("0", 20), ("03", 30)]
+    study_curve.main(["--run", str(run), "--out", str(tmp_path / "curve"), "--no_eval"])
+    assert (tmp_path / "curve" / "training_curve.png").is_file()
+    assert len((tmp_path / "curve" / "training_curve.csv").read_text().splitlines()) == 1 + len(losses)
