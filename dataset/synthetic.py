@@ -355,8 +355,9 @@ class SyntheticVideo:
     # ----------------------------------------------------------------------------------------------- public API
     @property
     def timing(self) -> Timing:
-        """When exits and colour drift happen. Not a field, so that the specs (and the completion records of written
-        data sets) of every existing video stay as they are; `dataset.synthetic_long.LongSyntheticVideo` overrides it."""
+        """When exits and colour drift happen. Not a field, so that the specs (and the completion records of
+        written data sets) of every existing video stay as they are; `synthetic_long.LongSyntheticVideo` overrides
+        it."""
         return DEFAULT_TIMING
 
     @property
@@ -461,7 +462,7 @@ class SyntheticVideo:
     def _scene(self) -> tuple[list[_Layer], np.ndarray, int, np.ndarray, np.ndarray]:
         """(layers back to front, background canvas, pan margin, pan frequency (2,), pan phase (2,))."""
         rng = self._rng(_SCENE_STREAM)
-        difficulty = self.difficulty
+        difficulty, timing = self.difficulty, self.timing
         short_side = min(self.height, self.width)
         num_objects = self._num_objects
         num_layers = num_objects + difficulty.num_distractors
@@ -521,7 +522,6 @@ class SyntheticVideo:
             path_frequency = path_frequency * (speed_px / rms_speed_per_unit)
             path_phase = rng.uniform(0, 2 * math.pi, size=(2, PATH_COMPONENTS))
 
-            timing = self.timing
             exit_period = min(self.num_frames, timing.exit_period_frames)
             exit_offset = None
             exit_start = exit_ramp = exit_hold = 0

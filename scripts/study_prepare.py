@@ -135,7 +135,8 @@ def train_command(arguments: Sequence[str], log: Path, resume: bool) -> str:
 
 def watcher_script(run_root: Path, final_snapshot: Path) -> str:
     """A bash loop deleting all but the KEEP_CHECKPOINTS newest resume checkpoints (by modification time: the
-    trainer writes them in order, atomically, so an unfinished one is never listed) until `final_snapshot` exists."""
+    trainer writes them in order, through hidden `.*.tmp` files renamed when complete, so an unfinished one is never
+    listed) until `final_snapshot` exists."""
     return (
         "#!/bin/bash\n"
         f"# Keep only the {KEEP_CHECKPOINTS} newest resume checkpoints of the study run; exit when the final snapshot "
@@ -143,7 +144,8 @@ def watcher_script(run_root: Path, final_snapshot: Path) -> str:
         f"RUN={shlex.quote(str(run_root))}\nFINAL={shlex.quote(str(final_snapshot))}\n"
         "while true; do\n"
         "  if [ -d \"$RUN\" ]; then\n"
-        f"    ls -1t \"$RUN\"/*_checkpoint_*.pth 2>/dev/null | tail -n +{KEEP_CHECKPOINTS + 1} | while read -r old; do\n"
+        f"    ls -1t \"$RUN\"/*_checkpoint_*.pth 2>/dev/null | tail -n +{KEEP_CHECKPOINTS + 1} |"
+        " while read -r old; do\n"
         "      echo \"$(date -Is) removing $old\"; rm -f -- \"$old\"\n"
         "    done\n"
         "  fi\n"
