@@ -55,7 +55,8 @@ MIN_OBJECT_RADIUS_PX = 3.0
 # Late entries fall in this part of the video (fractions of its length).
 LATE_ENTRY_RANGE = (0.15, 0.6)
 # Exits: an exiting object leaves and returns once per EXIT_PERIOD_FRAMES (or once per video if shorter): it slides
-# out for EXIT_RAMP_FRACTION of the period, stays out for EXIT_HOLD_FRACTION, slides back in.
+# out for EXIT_RAMP_FRACTION of the period, stays out for EXIT_HOLD_FRACTION, slides back in. (A subclass may time
+# exits and colour drift otherwise: `SyntheticVideo.timing`.)
 EXIT_PERIOD_FRAMES = 150
 EXIT_START_RANGE = (0.15, 0.45)
 EXIT_RAMP_FRACTION = 0.12
@@ -182,6 +183,39 @@ def get_preset(name: str) -> Difficulty:
     if name not in PRESETS:
         raise KeyError(f"unknown synthetic preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When exits and colour drift happen (frames); the defaults are every SyntheticVideo's.
+
+    Attributes:
+        exit_period_frames: an exiting object leaves and returns once per period (once per video if shorter).
+        exit_ramp_fraction: fraction of the period it takes to slide out (and again to slide back in).
+        exit_hold_fraction: fraction of the period it stays fully outside.
+        appearance_period_frames: (low, high) range of the colour-drift periods.
+    """
+
+    exit_period_frames: int = EXIT_PERIOD_FRAMES
+    exit_ramp_fraction: float = EXIT_RAMP_FRACTION
+    exit_hold_fraction: float = EXIT_HOLD_FRACTION
+    appearance_period_frames: tuple[float, float] = APPEARANCE_PERIOD_FRAMES
+
+    def __post_init__(self) -> None:
+        if self.exit_period_frames < MIN_EXIT_PERIOD_FRAMES:
+            raise ValueError(f"Timing.exit_period_frames {self.exit_period_frames} is invalid; expected >= "
+                             f"{MIN_EXIT_PERIOD_FRAMES}")
+        if not (0 < self.exit_ramp_fraction and 0 < self.exit_hold_fraction
+                and 2 * self.exit_ramp_fraction + self.exit_hold_fraction <= 1):
+            raise ValueError(f"Timing exit fractions ramp {self.exit_ramp_fraction}, hold {self.exit_hold_fraction} "
+                             "are invalid; expected positive values with 2 * ramp + hold <= 1")
+        low, high = self.appearance_period_frames
+        if not 0 < low <= high:
+            raise ValueError(f"Timing.appearance_period_frames {self.appearance_period_frames} is invalid; expected "
+                             "(low, high) with 0 < low <= high")
+
+
+DEFAULT_TIMING = Timing()
 
 
 @dataclass(frozen=True)
@@ -320,6 +354,13 @@ class SyntheticVideo:
 
     # ----------------------------------------------------------------------------------------------- public API
     @property
+    def timing(self) -> Timing:
+        """When exits and colour drift happen. Not a field, so that the specs (and the completion records of
+        written data sets) of every existing video stay as they are; `synthetic_long.LongSyntheticVideo` overrides
+        it."""
+        return DEFAULT_TIMING
+
+    @property
     def object_ids(self) -> tuple[int, ...]:
         """The object ids 1..N (N in difficulty.min_objects..max_objects)."""
         return tuple(range(1, self._num_objects + 1))
@@ -421,7 +462,7 @@ class SyntheticVideo:
     def _scene(self) -> tuple[list[_Layer], np.ndarray, int, np.ndarray, np.ndarray]:
         """(layers back to front, background canvas, pan margin, pan frequency (2,), pan phase (2,))."""
         rng = self._rng(_SCENE_STREAM)
-        difficulty = self.difficulty
+        difficulty, timing = self.difficulty, self.timing
         short_side = min(self.height, self.width)
         num_objects = self._num_objects
         num_layers = num_objects + difficulty.num_distractors
@@ -481,7 +522,7 @@ class SyntheticVideo:
             path_frequency = path_frequency * (speed_px / rms_speed_per_unit)
             path_phase = rng.uniform(0, 2 * math.pi, size=(2, PATH_COMPONENTS))
 
-            exit_period = min(self.num_frames, EXIT_PERIOD_FRAMES)
+            exit_period = min(self.num_frames, timing.exit_period_frames)
             exit_offset = None
             exit_start = exit_ramp = exit_hold = 0
             if rng.uniform() < difficulty.exit_probability and exit_period >= MIN_EXIT_PERIOD_FRAMES:
@@ -492,8 +533,8 @@ class SyntheticVideo:
                 # Far enough to push the object fully out from anywhere in the frame.
                 exit_offset[axis] = sign * (extent + 2 * sprite_radius)
                 exit_start = int(rng.uniform(*EXIT_START_RANGE) * exit_period)
-                exit_ramp = max(2, int(round(EXIT_RAMP_FRACTION * exit_period)))
-                exit_hold = max(1, int(round(EXIT_HOLD_FRACTION * exit_period)))
+                exit_ramp = max(2, int(round(timing.exit_ramp_fraction * exit_period)))
+                exit_hold = max(1, int(round(timing.exit_hold_fraction * exit_period)))
 
             layers.append(_Layer(
                 label=label, shape_kind=shape_kind, colour_sprite=colour_sprite, shape_sprite=shape_sprite,
@@ -505,7 +546,7 @@ class SyntheticVideo:
                 scale_frequency=2 * math.pi / rng.uniform(*SCALE_PERIOD_FRAMES),
                 scale_phase=rng.uniform(0, 2 * math.pi),
                 colour_gain_amplitude=difficulty.appearance_change if is_object else 0.0,
-                colour_frequency=2 * math.pi / rng.uniform(*APPEARANCE_PERIOD_FRAMES),
+                colour_frequency=2 * math.pi / rng.uniform(*timing.appearance_period_frames),
                 colour_phase=rng.uniform(0, 2 * math.pi, size=3),
                 entry_frame=entry, exit_offset=exit_offset, exit_start=exit_start, exit_ramp=exit_ramp,
                 exit_hold=exit_hold, exit_period=exit_period,
