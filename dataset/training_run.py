@@ -8,8 +8,10 @@ and TensorBoard logs under `tensorboard/stage<name>/`. Every file is written ato
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
+import warnings
 import re
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import torch
 import yaml
 
 from configs.common import atomic_write, atomic_write_text
+from configs.schema import Config
 from dataset.training_data import DataPosition
 
 KNOWN_STAGES = ("0", "1", "2", "3")
@@ -91,7 +94,12 @@ class RunDirectory:
             return None
         path = self.latest_checkpoint()
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        difference = _first_difference(checkpoint["config"], resolved_config)
+        removed: list[str] = []
+        difference = _first_difference(checkpoint["config"], resolved_config, _plain(dataclasses.asdict(Config())),
+                                       removed=removed)
+        if removed:
+            warnings.warn(f"--resume: {path} was written with settings this version no longer has "
+                          f"({', '.join(removed)}); they are ignored", stacklevel=2)
         if difference:
             raise ValueError(f"--resume: the config differs from the one of {path}: {difference}; resume with the "
                              "same preset and overrides")
@@ -115,15 +123,36 @@ def save_resume_checkpoint(path: Path, *, stage: str, stages_so_far: str, traine
     atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
-def _first_difference(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "") -> str | None:
+def _plain(value: Any) -> Any:
+    """A config dict as it is stored (tuples as lists)."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return [_plain(item) for item in value] if isinstance(value, (list, tuple)) else value
+
+
+def _first_difference(saved: Mapping[str, Any], current: Mapping[str, Any], defaults: Mapping[str, Any],
+                      prefix: str = "", *, removed: list[str]) -> str | None:
+    """The first setting where a checkpoint's config and the current one differ, described, or None.
+
+    A run resumes across versions of this code: a setting added since the checkpoint was written counts as equal
+    while it holds its default (the behaviour the checkpoint was trained with), and a setting since removed is
+    collected in `removed` (the caller warns) instead of blocking the resume.
+    """
     for key in sorted(set(saved) | set(current)):
-        left, right = saved.get(key), current.get(key)
+        name = f"{prefix}{key}"
+        if key not in current:
+            removed.append(name)
+            continue
+        left, right, default = saved.get(key), current[key], defaults.get(key) if isinstance(defaults, Mapping) else None
+        if key not in saved and right == default:
+            continue
         if isinstance(left, Mapping) and isinstance(right, Mapping):
-            found = _first_difference(left, right, f"{prefix}{key}.")
+            found = _first_difference(left, right, default if isinstance(default, Mapping) else {}, f"{name}.",
+                                      removed=removed)
             if found:
                 return found
         elif left != right:
-            return f"{prefix}{key} (checkpoint: {left!r}, now: {right!r})"
+            return f"{name} (checkpoint: {left!r}, now: {right!r})"
     return None
 
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import train
-from configs import Config, config_from_dict, load_config
+from configs import Config, config_from_dict, config_to_dict, load_config
 from configs.common import per_rank_batch_size
 from dataset.training_data import DataPhase, GlobalBatchSampler, StageData, training_loader
 from dataset.training_log import image_grid
@@ -301,6 +301,25 @@ def test_resume_without_checkpoint_and_bad_stages_are_errors(tmp_path):
         train.run_training(config, _fake_data()[0], resume=True)
     with pytest.raises(ValueError, match="train.stages='04': expected distinct stage names from 0, 1, 2, 3"):
         validate_stages("04")
+
+
+def test_resume_accepts_a_checkpoint_from_an_older_version_of_the_config(tmp_path):
+    """A setting added since the checkpoint was written (at its default) or since removed does not block --resume;
+    a changed setting does, naming it."""
+    config = load_config(overrides=[f"train.save_dir={tmp_path}", "train.exp_id=old"])
+    run = RunDirectory(config.train.save_dir, config.train.exp_id)
+    current = config_to_dict(config)
+    saved = config_to_dict(config)
+    del saved["train"]["max_nonfinite_steps"]  # added since
+    saved["inference"]["reference_compute"] = False  # removed since
+    run.root.mkdir(parents=True)
+    torch.save({"config": saved}, run.checkpoint("03", 10))
+    with pytest.warns(UserWarning, match="no longer has .inference.reference_compute.; they are ignored"):
+        assert run.start(current, resume=True) == {"config": saved}
+    changed = config_to_dict(load_config(overrides=[f"train.save_dir={tmp_path}", "train.exp_id=old",
+                                                    "train.max_nonfinite_steps=5"]))
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match=r"train.max_nonfinite_steps \(checkpoint: None, now: 5\)"):
+        run.start(changed, resume=True)
 
 
 # ---------------------------------------------------------------------------------------------- DDP (Gloo, CPU)
