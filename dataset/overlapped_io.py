@@ -166,3 +166,41 @@ class BackgroundWriter:
             self.close()
         except BaseException:  # noqa: BLE001 - already failing with the body's exception
             pass
+
+
+class ReadAheadVideo:
+    """An evaluation video (e.g. `EvalVideo`) whose `frames()` reads up to `depth` frames (and their masks) ahead
+    in a background thread; every other attribute is the video's own."""
+
+    def __init__(self, video: Any, depth: int):
+        self._video = video
+        self._depth = depth
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._video, name)
+
+    def __len__(self) -> int:
+        return len(self._video)
+
+    def frames(self) -> Iterator[Any]:
+        """The video's frames, read ahead (errors raised at the frame where reading failed)."""
+        return read_ahead(self._video.frames(), self._depth)
+
+
+class WriteBehind:
+    """A result writer (e.g. `ResultWriter`) whose per-frame `write_mask` and `write_scores` run in `background`;
+    `flush()` before anything that must see the files (marking a video finished, deleting a failed one)."""
+
+    def __init__(self, writer: Any, background: BackgroundWriter):
+        self._writer = writer
+        self._background = background
+
+    def write_mask(self, video: str, frame: str, mask: Any, palette: Optional[bytes]) -> None:
+        self._background.submit(self._writer.write_mask, video, frame, mask, palette)
+
+    def write_scores(self, video: str, frame: str, prob: Any, labels: Any) -> None:
+        self._background.submit(self._writer.write_scores, video, frame, prob, labels)
+
+    def flush(self) -> None:
+        """Wait for the queued writes; raise the first error among them."""
+        self._background.flush()

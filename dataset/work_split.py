@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from PIL import Image
 
-from dataset.eval_datasets import EvalVideo, resized_shape
+from dataset.eval_datasets import EvalVideo
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,14 @@ class WorkSplit:
                          in enumerate(zip(self.shares, self.frames, self.costs)))
 
 
-def video_work(video: EvalVideo, shorter_side: int) -> VideoWork:
+def video_work(video: EvalVideo, resized: Callable[[int, int], tuple[int, int]]) -> VideoWork:
     """The work of one checked video: its frame count and the pixels of its first frame once resized.
 
     Only the first frame's header is read (no decoding); `eval.py` checks later that every frame has that size.
 
     Args:
         video: the video (frames before its first mask already dropped).
-        shorter_side: the benchmark's resize target (-1 = native size).
+        resized: (H, W) of a frame -> (H', W') the network sees (the benchmark's resizing rule).
     Raises:
         FileNotFoundError, ValueError: the first frame cannot be opened as an image (naming it).
     """
@@ -70,7 +70,7 @@ def video_work(video: EvalVideo, shorter_side: int) -> VideoWork:
         raise FileNotFoundError(f"frame {path} does not exist") from None
     except OSError as error:
         raise ValueError(f"frame {path} is not a readable image ({error})") from None
-    resized_height, resized_width = resized_shape(height, width, shorter_side)
+    resized_height, resized_width = resized(height, width)
     return VideoWork(frames=len(video), pixels=resized_height * resized_width)
 
 

@@ -60,11 +60,11 @@ def test_video_work_reads_the_first_frame_header(tmp_path):
         frames.append(tmp_path / f"{index:05d}.jpg")
         write_image(frames[-1], np.zeros((60, 100, 3), np.uint8))
     video = EvalVideo("v", tuple(frames), {}, None, None)
-    assert video_work(video, -1) == VideoWork(3, 6000)
-    assert video_work(video, 30) == VideoWork(3, 30 * 50)
+    assert video_work(video, lambda height, width: (height, width)) == VideoWork(3, 6000)
+    assert video_work(video, lambda height, width: (height // 2, width // 2)) == VideoWork(3, 30 * 50)
     (tmp_path / "00000.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="00000.jpg is not a readable image"):
-        video_work(video, -1)
+        video_work(video, lambda height, width: (height, width))
 
 
 # ------------------------------------------------------------------------------------------------ read ahead
@@ -240,3 +240,23 @@ def test_a_killed_rank_is_named_by_the_others_and_nothing_hangs():
     killed_host = _run_ranks(2, victim=0)  # rank 0 hosts the store here (no torchrun agent)
     assert killed_host[1].returncode == 3
     assert "lost the job's store" in killed_host[1].stdout and "rank 0" in killed_host[1].stdout
+
+
+def test_read_ahead_video_and_write_behind_wrap_the_real_classes(tmp_path):
+    from dataset.overlapped_io import ReadAheadVideo, WriteBehind
+    from dataset.writers import ResultWriter
+
+    frames = []
+    for index in range(4):
+        frames.append(tmp_path / "in" / f"{index:05d}.jpg")
+        write_image(frames[-1], np.full((8, 12, 3), index * 40, np.uint8))
+    video = EvalVideo("v", tuple(frames), {}, None, None)
+    ahead = ReadAheadVideo(video, depth=2)
+    assert len(ahead) == 4 and ahead.name == "v" and ahead.frame_paths == video.frame_paths
+    writer = ResultWriter(tmp_path / "out", "davis")
+    with BackgroundWriter(max_pending=2) as background:
+        behind = WriteBehind(writer, background)
+        for frame in ahead.frames():
+            behind.write_mask("v", frame.name, (frame.image[..., 0] > 60).astype(np.uint8), None)
+        behind.flush()
+        assert sorted(path.name for path in (tmp_path / "out/v").iterdir()) == [f"{i:05d}.png" for i in range(4)]
