@@ -5,42 +5,46 @@ Usage (the original eval.py flags keep working; `--config` takes a preset, `key=
     python eval.py --config eval/y19 --y19_path ../YouTube inference.mem_every=3 --size 600
     python eval.py --dataset G --generic_path my_videos --size -1 --save_scores --flip
 
-Outputs are described in `dataset/writers.py`. A rerun skips finished videos unless `--overwrite`. At the end a
+Outputs are described in `dataset/writers.py`. A rerun skips finished videos unless `--overwrite`; each finished
+video records the settings that made it (configs/output_settings.py), and a rerun with other settings refuses,
+naming what changed (`--overwrite` redoes every video), so one folder never mixes settings. At the end a
 report gives J&F / J / F when the split has ground truth (DAVIS 2016/2017 val, Long-time Video, generic folders
 with annotations beyond the first frame), the FPS without data loading and the peak memory. YouTube-VOS, DAVIS
 test-dev and LVOS are scored by their servers / toolkits, from the zip or folder written here.
 
-A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied: memory
-reading switches left at their defaults take the sidecar's values; switches set in the config must agree with it.
+A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied
+(configs/sidecar.py). Errors that stop the whole run print one `error:` line and exit 1 (`--debug` shows the
+traceback); a video that fails or cannot be scored is reported by name and the others go on.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import resource
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from configs.common import atomic_write_text, resolve_device, run_cli
 from configs.loader import add_flag_aliases, dump_config, load_config, overrides_from_flags
-from configs.schema import Config, ModelConfig
-from dataset.eval_datasets import (Benchmark, EmptyMaskError, EvalVideo, match_mask_to_frame, open_benchmark,
-                                   resize_image, resize_mask, resize_probabilities, resized_shape)
-from configs.common import atomic_output, resolve_device
-from dataset.image_io import read_index_mask
-from dataset.writers import ResultWriter
-from inference.inference_core import InferenceCore, normalize_image
-from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, SequenceScorer
+from configs.output_settings import changed_settings, file_sha256, output_settings
+from configs.schema import Config
+from configs.sidecar import apply_checkpoint_switches
+from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth, open_benchmark
+from dataset.image_io import read_mask_ids
+from dataset.writers import ResultWriter, check_output_folder
+from inference.folder_evaluation import list_predicted_sequences, score_sequences
+from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
+from inference.video_runner import run_video
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
+
+__all__ = ["apply_checkpoint_switches", "build_parser", "main", "resolve_config"]
 
 logger = logging.getLogger("eval")
 
@@ -52,9 +56,9 @@ RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in byte
 MIN_SCORED_SEQUENCE_FRAMES = 3  # the first and last ground-truth frames are never scored
 # Video errors that stop one video and let the others run (bad files, missing masks, mismatched sizes).
 VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
-SIDECAR_SUFFIX = ".yaml"  # a training snapshot's model switches: <checkpoint>.yaml
-SIDECAR_SWITCHES = ("similarity", "use_shrinkage", "use_selection")  # what a state_dict cannot tell
+SCORING_PROCESSES = 1  # scoring is cheap next to inference; one process keeps eval.py free of worker pools
 MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs")
+SETTINGS_KEY = "settings"  # where a finished video's record keeps the settings that made it
 SERVER_SCORED = {
     "Y18": "YouTube-VOS 2018 is scored by its CodaLab server: upload {zip}",
     "Y19": "YouTube-VOS 2019 is scored by its CodaLab server: upload {zip}",
@@ -72,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flag_aliases(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="schema overrides applied last, e.g. inference.top_k=20 eval.size=600")
+    parser.epilog = "--debug (anywhere): show the traceback of an error"
     return parser
 
 
@@ -85,132 +90,12 @@ def resolve_config(argv: Optional[Sequence[str]] = None) -> Config:
     return load_config(arguments.config, overrides_from_flags(arguments) + list(arguments.overrides))
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _peak_memory(device: torch.device) -> tuple[float, str]:
     """(megabytes, what was measured): CUDA max allocated on a CUDA device, else the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / BYTES_PER_MB, "CUDA max allocated"
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RSS_UNIT_BYTES
     return peak / BYTES_PER_MB, "process peak RSS"
-
-
-def _output_mask(prob: torch.Tensor, object_ids: Sequence[int]) -> tuple[torch.Tensor, list[int], np.ndarray]:
-    """Reorder (N+1)×H×W probabilities (slot order) to ascending object ids; return them, the ids and the
-    uint8 H×W mask of ids (argmax, 0 = background)."""
-    order = sorted(range(len(object_ids)), key=lambda slot: object_ids[slot])
-    labels = [int(object_ids[slot]) for slot in order]
-    prob = prob[[0] + [slot + 1 for slot in order]]
-    lookup = torch.tensor([0] + labels, dtype=torch.uint8, device=prob.device)
-    return prob, labels, lookup[prob.argmax(dim=0)].cpu().numpy()
-
-
-def _describe_switches(model: ModelConfig) -> str:
-    return ", ".join(f"{name}={getattr(model, name)!r}" for name in SIDECAR_SWITCHES)
-
-
-def apply_checkpoint_switches(config: Config, checkpoint: str | Path, hidden_dim: int) -> Config:
-    """The config with the model switches a checkpoint was trained with (a new Config; `config` is unchanged).
-
-    A plain state_dict cannot say whether it was trained with selection, shrinkage or the dot product; training
-    snapshots carry a sidecar `<checkpoint>.yaml` with their `model:` switches. When the config leaves every
-    memory-reading switch (SIDECAR_SWITCHES) at its default, the sidecar's switches are used (with a warning if
-    they differ); when it sets any of them, all must agree with the sidecar. Released checkpoints have no
-    sidecar: the config is used as given.
-
-    Args:
-        config: the resolved run config.
-        checkpoint: the checkpoint path (its sidecar is the same path with suffix .yaml).
-        hidden_dim: C^h of the loaded weights (0: no sensory memory).
-    Returns:
-        the config to run with.
-    Raises:
-        ValueError: the config's reading switches contradict the sidecar, `model.hidden_dim` is set to a value the
-            weights do not have, or the sidecar is not a valid `model:` preset (each message names the file).
-    """
-    model, defaults = config.model, ModelConfig()
-    if model.hidden_dim != defaults.hidden_dim and model.hidden_dim != hidden_dim:
-        raise ValueError(
-            f"config model.hidden_dim={model.hidden_dim} but checkpoint {str(checkpoint)!r} has C^h={hidden_dim}; "
-            "pass a checkpoint trained with that sensory size (no sensory memory: hidden_dim=0, e.g. "
-            "XMem-no-sensory.pth), or keep this one and set inference.use_sensory_memory=false to hold its sensory "
-            "memory at zero"
-        )
-    sidecar = Path(checkpoint).with_suffix(SIDECAR_SUFFIX)
-    if not sidecar.is_file():
-        return config
-    try:
-        trained = load_config(sidecar).model
-    except (KeyError, TypeError, ValueError) as error:
-        message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        raise ValueError(f"checkpoint sidecar {str(sidecar)!r}: not a valid model preset ({message})") from error
-    wanted = {name: getattr(model, name) for name in SIDECAR_SWITCHES}
-    used = {name: getattr(trained, name) for name in SIDECAR_SWITCHES}
-    if wanted == used:
-        return config
-    if any(value != getattr(defaults, name) for name, value in wanted.items()):
-        raise ValueError(
-            f"checkpoint sidecar {str(sidecar)!r}: the checkpoint was trained with {_describe_switches(trained)} "
-            f"but the config sets {_describe_switches(model)}; drop those settings or evaluate a checkpoint "
-            "trained with them"
-        )
-    warnings.warn(f"memory reading as the checkpoint was trained ({_describe_switches(trained)}, from {sidecar})",
-                  stacklevel=2)
-    return dataclasses.replace(config, model=dataclasses.replace(model, **used))
-
-
-def _run_video(network, video: EvalVideo, config: Config, benchmark: Benchmark, writer: ResultWriter,
-               device: torch.device) -> dict[str, Any]:
-    """Segment one video frame by frame and write its saved frames; return its record.
-
-    Timing covers normalisation, resizing, the network and the output resize/argmax (not reading or writing files).
-    The record also holds the memory at the end of the video (working / long-term elements) and the largest
-    absolute value the sensory memory took (None for a network without sensory memory).
-    """
-    options = config.eval
-    core = InferenceCore(network, config.inference, device=device, num_frames=len(video), model_config=config.model)
-    seconds = 0.0
-    saved = 0
-    sensory_peak = None
-    for frame in tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False):
-        image, mask = frame.image, frame.mask
-        if options.flip:
-            image = image[:, ::-1]
-            mask = None if mask is None else mask[:, ::-1]
-        output_shape = video.output_shape or image.shape[:2]
-        _synchronize(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            shape = resized_shape(*image.shape[:2], benchmark.size)
-            pixels = resize_image(normalize_image(np.ascontiguousarray(image), device=device), shape)
-            mask_tensor = None
-            if mask is not None:
-                mask_tensor = resize_mask(torch.from_numpy(np.ascontiguousarray(mask)).to(device), shape)
-            prob = core.step(pixels, mask_tensor, list(frame.objects) if mask is not None else None,
-                             end=frame.is_last)
-            if frame.save:
-                prob = resize_probabilities(prob, tuple(output_shape))
-                if options.flip:
-                    prob = prob.flip(-1)
-                prob, labels, output = _output_mask(prob, core.object_ids)
-        _synchronize(device)
-        seconds += time.perf_counter() - start
-        if core.memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
-            frame_peak = core.memory.sensory.detach().abs().amax().float()
-            sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
-        if frame.save:
-            writer.write_mask(video.name, frame.name, output, video.palette)
-            if options.save_scores:
-                writer.write_scores(video.name, frame.name, prob.float().cpu().numpy(), labels)
-            saved += 1
-    frames = len(video)
-    return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
-            "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
-            "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6)}
 
 
 def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -223,37 +108,65 @@ def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def _run_settings(config: Config, benchmark: Benchmark, device: torch.device) -> dict[str, Any]:
+    """The settings that shape this run's outputs (recorded with every finished video)."""
+    memory = config.inference
+    use_amp = memory.use_amp == "on" or (memory.use_amp == "auto" and device.type == "cuda")  # as InferenceCore
+    return output_settings(config, model_sha256=file_sha256(config.eval.model), use_amp=use_amp,
+                           size=benchmark.size)
+
+
+def _check_rerun(writer: ResultWriter, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to add to a folder whose finished videos were made with other settings; with `overwrite`, forget
+    them (they are all redone). Runs before config.yaml is written, so config.yaml always describes the outputs.
+
+    Raises:
+        ValueError: finished videos with other settings, without `overwrite` (names the first change).
+    """
+    stale = {}
+    for name in writer.finished_videos():
+        recorded = writer.finished_record(name).get(SETTINGS_KEY)
+        if recorded != settings:
+            stale[name] = recorded
+    if not stale:
+        return
+    if overwrite:
+        for name in stale:
+            writer.start_video(name)
+        return
+    name, recorded = next(iter(stale.items()))
+    changes = ("they were made by an eval.py that did not record its settings" if recorded is None
+               else "changed: " + "; ".join(changed_settings(recorded, settings)))
+    raise ValueError(f"output folder {writer.output_dir} holds {len(stale)} finished video(s) (e.g. {name!r}) made "
+                     f"with other settings, {changes}; rerun with those settings, pass --overwrite to redo every "
+                     "video, or choose another --output")
+
+
 def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
-           davis_compat_decay: bool) -> Optional[EvaluationResults]:
-    """J / F of the written masks against the benchmark's ground truth (frames having both), in the benchmark's
-    scoring mode, or None if no video has enough ground-truth frames. DAVIS 2016 is scored as one binary object."""
+           davis_compat_decay: bool) -> tuple[Optional[EvaluationResults], dict[str, str]]:
+    """J / F of the written masks against the benchmark's ground truth (frames having both) with the project's
+    scoring driver (`inference.folder_evaluation`), in the benchmark's scoring mode; DAVIS 2016 as one binary
+    object. Returns (results, or None when no video has enough ground-truth frames; video -> why it could not be
+    scored). The tables go to the output folder."""
     if benchmark.ground_truth_dir is None:
-        return None
-    mode = {"davis": MODE_DAVIS, "appearance": MODE_APPEARANCE}[benchmark.scoring_mode]
-    objects = []
-    for video in videos:
-        pairs = [(truth, writer.mask_path(video, truth.stem))
-                 for truth in sorted((benchmark.ground_truth_dir / video).glob("*.png"))]
-        pairs = [(truth, predicted) for truth, predicted in pairs if predicted.is_file()]
-        if len(pairs) < MIN_SCORED_SEQUENCE_FRAMES:
-            continue
-
-        def load(truth: Path, predicted: Path) -> tuple[np.ndarray, np.ndarray]:
-            prediction, _ = read_index_mask(predicted)
-            ground_truth, _ = read_index_mask(truth)
-            with warnings.catch_warnings():  # a small size mismatch was already reported during inference
-                warnings.simplefilter("ignore")
-                ground_truth = match_mask_to_frame(ground_truth, prediction.shape, truth)
-            if benchmark.dataset == "D16":
-                return (ground_truth > 0).astype(np.uint8), (prediction > 0).astype(np.uint8)
-            return ground_truth, prediction
-
-        first_truth, _ = load(*pairs[0])
-        scorer = SequenceScorer(first_truth, mode=mode, sequence=video, first_source=str(pairs[0][0]))
-        for truth, predicted in pairs[1:-1]:
-            scorer.add_frame(*load(truth, predicted))
-        objects += scorer.finish(load(*pairs[-1])[0], davis_compat_decay=davis_compat_decay)
-    return EvaluationResults(tuple(objects)) if objects else None
+        return None, {}
+    jobs = list_predicted_sequences(
+        benchmark.ground_truth_dir, writer.mask_root, videos, read_mask=read_mask_ids,
+        mode={"davis": MODE_DAVIS, "appearance": MODE_APPEARANCE}[benchmark.scoring_mode],
+        davis_compat_decay=davis_compat_decay, binary=benchmark.dataset == "D16",
+        align_ground_truth=align_ground_truth, min_frames=MIN_SCORED_SEQUENCE_FRAMES)
+    outcome = score_sequences(jobs, output_dir=writer.output_dir, num_processes=SCORING_PROCESSES)
+    unscored = {}
+    for name, error in outcome.failures.items():
+        if isinstance(error, ForeignObjectError):
+            message = (f"its input masks give object id {error.object_id}, which its ground truth "
+                       f"{benchmark.ground_truth_dir / name} never holds; the ground truth must use the input "
+                       "masks' object ids")
+        else:
+            message = str(error)
+        logger.error("video %s not scored: %s", name, message)
+        unscored[name] = message
+    return outcome.results, unscored
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -261,25 +174,30 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
     Returns:
         dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names), `failed`
-        (video -> error message), `frames`, `seconds`, `fps` (this run, data loading excluded), `peak_memory_mb` and
-        `peak_memory_kind`, `memory` (over finished videos: largest final `working_elements` and
-        `long_term_elements`, largest `sensory_peak_abs`), `scores` (global J&F table or None), `zip` (path or
-        None), `report` (the printed text), `timings`, `config` and `summary` paths (the summary is also written
-        as JSON to <output>/summary.json).
+        (video -> error message), `unscored` (video -> why its ground truth could not be scored), `frames`,
+        `seconds`, `fps` (this run, data loading excluded), `peak_memory_mb` and `peak_memory_kind`, `memory` (over
+        finished videos: largest final `working_elements` and `long_term_elements`, largest `sensory_peak_abs`),
+        `scores` (global J&F table or None), `zip` (path or None), `report` (the printed text), `timings`,
+        `config` and `summary` paths (the summary is also written as JSON to <output>/summary.json).
     Raises:
         FileNotFoundError: the checkpoint or the dataset root / its required folders are missing (named).
-        UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint, checkpoint sidecar or meta file.
+        NotADirectoryError, PermissionError: the output folder cannot be made or written.
+        UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint, checkpoint sidecar or meta file;
+            finished videos in the output folder made with other settings (without --overwrite).
     """
     config = resolve_config(argv)
     options = config.eval
     output_dir = Path(options.output or DEFAULT_OUTPUT_PATTERN.format(dataset=options.dataset, split=options.split))
+    check_output_folder(output_dir)
     benchmark = open_benchmark(options)
     device = resolve_device(options.device)
     network = load_network(options.model, device)
     config = apply_checkpoint_switches(config, options.model, network.hidden_dim)
     network = optimize_network(network, channels_last=config.inference.channels_last,
                                compile=config.inference.compile_network)
+    settings = _run_settings(config, benchmark, device)
     writer = ResultWriter(output_dir, benchmark.layout)
+    _check_rerun(writer, settings, options.overwrite)
     dump_config(config, output_dir / CONFIG_FILE)
 
     summary: dict[str, Any] = {"output": output_dir, "processed": [], "skipped_finished": [], "skipped_empty": [],
@@ -295,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         writer.start_video(name)
         try:
             video = benchmark.video(name)
-            record = _run_video(network, video, config, benchmark, writer, device)
+            record = run_video(network, video, config, writer, device, size=benchmark.size)
         except EmptyMaskError as error:
             warnings.warn(str(error), stacklevel=1)
             summary["skipped_empty"].append(name)
@@ -306,7 +224,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             summary["failed"][name] = message
             writer.start_video(name)  # leave nothing of it behind
             continue
-        writer.finish_video(name, record)
+        writer.finish_video(name, {**record, SETTINGS_KEY: settings})
         records[name] = record
         summary["processed"].append(name)
 
@@ -319,12 +237,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     summary["timings"] = writer.write_timings([records[name] for name in finished])
     summary["config"] = output_dir / CONFIG_FILE
     summary["zip"] = writer.write_submission_zip(benchmark.zip_kind, finished) if benchmark.zip_kind else None
-    results = _score(benchmark, writer, finished, options.davis_compat_decay)
+    results, summary["unscored"] = _score(benchmark, writer, finished, options.davis_compat_decay)
     summary["scores"] = None if results is None else results.global_scores()
     summary["report"] = _format_report(summary, benchmark, results)
     summary["summary"] = output_dir / SUMMARY_FILE
-    with atomic_output(summary["summary"]) as temporary:
-        temporary.write_text(json.dumps(summary, indent=1, default=str))
+    atomic_write_text(summary["summary"], json.dumps(summary, indent=1, default=str))
     return summary
 
 
@@ -336,7 +253,7 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
         lines.append(results.format_table())
     elif benchmark.dataset in SERVER_SCORED and (benchmark.zip_kind or benchmark.dataset.startswith("LVOS")):
         lines.append(SERVER_SCORED[benchmark.dataset].format(zip=summary["zip"], output=summary["output"]))
-    else:
+    elif not summary["unscored"]:
         lines.append("no ground truth beyond the input masks: not scored")
     lines.append(f"frames {summary['frames']}  time {summary['seconds']:.2f} s  FPS {summary['fps']:.2f} "
                  f"(data loading excluded)  peak memory {summary['peak_memory_mb']:.0f} MB "
@@ -348,15 +265,18 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
     lines.append(f"per-video timings: {summary['timings']}  config: {summary['config']}")
     for name, message in summary["failed"].items():
         lines.append(f"FAILED {name}: {message}")
+    for name, message in summary["unscored"].items():
+        lines.append(f"NOT SCORED {name}: {message}")
     return "\n".join(lines)
 
 
-def _cli() -> int:
+def _main_status(arguments: list[str]) -> int:
+    """Run and print the report; the exit status is 1 when a video failed or could not be scored."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = main()
+    summary = main(arguments)
     print(summary["report"])
-    return 1 if summary["failed"] else 0
+    return 1 if summary["failed"] or summary["unscored"] else 0
 
 
 if __name__ == "__main__":
-    sys.exit(_cli())
+    sys.exit(run_cli(_main_status))

@@ -3,8 +3,8 @@
 Each benchmark is opened with `open_benchmark(config)`, which checks the dataset root and lists the videos;
 `benchmark.video(name)` then checks one video (frames, input masks, sizes) and raises a one-line error naming the
 file when something is wrong, so that one broken video does not stop the others. Frames are read lazily, one at
-a time, at their stored resolution; `resized_shape`, `resize_image` and `resize_mask` do the resizing the original
-evaluation did (shorter side to `size`, bilinear for images, nearest for masks).
+a time, at their stored resolution; `inference.resize` does the resizing the original evaluation did (shorter side
+to `size`, bilinear for images, nearest for masks).
 
 Layouts (`<x>` = a video, `<f>` = a frame name; see the README of each benchmark):
 - D16: `<d16>/{JPEGImages,Annotations}/480p/<x>/`, video list `<d16>/../2017/trainval/ImageSets/2016/val.txt`
@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Callable, Iterator, Literal, Mapping, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from configs.common import DAVIS_PALETTE, PALETTE_COLOURS
@@ -46,11 +44,11 @@ GROUND_TRUTH_DIR = "GroundTruth"  # not part of the real benchmarks; synthetic a
 DAVIS_NATIVE_SIZE = 480  # DAVIS ships 480p frames; other sizes read the full-resolution frames when present
 DAVIS_FULL_RESOLUTION_DIRS = ("Full-Resolution", "1080p")
 NATIVE_SIZE = -1  # `size` value meaning "do not resize"
+MAX_OBJECT_ID = PALETTE_COLOURS - 1  # result masks are 8-bit palette PNGs
+WIDE_MASK_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16/32-bit grayscale PNGs: ids are read, checked, narrowed
 # A mask whose height and width are each within this many pixels of its frame's is resized (nearest) with a
 # warning: DAVIS has 853-px-wide masks for 854-px frames. Anything further off is an error.
 MAX_MASK_SIZE_MISMATCH_PX = 4
-# The original resized image tensors with torchvision's Resize of its time, which did not antialias tensors.
-RESIZE_ANTIALIAS = False
 
 BenchmarkName = Literal["D16", "D17", "Y18", "Y19", "LV1", "LV3", "LVOS1", "LVOS2", "G"]
 OutputLayout = Literal["davis", "youtube"]
@@ -103,6 +101,7 @@ class EvalVideo:
         save_frames: indices of the frames whose output is saved; None = all.
         palette: 768-byte palette of the input annotation (outputs use it), or None for grayscale annotations.
         output_shape: (H, W) outputs are resized to; None = each frame's own size.
+        object_ids: every object id the input masks give (ascending), known before any frame is processed.
     """
 
     name: str
@@ -111,6 +110,7 @@ class EvalVideo:
     save_frames: Optional[frozenset[int]]
     palette: Optional[bytes]
     output_shape: Optional[tuple[int, int]] = None
+    object_ids: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.frame_paths)
@@ -175,10 +175,23 @@ def read_mask_any(path: Path) -> tuple[np.ndarray, Optional[bytes]]:
         return read_index_mask(path)
     except ValueError:
         with Image.open(path) as image:
+            if image.mode in WIDE_MASK_MODES:
+                return _wide_to_index(np.asarray(image), path), None
             if image.mode not in ("RGB", "RGBA"):
                 raise
             rgb = np.asarray(image.convert("RGB"))
     return _rgb_to_index(rgb, path), DAVIS_PALETTE
+
+
+def _wide_to_index(ids: np.ndarray, path: Path) -> np.ndarray:
+    """A 16/32-bit grayscale mask as uint8 ids, or a one-line error when an id does not fit a result PNG."""
+    largest = int(ids.max()) if ids.size else 0
+    if ids.size and (largest > MAX_OBJECT_ID or int(ids.min()) < 0):
+        raise ValueError(
+            f"mask {path} holds object id {largest} (a 16-bit mask); result masks are 8-bit PNGs of ids "
+            f"0..{MAX_OBJECT_ID}: renumber the video's objects to 1..{MAX_OBJECT_ID} before evaluating it"
+        )
+    return ids.astype(np.uint8)
 
 
 def _rgb_to_index(rgb: np.ndarray, path: Path) -> np.ndarray:
@@ -220,40 +233,24 @@ def match_mask_to_frame(mask: np.ndarray, frame_shape: tuple[int, int], path: Pa
         )
     warnings.warn(f"mask {path} is {mask_w}x{mask_h}, its frame {frame_w}x{frame_h}: resized (nearest) to match",
                   stacklevel=2)
-    return resize_mask(torch.from_numpy(mask), (frame_h, frame_w)).numpy()
+    return _nearest_resize(mask, (frame_h, frame_w))
 
 
-def resized_shape(height: int, width: int, shorter_side: int) -> tuple[int, int]:
-    """The (H', W') the original evaluation resized to: shorter side = `shorter_side`, longer side scaled and
-    truncated (torchvision's Resize rule); `shorter_side` < 0 keeps the size."""
-    if shorter_side < 0:
-        return height, width
-    if height <= width:
-        return shorter_side, int(shorter_side * width / height)
-    return int(shorter_side * height / width), shorter_side
+def _nearest_resize(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest resize of an H×W mask to `shape`, picking the pixels torch's `interpolate(mode="nearest")` picks
+    (source index floor(i · in/out) in float32, clamped), so results do not depend on which of the two ran."""
+    rows, cols = (np.minimum(np.floor(np.arange(out, dtype=np.float32) * (np.float32(size) / np.float32(out)))
+                             .astype(np.int64), size - 1)
+                  for size, out in zip(mask.shape, shape))
+    return mask[rows[:, None], cols[None, :]]
 
 
-def resize_image(image: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (no antialias, align_corners=False) of a float 3×H×W image (any normalisation) to `shape`."""
-    if tuple(image.shape[-2:]) == tuple(shape):
-        return image
-    return F.interpolate(image[None], size=shape, mode="bilinear", align_corners=False,
-                         antialias=RESIZE_ANTIALIAS)[0]
-
-
-def resize_mask(mask: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Nearest resize of an integer H×W index mask to `shape` (same dtype)."""
-    if tuple(mask.shape) == tuple(shape):
-        return mask
-    resized = F.interpolate(mask[None, None].float(), size=shape, mode="nearest")
-    return resized[0, 0].to(mask.dtype)
-
-
-def resize_probabilities(prob: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize (align_corners=False) of float (N+1)×H'×W' probabilities to `shape`, as the original."""
-    if tuple(prob.shape[-2:]) == tuple(shape):
-        return prob
-    return F.interpolate(prob[None], size=shape, mode="bilinear", align_corners=False)[0]
+def align_ground_truth(ground_truth: np.ndarray, prediction_shape: tuple[int, int], path: Path) -> np.ndarray:
+    """A ground-truth mask at its prediction's size, for scoring (see `match_mask_to_frame`); the warning about a
+    few pixels' difference is not repeated (it was given when the video's masks were read)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return match_mask_to_frame(ground_truth, prediction_shape, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -385,6 +382,10 @@ def _build_video(
     if not ids:
         raise EmptyMaskError(f"the first mask of video {name!r}, {inputs[first].path}, holds no object (all 0); "
                              f"nothing to segment, the video is skipped")
+    for index in sorted(inputs)[1:]:  # every input mask is read now, so bad ids stop the video before it runs
+        later, _ = read_mask_any(inputs[index].path)
+        later_ids = set(np.unique(later).tolist()) - {0}
+        ids |= later_ids if inputs[index].objects is None else later_ids & set(inputs[index].objects)
     save = None if save_stems is None else frozenset(position[s] - first for s in save_stems
                                                       if s in position and position[s] >= first)
     return EvalVideo(
@@ -394,6 +395,7 @@ def _build_video(
         save_frames=save,
         palette=palette,
         output_shape=output_shape,
+        object_ids=tuple(sorted(ids)),
     )
 
 

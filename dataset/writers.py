@@ -4,7 +4,8 @@ Output layout of one run (`<out>` = the output folder):
 - masks: `<out>/<video>/<frame>.png` (DAVIS layout) or `<out>/Annotations/<video>/<frame>.png` (YouTube-VOS);
 - scores (`save_scores`): `<out>/Scores/<video>/<frame>.npz` with `prob` float16 (N+1)×H×W (background first,
   objects in ascending id order) and `labels` int64 N (the object id of rows 1..N);
-- `<out>/.progress/<video>.json`: written after a video's last frame; a video without it is redone on a rerun;
+- `<out>/.progress/<video>.json`: written after a video's last frame, with its record (timings, memory, the settings
+  that made it); a video without it is redone on a rerun;
 - `<out>/timings.csv`: one row per finished video; `<out>/config.yaml` (written by eval.py);
 - zips: YouTube-VOS `<out>/<basename of out>.zip` holding `Annotations/`; DAVIS test-dev `<out>.zip` holding the
   video folders.
@@ -95,6 +96,25 @@ def write_zip(zip_path: str | os.PathLike, root: str | os.PathLike, members: Ite
                     archive.write(path, relative.as_posix())
 
 
+def check_output_folder(path: str | os.PathLike) -> None:
+    """Fail early, before any work, when `path` cannot become a writable output folder (nothing is created).
+
+    Raises:
+        NotADirectoryError: `path` or one of its parents is a file.
+        PermissionError: the folder (or its nearest existing parent) is not writable.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+        raise NotADirectoryError(f"output folder {path} {where}; pass --output naming a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {existing} is not writable; pass --output naming a folder you can "
+                              "write to, or change its permissions")
+
+
 class ResultWriter:
     """Writes the outputs of one evaluation run under `output_dir` (layout in the module docstring).
 
@@ -136,8 +156,27 @@ class ResultWriter:
         return self._marker_path(video).is_file()
 
     def finished_record(self, video: str) -> dict:
-        """The timing record saved with a finished video's completion marker."""
-        return json.loads(self._marker_path(video).read_text())
+        """The record saved with a finished video's completion marker (timings, memory, the output settings).
+
+        Raises:
+            ValueError: the marker is not a JSON record (the message names it and says what to do).
+        """
+        path = self._marker_path(video)
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as error:
+            raise ValueError(f"completion marker {path} is unreadable ({error}); delete it to redo video "
+                             f"{video!r}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"completion marker {path} is not a JSON record; delete it to redo video {video!r}")
+        return record
+
+    def finished_videos(self) -> list[str]:
+        """Every video of the folder that an earlier run finished (has a completion marker), sorted."""
+        folder = self.output_dir / PROGRESS_DIR
+        if not folder.is_dir():
+            return []
+        return sorted(path.stem for path in folder.glob("*.json") if not path.name.startswith("."))
 
     def start_video(self, video: str) -> None:
         """Forget any earlier (finished or partial) outputs of `video`, so none of them is trusted."""

@@ -16,7 +16,7 @@ import math
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -45,6 +45,11 @@ _HASH_CHUNK_BYTES = 1 << 20
 
 MaskReader = Callable[[Path], np.ndarray]
 """Reads an index-mask file into an integer H×W array of object ids; must be picklable (a module-level function)."""
+GroundTruthAligner = Callable[[np.ndarray, tuple, Path], np.ndarray]
+"""(ground truth, prediction shape, ground-truth file) -> the ground truth at the prediction's size, or ValueError;
+picklable. Without one, a size difference is an error."""
+SCORING_ERRORS = (FileNotFoundError, ValueError)
+"""What makes one video unscorable (a missing or unreadable mask, mismatched sizes or ids)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,17 @@ class _SequenceJob:
     mode: str
     davis_compat_decay: bool
     read_mask: MaskReader
+    binary: bool = False  # score foreground against background as one object (DAVIS 2016)
+    align_ground_truth: Optional[GroundTruthAligner] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoringOutcome:
+    """What `score_sequences` returns: the scores of every scored video (None when none was) and, per video that
+    could not be scored, its error."""
+
+    results: Optional[EvaluationResults]
+    failures: dict[str, Exception]
 
 
 def _mask_names(folder: Path) -> list[str]:
@@ -146,13 +162,53 @@ def list_sequences(
     return jobs
 
 
+def list_predicted_sequences(
+    ground_truth_dir: str | os.PathLike, prediction_dir: str | os.PathLike, videos: Sequence[str], *,
+    read_mask: MaskReader, mode: str = MODE_DAVIS, davis_compat_decay: bool = False, binary: bool = False,
+    align_ground_truth: Optional[GroundTruthAligner] = None, min_frames: int = 3,
+) -> list[_SequenceJob]:
+    """What to score of a run's own predictions: per video, the ground-truth frames that have a prediction.
+
+    Unlike `list_sequences` nothing is an error here: a video whose ground truth or predictions are missing, or
+    with fewer than `min_frames` such frames (the first and last are never scored), is left out.
+    """
+    ground_truth_dir, prediction_dir = Path(ground_truth_dir), Path(prediction_dir)
+    jobs = []
+    for name in videos:
+        ground_truth_folder = ground_truth_dir / name
+        names = _mask_names(ground_truth_folder) if ground_truth_folder.is_dir() else []
+        names = [frame for frame in names if (prediction_dir / name / frame).is_file()]
+        if len(names) < min_frames:
+            continue
+        jobs.append(_SequenceJob(
+            name, tuple(ground_truth_folder / frame for frame in names),
+            tuple(prediction_dir / name / frame for frame in names[1:-1]),
+            mode, davis_compat_decay, read_mask, binary, align_ground_truth,
+        ))
+    return jobs
+
+
+def _read_ground_truth(job: _SequenceJob, ground_truth_file: Path, shape: Callable[[], tuple]) -> np.ndarray:
+    """A ground-truth frame ready to be scored: aligned to the prediction's size `shape()` when the job has an
+    aligner, binarised for `binary`."""
+    ground_truth = job.read_mask(ground_truth_file)
+    if job.align_ground_truth is not None:
+        ground_truth = job.align_ground_truth(ground_truth, shape(), ground_truth_file)
+    return (ground_truth > 0).astype(np.uint8) if job.binary else ground_truth
+
+
 def _score_sequence(job: _SequenceJob) -> list[ObjectScores]:
     """Score one video, reading one frame at a time (runs in a worker process)."""
-    scorer = SequenceScorer(job.read_mask(job.ground_truth_files[0]), mode=job.mode, sequence=job.name,
-                            first_source=f"ground truth {job.ground_truth_files[0]}")
+    def prediction_shape() -> tuple:  # every frame of a video has the size of its first scored prediction
+        return job.read_mask(job.prediction_files[0]).shape
+
+    scorer = SequenceScorer(_read_ground_truth(job, job.ground_truth_files[0], prediction_shape), mode=job.mode,
+                            sequence=job.name, first_source=f"ground truth {job.ground_truth_files[0]}")
     for ground_truth_file, prediction_file in zip(job.ground_truth_files[1:-1], job.prediction_files):
-        ground_truth = job.read_mask(ground_truth_file)
         prediction = job.read_mask(prediction_file)
+        ground_truth = _read_ground_truth(job, ground_truth_file, lambda: prediction.shape)
+        if job.binary:
+            prediction = (prediction > 0).astype(np.uint8)
         if ground_truth.shape != prediction.shape:
             raise ValueError(
                 f"prediction {prediction_file} is {prediction.shape[1]}×{prediction.shape[0]} but its ground truth "
@@ -160,7 +216,15 @@ def _score_sequence(job: _SequenceJob) -> list[ObjectScores]:
                 f"must have the ground truth's size"
             )
         scorer.add_frame(ground_truth, prediction, source=f"prediction {prediction_file}")
-    return scorer.finish(job.read_mask(job.ground_truth_files[-1]), davis_compat_decay=job.davis_compat_decay)
+    last = _read_ground_truth(job, job.ground_truth_files[-1], prediction_shape)
+    return scorer.finish(last, davis_compat_decay=job.davis_compat_decay)
+
+
+def _score_sequence_or_error(job: _SequenceJob) -> tuple[str, list[ObjectScores], Optional[Exception]]:
+    try:
+        return job.name, _score_sequence(job), None
+    except SCORING_ERRORS as error:
+        return job.name, [], error
 
 
 def _inputs_digest(jobs: Sequence[_SequenceJob], options: dict) -> str:
@@ -239,33 +303,76 @@ def evaluate_folders(
             ground truth, or holding an object id the ground truth never has (the message names the file);
             num_processes < 1; no object to score.
     """
+    jobs = list_sequences(ground_truth_dir, prediction_dir, read_mask=read_mask, imageset=imageset, mode=mode,
+                          sparse=sparse, davis_compat_decay=davis_compat_decay)
+    outcome = score_sequences(jobs, output_dir=Path(prediction_dir if output_dir is None else output_dir),
+                              num_processes=num_processes, reuse_results=reuse_results,
+                              options={"sparse": sparse}, raise_errors=True)
+    return outcome.results
+
+
+def score_sequences(
+    jobs: Sequence[_SequenceJob], *, output_dir: str | os.PathLike, num_processes: int | None = None,
+    reuse_results: bool = True, options: Optional[dict] = None, raise_errors: bool = False,
+) -> ScoringOutcome:
+    """Score listed videos (`list_sequences` / `list_predicted_sequences`) and write the result tables.
+
+    The one scoring driver of the project: `evaluate_folders` (scripts/evaluate.py) and eval.py both score here.
+
+    Args:
+        jobs: the videos to score.
+        output_dir: where `global_results.csv`, `per_object_results.csv` and the state file go.
+        num_processes: worker processes; default one per CPU core, at most one per video.
+        reuse_results: return the stored results when the inputs and options are unchanged.
+        options: further options that change results (hashed with the inputs).
+        raise_errors: raise the first video's scoring error instead of collecting it in `failures`.
+    Returns:
+        ScoringOutcome: the results of the scored videos (None if none was scored; the tables are then not
+        written) and the error of each video that could not be scored (SCORING_ERRORS).
+    Raises:
+        ValueError: num_processes < 1; with `raise_errors`, a video's scoring error or no object to score.
+    """
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"num_processes must be at least 1, got {num_processes}")
-    jobs = list_sequences(ground_truth_dir, prediction_dir, read_mask=read_mask, imageset=imageset, mode=mode, sparse=sparse,
-                          davis_compat_decay=davis_compat_decay)
-    output_dir = Path(prediction_dir if output_dir is None else output_dir)
-    digest = _inputs_digest(jobs, {"mode": mode, "sparse": sparse, "davis_compat_decay": davis_compat_decay})
+    output_dir = Path(output_dir)
+    job_options = sorted({(job.mode, job.davis_compat_decay, job.binary) for job in jobs})
+    digest = _inputs_digest(jobs, {"jobs": job_options, **(options or {})})
     if reuse_results:
         stored = _load_stored(output_dir, digest)
         if stored is not None:
-            return stored
+            return ScoringOutcome(stored, {})
 
-    num_processes = min(num_processes or os.cpu_count() or 1, len(jobs))
+    num_processes = max(1, min(num_processes or os.cpu_count() or 1, len(jobs)))
     progress = tqdm(total=len(jobs), desc="scoring videos", unit="video")
     objects: list[ObjectScores] = []
+    failures: dict[str, Exception] = {}
+    score = _score_sequence if raise_errors else _score_sequence_or_error
+
+    def collect(outcome) -> None:
+        nonlocal objects
+        if raise_errors:
+            objects += outcome
+        else:
+            name, scores, error = outcome
+            objects += scores
+            if error is not None:
+                failures[name] = error
+        progress.update()
+
     if num_processes <= 1:
         for job in jobs:
-            objects += _score_sequence(job)
-            progress.update()
+            collect(score(job))
     else:
         with multiprocessing.Pool(num_processes) as pool:
-            for scores in pool.imap(_score_sequence, jobs):
-                objects += scores
-                progress.update()
+            for outcome in pool.imap(score, jobs):
+                collect(outcome)
     progress.close()
+    if not objects and not raise_errors:
+        return ScoringOutcome(None, failures)
     results = EvaluationResults(tuple(objects))
 
     write_results(results, output_dir)
-    state = {"inputs_sha256": digest, "objects": [dataclasses.asdict(scores) for scores in results.objects]}
-    atomic_write_text(output_dir / STATE_FILE, json.dumps(state, indent=1))
-    return results
+    if not failures:  # a partial result is never reused: the failed videos are scored again next time
+        state = {"inputs_sha256": digest, "objects": [dataclasses.asdict(scores) for scores in results.objects]}
+        atomic_write_text(output_dir / STATE_FILE, json.dumps(state, indent=1))
+    return ScoringOutcome(results, failures)

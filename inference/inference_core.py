@@ -160,6 +160,10 @@ class InferenceCore:
         """Index mask of object ids from `step`'s output: int64 H×W, argmax over channels, 0 = background."""
         return self._objects.prob_to_mask(prob)
 
+    def by_ascending_id(self, prob: torch.Tensor) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """`step`'s output with objects in ascending id order, the ids, and the id mask (ObjectManager.by_ascending_id)."""
+        return self._objects.by_ascending_id(prob)
+
     @torch.inference_mode()
     def remove_objects(self, object_ids: Iterable[int]) -> None:
         """Stop tracking objects: their values and sensory memory are dropped, the rest keep their order.

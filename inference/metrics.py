@@ -271,6 +271,21 @@ class ObjectScores:
                                              self.f_mean, self.f_recall, self.f_decay)))
 
 
+class ForeignObjectError(ValueError):
+    """A prediction holds an object id that the ground truth of its sequence does not have.
+
+    Attributes:
+        object_id: the id; sequence: the sequence's name; source: names the first prediction holding it.
+    """
+
+    def __init__(self, message: str, object_id: int, sequence: str, source: str) -> None:
+        super().__init__(message)
+        self.object_id, self.sequence, self.source = object_id, sequence, source
+
+    def __reduce__(self):  # picklable with its attributes (raised in scoring worker processes)
+        return type(self), (str(self), self.object_id, self.sequence, self.source)
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluationResults:
     """Per-object scores of a whole evaluation, in sequence order."""
@@ -351,7 +366,7 @@ class SequenceScorer:
             source: names the prediction (e.g. its file) in error messages.
         Raises:
             ValueError: the sizes differ or ids lie outside 0..255; in DAVIS mode, the prediction holds an id above
-                the first frame's largest.
+                the first frame's largest (ForeignObjectError).
         """
         source = source or f"sequence {self.sequence!r}, scored frame {len(self._j_rows)}"
         ground_truth = as_labels(ground_truth, what=f"{source}: ground truth")
@@ -376,10 +391,10 @@ class SequenceScorer:
         if self.mode == MODE_DAVIS:
             unknown = sorted(predicted_ids - set(self._object_ids))
             if unknown:
-                raise ValueError(
+                raise ForeignObjectError(
                     f"{source}: prediction holds object id {unknown[0]} but DAVIS mode scores the objects "
                     f"1..{len(self._object_ids)} of the first ground-truth frame; use mode 'appearance' if objects "
-                    f"appear later, or fix the prediction's ids"
+                    f"appear later, or fix the prediction's ids", unknown[0], self.sequence, source
                 )
         else:
             self._appeared_in_scored_ground_truth |= ground_truth_ids
@@ -402,7 +417,8 @@ class SequenceScorer:
         Returns:
             one ObjectScores per reported object, in id order.
         Raises:
-            ValueError: no frame was scored; the prediction holds an id that no ground-truth frame has.
+            ValueError: no frame was scored; the prediction holds an id that no ground-truth frame has
+                (ForeignObjectError).
         """
         if not self._j_rows:
             raise ValueError(
@@ -413,9 +429,10 @@ class SequenceScorer:
             self._ground_truth_ids |= self._ground_truth_ids_in(as_labels(last_ground_truth, what="ground truth"))
         foreign = sorted(set(self._first_prediction_source) - self._ground_truth_ids)
         if foreign:
-            raise ValueError(
-                f"{self._first_prediction_source[foreign[0]]}: prediction holds object id {foreign[0]}, which no "
-                f"ground-truth frame of sequence {self.sequence!r} has; fix the prediction's ids"
+            source = self._first_prediction_source[foreign[0]]
+            raise ForeignObjectError(
+                f"{source}: prediction holds object id {foreign[0]}, which no ground-truth frame of sequence "
+                f"{self.sequence!r} has; fix the prediction's ids", foreign[0], self.sequence, source
             )
         num_frames = len(self._j_rows)
         reported = (self._object_ids if self.mode == MODE_DAVIS

@@ -134,6 +134,30 @@ class ObjectManager:
         """The object rows of a probability tensor with background: (N+1)×H×W -> N×H×W in slot order."""
         return prob_with_background[_FIRST_OBJECT_CHANNEL:]
 
+    def by_ascending_id(self, prob_with_background: torch.Tensor) -> tuple[torch.Tensor, list[int], torch.Tensor]:
+        """Probabilities with the objects in ascending id order (as result files store them) and their id mask.
+
+        Args:
+            prob_with_background: float (N+1)×H×W, background first, channels in the current slot order.
+        Returns:
+            (prob (N+1)×H×W with channel i+1 = object ids[i], the N ids ascending, int64 H×W mask of ids from the
+            argmax over the reordered channels: a tie goes to the smaller id, 0 = background).
+        Raises:
+            ValueError: the channel count is not N+1.
+        """
+        self._check_channels(prob_with_background)
+        order = sorted(range(self.num_objects), key=lambda slot: self._object_ids[slot])
+        ids = [self._object_ids[slot] for slot in order]
+        prob = prob_with_background[[BACKGROUND_CHANNEL] + [slot + _FIRST_OBJECT_CHANNEL for slot in order]]
+        lookup = torch.tensor([BACKGROUND_ID, *ids], dtype=torch.long, device=prob.device)
+        return prob, ids, lookup[prob.argmax(dim=0)]
+
+    def _check_channels(self, prob_with_background: torch.Tensor) -> None:
+        if prob_with_background.dim() != 3 or prob_with_background.shape[0] != self.num_objects + 1:
+            raise ValueError(
+                f"prob must be (N+1)×H×W with N={self.num_objects} tracked objects, got {tuple(prob_with_background.shape)}"
+            )
+
     def prob_to_mask(self, prob_with_background: torch.Tensor) -> torch.Tensor:
         """Index mask of user ids from probabilities: argmax over channels, channel 0 -> 0 (background).
 
@@ -144,9 +168,6 @@ class ObjectManager:
         Raises:
             ValueError: the channel count is not N+1.
         """
-        if prob_with_background.dim() != 3 or prob_with_background.shape[0] != self.num_objects + 1:
-            raise ValueError(
-                f"prob must be (N+1)×H×W with N={self.num_objects} tracked objects, got {tuple(prob_with_background.shape)}"
-            )
+        self._check_channels(prob_with_background)
         lookup = torch.tensor([BACKGROUND_ID, *self._object_ids], dtype=torch.long, device=prob_with_background.device)
         return lookup[prob_with_background.argmax(dim=0)]

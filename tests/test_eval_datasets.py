@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from configs.schema import EvalConfig
-from dataset.eval_datasets import (EmptyMaskError, match_mask_to_frame, open_benchmark, read_mask_any,
-                                   resize_image, resize_mask, resize_probabilities, resized_shape)
+from dataset import eval_datasets
+from dataset.eval_datasets import EmptyMaskError, match_mask_to_frame, open_benchmark, read_mask_any
+from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_index_mask, write_image, write_index_mask
 from dataset.writers import ResultWriter, read_scores, write_scores
@@ -380,3 +381,39 @@ def test_lvos_without_meta_file_is_named(tmp_path):
     _write_video(split / "JPEGImages/v1", split / "Annotations/v1", 2, {0: _mask([(1, (2, 2))])}, digits=8)
     with pytest.raises(FileNotFoundError, match=r"LVOS1 meta file not found: .*valid_meta.json or .*meta.json"):
         open_benchmark(_config(dataset="LVOS1", lvos_path=str(tmp_path / "LVOS")))
+
+
+@pytest.mark.parametrize("source, target", [((480, 853), (480, 854)), ((62, 110), (64, 112)), ((64, 112), (61, 108)),
+                                            ((7, 9), (14, 18)), ((97, 161), (96, 160)), ((1080, 1920), (480, 853))])
+def test_mask_matching_picks_the_pixels_torch_nearest_picks(source, target):
+    """dataset matches a few-pixel-off mask to its frame without torch; it must pick what resize_mask picks."""
+    mask = np.random.default_rng(0).integers(0, 256, size=source, dtype=np.uint8)
+    assert np.array_equal(eval_datasets._nearest_resize(mask, target),
+                          resize_mask(torch.from_numpy(mask), target).numpy())
+
+
+def test_sixteen_bit_masks_are_read_when_ids_fit_and_refused_with_what_to_do_when_not(tmp_path):
+    ids = np.zeros((HEIGHT, WIDTH), np.uint16)
+    ids[:4, :4], ids[5:9, 5:9] = 3, 200
+    Image.fromarray(ids).save(tmp_path / "fits.png")
+    mask, palette = read_mask_any(tmp_path / "fits.png")
+    assert mask.dtype == np.uint8 and palette is None and set(np.unique(mask).tolist()) == {0, 3, 200}
+    ids[10:14, 10:14] = 300
+    Image.fromarray(ids).save(tmp_path / "wide.png")
+    with pytest.raises(ValueError, match=r"mask .*wide.png holds object id 300 \(a 16-bit mask\); result masks are "
+                                         r"8-bit PNGs of ids 0..255: renumber the video's objects to 1..255"):
+        read_mask_any(tmp_path / "wide.png")
+
+
+def test_a_video_knows_every_object_its_input_masks_give_before_it_runs(tmp_path):
+    root = tmp_path / "g"
+    for index in range(3):
+        write_image(root / f"JPEGImages/v/{index:05d}.jpg", np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    first, later = np.zeros((HEIGHT, WIDTH), np.uint8), np.zeros((HEIGHT, WIDTH), np.uint8)
+    first[:4, :4], later[8:12, 8:12] = 2, 7
+    write_index_mask(root / "Annotations/v/00000.png", first)
+    write_index_mask(root / "Annotations/v/00002.png", later)
+    config = EvalConfig(dataset="G", generic_path=str(root), use_all_masks=True)
+    assert open_benchmark(config).video("v").object_ids == (2, 7)
+    only_first = EvalConfig(dataset="G", generic_path=str(root))
+    assert open_benchmark(only_first).video("v").object_ids == (2,)

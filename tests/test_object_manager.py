@@ -75,3 +75,13 @@ def test_slot_remap_apply_on_the_slot_dim():
     remap = SlotRemap((1,))
     hidden = torch.arange(2 * 3.0).view(1, 2, 3)
     assert torch.equal(remap.apply(hidden, dim=1), hidden[:, 1:])
+
+
+def test_by_ascending_id_reorders_channels_and_breaks_ties_towards_the_smaller_id():
+    objects = ObjectManager()
+    objects.add_objects([7, 2])
+    prob = torch.tensor([[[0.2, 0.1]], [[0.4, 0.45]], [[0.4, 0.45]]])  # channels: background, id 7, id 2
+    reordered, ids, mask = objects.by_ascending_id(prob)
+    assert ids == [2, 7]
+    assert torch.equal(reordered, prob[[0, 2, 1]])
+    assert mask.tolist() == [[2, 2]]  # tied 7 and 2: the smaller id wins, as in the written result files
