@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 import eval as eval_cli
@@ -75,12 +76,20 @@ def _run_ranks(world_size, checkpoint, arguments) -> dict:
 
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` except the measured ones, by relative path (completion markers and their
-    seconds included only by name)."""
+    seconds included only by name; the resolved config without the output folder it names)."""
     files = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
-        if path.is_file() and path.name not in VOLATILE_FILES:
-            files[relative] = b"" if relative.startswith(".progress/") else path.read_bytes()
+        if not path.is_file() or path.name in VOLATILE_FILES:
+            continue
+        if relative.startswith(".progress/"):
+            files[relative] = b""
+        elif relative == "config.yaml":
+            resolved = yaml.safe_load(path.read_text())
+            del resolved["eval"]["output"]
+            files[relative] = yaml.safe_dump(resolved).encode()
+        else:
+            files[relative] = path.read_bytes()
     return files
 
 
