@@ -43,9 +43,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_ranks(world_size: int, checkpoint: Path, arguments) -> list[subprocess.Popen]:
+def _start_ranks(world_size: int, checkpoint: Path, arguments, overrides=()) -> list[subprocess.Popen]:
     port = _free_port()
-    command = [sys.executable, str(ROOT / "eval.py"), "--model", str(checkpoint), "eval.device=cpu",
+    command = [sys.executable, str(ROOT / "eval.py"), "--model", str(checkpoint), "eval.device=cpu", *overrides,
                *map(str, arguments)]
     processes = []
     for rank in range(world_size):
@@ -65,8 +65,8 @@ def _finish(processes) -> list[tuple[int, str, str]]:
     return outcomes
 
 
-def _run_ranks(world_size, checkpoint, arguments) -> dict:
-    outcomes = _finish(_start_ranks(world_size, checkpoint, arguments))
+def _run_ranks(world_size, checkpoint, arguments, overrides=()) -> dict:
+    outcomes = _finish(_start_ranks(world_size, checkpoint, arguments, overrides))
     assert [code for code, _, _ in outcomes] == [0] * world_size, outcomes
     output_dir = Path(arguments[arguments.index("--output") + 1])
     assert "J&F" in outcomes[0][1] or "CodaLab" in outcomes[0][1]  # rank 0 prints the report
@@ -142,7 +142,7 @@ def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path,
     write_davis(root / "trainval", {}, _videos(6, 5, seed=7))
     common = ["--dataset", "D17", "--d17_path", root, "--size", -1]
     out = tmp_path / "out"
-    processes = _start_ranks(2, recipe_checkpoint_path, [*common, "--output", out, "eval.rank_timeout_s=3"])
+    processes = _start_ranks(2, recipe_checkpoint_path, [*common, "--output", out], ["eval.rank_timeout_s=3"])
     # Equal costs: rank 1 runs synth0001, synth0003, synth0005. Kill it once its first video is finished.
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while not (out / ".progress/synth0001.json").is_file():
@@ -160,13 +160,13 @@ def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path,
     finished = sorted(path.stem for path in (out / ".progress").glob("*.json"))
     assert "synth0001" in finished and "synth0005" not in finished
 
-    summary = _run_ranks(3, recipe_checkpoint_path, [*common, "--output", out, "eval.rank_timeout_s=3"])
+    summary = _run_ranks(3, recipe_checkpoint_path, [*common, "--output", out], ["eval.rank_timeout_s=3"])
     assert summary["skipped_finished"] == finished
     assert sorted(summary["processed"] + summary["skipped_finished"]) == [f"synth{i:04d}" for i in range(6)]
     assert [path for path in out.rglob(".*.tmp*")] == []  # unfinished videos were cleared before being redone
     with pytest.warns(UserWarning, match="uses the 480p frames"):
-        eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", *map(str, common),
-                       "--output", str(tmp_path / "reference")])
+        eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", "eval.rank_timeout_s=3",
+                       *map(str, common), "--output", str(tmp_path / "reference")])
     reference, resumed = _files(tmp_path / "reference"), _files(out)
     assert sorted(reference) == sorted(resumed)
     assert [name for name in reference if reference[name] != resumed[name]] == []
