@@ -13,6 +13,7 @@ instead of hanging. Keys (under one prefix per torchrun restart):
     split             JSON posted by rank 0: rank -> its video names
     result/<rank>     JSON posted by a rank when its share is done (its records, failures, peak memory)
     abort             the first failure anyone saw, with the rank it names
+    abort_seen        counter: ranks that have read `abort` (rank 0, which may host the store, waits for them)
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ STORE_PREFIX = "xmem_eval"
 HEARTBEATS_PER_TIMEOUT = 4  # a live rank beats this many times within the timeout
 MAX_HEARTBEAT_SECONDS = 5.0
 POLL_SECONDS = 0.2  # how often a waiting rank looks for the key it waits for
+LINGER_HEARTBEATS = 3  # after a failure rank 0 waits at most this many heartbeats for the others to read it
 
 
 class RankFailedError(RuntimeError):
@@ -91,6 +93,7 @@ class RankGroup:
     timeout_s: float
     _store: Any = field(repr=False)
     _failure: Optional[str] = field(default=None, repr=False)
+    _dead: set[int] = field(default_factory=set, repr=False)
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: Optional[threading.Thread] = field(default=None, repr=False)
 
@@ -126,6 +129,10 @@ class RankGroup:
         return group
 
     @property
+    def _heartbeat_s(self) -> float:
+        return min(MAX_HEARTBEAT_SECONDS, self.timeout_s / HEARTBEATS_PER_TIMEOUT)
+
+    @property
     def is_main(self) -> bool:
         return self.rank == 0
 
@@ -133,13 +140,15 @@ class RankGroup:
 
     def _beat(self) -> None:
         """Background loop: beat, pick up an abort, and watch the other ranks' heartbeats."""
-        interval = min(MAX_HEARTBEAT_SECONDS, self.timeout_s / HEARTBEATS_PER_TIMEOUT)
+        interval = self._heartbeat_s
         last_seen = {peer: (-1, time.monotonic()) for peer in range(self.world_size) if peer != self.rank}
         while not self._finished.wait(interval):
             try:
                 self._store.add(f"heartbeat/{self.rank}", 1)
                 if self._store.check(["abort"]):
-                    self._failure = self._store.get("abort").decode()
+                    if self._failure is None:
+                        self._failure = self._store.get("abort").decode()
+                        self._store.add("abort_seen", 1)
                     continue
                 now = time.monotonic()
                 for peer, (count, since) in last_seen.items():
@@ -149,6 +158,7 @@ class RankGroup:
                     if current != count:
                         last_seen[peer] = (current, now)
                     elif now - since > self.timeout_s:
+                        self._dead.add(peer)
                         self._fail(f"rank {peer} stopped responding (no heartbeat for {self.timeout_s:g} s, "
                                    "eval.rank_timeout_s) before it finished its videos: it was killed or crashed, "
                                    "see its log; rerun to redo its unfinished videos")
@@ -166,6 +176,18 @@ class RankGroup:
         """Record a failure and tell every rank (the first message posted wins)."""
         self._store.compare_set("abort", "", message)
         self._failure = self._store.get("abort").decode()
+        self._store.add("abort_seen", 1)
+
+    def _linger_for_the_others(self, interval: float) -> None:
+        """Rank 0 may host the store: after a failure, keep it up until every live rank has read the abort
+        message (or a few heartbeats passed), so that they report the failure itself, not a lost store."""
+        deadline = time.monotonic() + LINGER_HEARTBEATS * interval
+        live = self.world_size - len(self._dead)
+        try:
+            while self._store.add("abort_seen", 0) < live and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+        except (RuntimeError, ValueError):
+            return
 
     def check(self) -> None:
         """Raise if any rank of the job failed (call between videos).
@@ -233,6 +255,8 @@ class RankGroup:
                 self._fail(f"rank {self.rank} failed: {type(error).__name__}: {error}")
             except (RuntimeError, ValueError):
                 logger.warning("rank %d could not tell the others that it failed", self.rank)
+        if self.is_main and self._failure is not None:
+            self._linger_for_the_others(self._heartbeat_s)
         self._finished.set()
         if self._thread is not None:
             self._thread.join()

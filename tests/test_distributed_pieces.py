@@ -185,11 +185,13 @@ from inference.distributed import RankGroup, RankFailedError
 victim = int(sys.argv[1])
 try:
     with RankGroup.join("cpu", 2.0) as group:
-        mine = group.share_split([["a", "b"], ["c"], []] if group.is_main else None)
+        mine = group.share_split([["a", "b"], ["c"], []][:group.world_size] if group.is_main else None)
         print("SHARE", group.rank, mine, flush=True)
         if group.rank == victim:
             time.sleep(0.5)
             os.kill(os.getpid(), 9)
+        if victim == -2 and group.rank == 1:
+            raise OSError("disk full")
         for _ in range(10 if victim < 0 else 100):
             time.sleep(0.1)
             group.check()
@@ -240,6 +242,13 @@ def test_a_killed_rank_is_named_by_the_others_and_nothing_hangs():
     killed_host = _run_ranks(2, victim=0)  # rank 0 hosts the store here (no torchrun agent)
     assert killed_host[1].returncode == 3
     assert "lost the job's store" in killed_host[1].stdout and "rank 0" in killed_host[1].stdout
+
+
+def test_a_rank_that_raises_is_named_by_the_others():
+    outputs = _run_ranks(2, victim=-2)
+    assert outputs[1].returncode == 1 and "OSError: disk full" in outputs[1].stdout  # its own traceback
+    assert outputs[0].returncode == 3
+    assert "FAILED rank 1 failed: OSError: disk full" in outputs[0].stdout
 
 
 def test_read_ahead_video_and_write_behind_wrap_the_real_classes(tmp_path):
