@@ -5,6 +5,10 @@ Usage (the original eval.py flags keep working; `--config` takes a preset, `key=
     python eval.py --config eval/y19 --y19_path ../YouTube inference.mem_every=3 --size 600
     python eval.py --dataset G --generic_path my_videos --size -1 --save_scores --flip
 
+On several GPUs or machines, start it with torchrun (each rank evaluates a share of the videos balanced by frames x
+pixels on cuda:LOCAL_RANK, or the CPU; rank 0 writes the global outputs and the report):
+    torchrun --nproc_per_node 4 eval.py --model saves/XMem.pth --dataset Y19 --y19_path ../YouTube
+
 Outputs are described in `dataset/writers.py`. A rerun skips finished videos unless `--overwrite`; each finished
 video records the settings that made it (configs/output_settings.py), and a rerun with other settings refuses,
 naming what changed (`--overwrite` redoes every video), so one folder never mixes settings. At the end a
@@ -259,9 +263,28 @@ def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Conf
     return outcome
 
 
+def _check_outputs_visible(writer: ResultWriter, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Rank 0 zips and scores every rank's outputs, so it must see them (one output folder on a filesystem
+    shared by all nodes).
+
+    Raises:
+        FileNotFoundError: a video another rank finished has no completion marker here (names the rank).
+    """
+    for rank, outcome in enumerate(outcomes):
+        missing = [name for name in outcome["processed"] if not writer.is_finished(name)]
+        if missing:
+            raise FileNotFoundError(
+                f"rank {rank} finished {len(missing)} video(s) (e.g. {missing[0]!r}) whose outputs rank 0 cannot "
+                f"see in {writer.output_dir}; on several machines --output must be a folder every node shares "
+                "(e.g. NFS), then rerun (finished videos are skipped)")
+
+
 def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     """`main` for one process (`group` None) or one rank of a torchrun job."""
     options = config.eval
+    if options.io_queue_frames < 0:
+        raise ValueError(f"eval.io_queue_frames={options.io_queue_frames}: expected 0 (read and write in the compute "
+                         "thread) or more frames")
     is_main = group is None or group.is_main
     output_dir = Path(options.output or DEFAULT_OUTPUT_PATTERN.format(dataset=options.dataset, split=options.split))
     check_output_folder(output_dir)
@@ -294,6 +317,7 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
         if outcomes is None:
             return {**outcome, "rank": group.rank, "report": None}
     wall_seconds = time.perf_counter() - started
+    _check_outputs_visible(writer, outcomes)
 
     summary: dict[str, Any] = {"output": output_dir, "world_size": len(outcomes)}
     records = {name: writer.finished_record(name) for name in benchmark.video_names if name not in to_run}

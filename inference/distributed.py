@@ -116,6 +116,8 @@ class RankGroup:
         rank, world_size = int(os.environ[RANK_VARIABLE]), int(os.environ[WORLD_SIZE_VARIABLE])
         local_rank = int(os.environ.get(LOCAL_RANK_VARIABLE, "0"))
         device = rank_device(device_setting, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # kernels and libraries that use the current device use this rank's
         timeout = datetime.timedelta(seconds=timeout_s)
         try:
             store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))

@@ -76,7 +76,8 @@ def _run_ranks(world_size, checkpoint, arguments, overrides=()) -> dict:
 
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` except the measured ones, by relative path (completion markers and their
-    seconds included only by name; the resolved config without the output folder it names)."""
+    seconds included only by name; the resolved config without the settings that may differ: output folder and
+    I/O queue length)."""
     files = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
@@ -86,7 +87,7 @@ def _files(folder: Path) -> dict[str, bytes]:
             files[relative] = b""
         elif relative == "config.yaml":
             resolved = yaml.safe_load(path.read_text())
-            del resolved["eval"]["output"]
+            del resolved["eval"]["output"], resolved["eval"]["io_queue_frames"]
             files[relative] = yaml.safe_dump(resolved).encode()
         else:
             files[relative] = path.read_bytes()
@@ -103,9 +104,9 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path):
     videos = {**_videos(1, 8), **_videos(2, 4, first_index=1, seed=1), **_videos(1, 3, first_index=3, seed=2)}
     write_davis(root / "trainval", {}, videos)
     common = ["--dataset", "D17", "--d17_path", root, "--size", -1]
-    with pytest.warns(UserWarning, match="uses the 480p frames"):
-        single = eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", *map(str, common),
-                                "--output", str(tmp_path / "one")])
+    with pytest.warns(UserWarning, match="uses the 480p frames"):  # and without overlapped reading / writing
+        single = eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", "eval.io_queue_frames=0",
+                                *map(str, common), "--output", str(tmp_path / "one")])
     assert single["world_size"] == 1 and single["fps_end_to_end"] > 0
     summary = _run_ranks(2, recipe_checkpoint_path, [*common, "--output", tmp_path / "two"])
     # Longest first: synth0000 (8) to rank 0; synth0001, synth0002 (4 each) to rank 1; synth0003 (3) to the
@@ -170,3 +171,9 @@ def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path,
     reference, resumed = _files(tmp_path / "reference"), _files(out)
     assert sorted(reference) == sorted(resumed)
     assert [name for name in reference if reference[name] != resumed[name]] == []
+
+
+def test_a_negative_io_queue_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"eval.io_queue_frames=-1: expected 0"):
+        eval_cli.main(["--model", str(tmp_path / "none.pth"), "eval.io_queue_frames=-1", "--dataset", "G",
+                       "--generic_path", str(tmp_path)])
