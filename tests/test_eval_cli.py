@@ -2,21 +2,30 @@
 import dataclasses
 import hashlib
 import json
+import logging
+import os
+import subprocess
+import sys
 import urllib.error
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from PIL import Image
 
 import eval as eval_cli
 from configs.loader import UnknownConfigKeyError
-from configs.common import DAVIS_PALETTE
+from configs.common import DAVIS_PALETTE, run_cli
+from configs.output_settings import changed_settings, file_sha256, output_settings
+from dataset import writers
 from dataset.image_io import read_index_mask, write_image, write_index_mask
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_generic, write_long_video, write_youtube_valid
 from dataset.writers import ResultWriter
+from inference import video_runner
 from scripts import download_models
 from scripts import merge_multi_scale
 
@@ -358,3 +367,230 @@ def test_eval_outputs_on_the_golden_video_are_byte_identical_to_the_recorded_run
     assert len(expected["masks"]) == len(expected["scores"]) == 60
     assert written["masks"] == expected["masks"]
     assert written["scores"] == expected["scores"]
+
+
+# ------------------------------------------------------------------------- scoring never takes the run down
+
+
+def test_a_video_whose_ground_truth_cannot_be_scored_is_named_and_the_others_are_scored(tmp_path,
+                                                                                       recipe_checkpoint_path):
+    root = tmp_path / "g"
+    write_generic(root, _videos(2, 4), ground_truth=True)
+    for path in sorted((root / "GroundTruth/synth0001").iterdir()):  # its ground truth uses other ids
+        mask, palette = read_index_mask(path)
+        write_index_mask(path, np.where(mask > 0, mask + 10, 0).astype(np.uint8), palette)
+    out = tmp_path / "out"
+    summary = _run(recipe_checkpoint_path, "--dataset", "G", "--generic_path", root, "--size", -1, "--output", out)
+    assert summary["processed"] == ["synth0000", "synth0001"] and not summary["failed"]
+    assert list(summary["unscored"]) == ["synth0001"]
+    first, _ = read_index_mask(root / "Annotations/synth0001/00000.png")
+    smallest = min(set(np.unique(first).tolist()) - {0})
+    assert summary["unscored"]["synth0001"] == (
+        f"its input masks give object id {smallest}, which its ground truth {root / 'GroundTruth/synth0001'} never "
+        "holds; the ground truth must use the input masks' object ids")
+    assert summary["scores"] is not None and "J&F-Mean" in summary["report"]
+    assert f"NOT SCORED synth0001: its input masks give object id {smallest}" in summary["report"]
+    written = json.loads((out / "summary.json").read_text())
+    assert list(written["unscored"]) == ["synth0001"] and written["scores"] == summary["scores"]
+    rows = (out / "per_object_results.csv").read_text().splitlines()
+    assert rows[1:] and all(row.startswith("synth0000_") for row in rows[1:])  # only the scorable video
+
+
+# ------------------------------------------------------------------------------ reruns know their settings
+
+
+def _settings_on_disk(out: Path) -> tuple[int, set]:
+    """config.yaml's eval.size and the eval.size every finished video recorded."""
+    configured = yaml.safe_load((out / "config.yaml").read_text())["eval"]["size"]
+    recorded = {json.loads(path.read_text())["settings"]["eval.size"] for path in (out / ".progress").iterdir()}
+    return configured, recorded
+
+
+def test_a_rerun_with_other_settings_refuses_and_overwrite_redoes_everything(tmp_path, recipe_checkpoint_path):
+    write_generic(tmp_path / "g", _videos(1, 2))
+    arguments = ["--dataset", "G", "--generic_path", tmp_path / "g", "--output", tmp_path / "out"]
+    out = tmp_path / "out"
+    previous_umask = os.umask(0o022)
+    try:
+        first = _run(recipe_checkpoint_path, *arguments)  # the default size, 480
+        assert first["processed"] == ["synth0000"] and _settings_on_disk(out) == (480, {480})
+        for path in out.rglob("*"):  # results are meant to be read by others: 0644 files, 0755 folders
+            assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+        masks = {path: path.read_bytes() for path in (out / "synth0000").iterdir()}
+        with pytest.raises(ValueError) as refused:
+            _run(recipe_checkpoint_path, *arguments, "--size", -1)
+        assert str(refused.value) == (
+            f"output folder {out} holds 1 finished video(s) (e.g. 'synth0000') made with other settings, changed: "
+            "eval.size: 480 -> -1; rerun with those settings, pass --overwrite to redo every video, or choose "
+            "another --output")
+        assert _settings_on_disk(out) == (480, {480})
+        assert {path: path.read_bytes() for path in (out / "synth0000").iterdir()} == masks
+        same = _run(recipe_checkpoint_path, *arguments, "--size", 480)
+        assert same["skipped_finished"] == ["synth0000"]  # the same settings, given explicitly: nothing to redo
+        redone = _run(recipe_checkpoint_path, *arguments, "--size", -1, "--overwrite")
+        assert redone["processed"] == ["synth0000"] and _settings_on_disk(out) == (-1, {-1})
+        for path in out.rglob("*"):
+            assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+    finally:
+        os.umask(previous_umask)
+
+
+def test_output_settings_cover_the_model_file_and_the_inference_section(tmp_path):
+    model = tmp_path / "m.pth"
+    model.write_bytes(b"weights")
+    config = eval_cli.resolve_config(["--dataset", "G", "--generic_path", str(tmp_path)])
+    settings = output_settings(config, model_sha256=file_sha256(model), use_amp=False, size=480)
+    assert settings["model.sha256"] == hashlib.sha256(b"weights").hexdigest()
+    assert settings["eval.generic_path"] == str(tmp_path.resolve())
+    changed = eval_cli.resolve_config(["--dataset", "G", "--generic_path", str(tmp_path), "inference.top_k=5",
+                                       "--flip"])
+    changes = changed_settings(settings, output_settings(changed, model_sha256=file_sha256(model), use_amp=True,
+                                                         size=480))
+    assert changes == ["amp: False -> True", "eval.flip: False -> True", "inference.top_k: 30 -> 5"]
+
+
+# --------------------------------------------------------------------------------- limits said up front
+
+
+def test_too_many_objects_and_ids_above_255_are_refused_before_the_video_runs(tmp_path, recipe_checkpoint_path,
+                                                                              monkeypatch, caplog):
+    root = tmp_path / "g"
+    write_generic(root, _videos(1, 2))
+    for name, ids in (("many", (1, 2, 3)), ("wide", (1, 300))):
+        mask = np.zeros((HEIGHT, WIDTH), np.uint16)
+        for index, object_id in enumerate(ids):
+            mask[8 * index:8 * index + 6, :10] = object_id
+        for frame in range(2):
+            write_image(root / f"JPEGImages/{name}/{frame:05d}.jpg", np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+        if name == "many":
+            write_index_mask(root / "Annotations/many/00000.png", mask.astype(np.uint8))
+        else:
+            (root / "Annotations/wide").mkdir(parents=True)
+            Image.fromarray(mask).save(root / "Annotations/wide/00000.png")
+    monkeypatch.setattr(video_runner, "LARGE_MEMORY_BYTES", 0)  # every video counts as large here
+    caplog.set_level(logging.WARNING)
+    summary = eval_cli.main(["--model", str(recipe_checkpoint_path), "--dataset", "G", "--generic_path", str(root),
+                             "--size", "-1", "--output", str(tmp_path / "out"), "eval.device=cpu",
+                             "eval.max_objects=2"])
+    assert summary["processed"] == ["synth0000"] and sorted(summary["failed"]) == ["many", "wide"]
+    assert summary["failed"]["many"] == (
+        "video 'many' has 3 objects (ids 1..3), more than eval.max_objects=2; time and memory grow with each "
+        "object, so check that its masks hold objects (not a class or instance map), or pass eval.max_objects=3 "
+        "to run it anyway")
+    assert summary["failed"]["wide"] == (
+        f"mask {root / 'Annotations/wide/00000.png'} holds object id 300 (a 16-bit mask); result masks are 8-bit "
+        "PNGs of ids 0..255: renumber the video's objects to 1..255 before evaluating it")
+    assert not (tmp_path / "out/many").exists() and not (tmp_path / "out/wide").exists()
+    assert "video synth0000: its memory may take about" in caplog.text
+    assert "lower eval.size, inference.max_working_frames or inference.max_long_term_elements" in caplog.text
+
+
+def test_memory_estimate_counts_working_and_long_term_memory_and_one_read():
+    config = eval_cli.resolve_config([])
+    pixels = 30 * 54  # 480×854 at stride 16, padded
+    elements = 10 * pixels + 10000  # T_max frames + LT_max
+    expected = 4 * (elements * (64 + 1 + 2 * 512) + elements * pixels + 2 * 64 * pixels)
+    assert video_runner.estimate_memory_bytes(480, 854, 2, 100, config) == expected
+    unbounded = eval_cli.resolve_config(["--disable_long_term"])
+    assert video_runner.estimate_memory_bytes(480, 854, 2, 1000, unbounded) > expected
+
+
+# ------------------------------------------------------------------------------------- the error contract
+
+
+def _cli(capsys, *arguments) -> tuple[int, str]:
+    """Run eval.py's command line in-process under `run_cli`; return (exit status, stderr)."""
+    status = run_cli(eval_cli._main_status, [str(argument) for argument in arguments])
+    return status, capsys.readouterr().err
+
+
+def _generic_root(tmp_path: Path) -> Path:
+    (tmp_path / "g/JPEGImages").mkdir(parents=True)
+    (tmp_path / "g/Annotations").mkdir()
+    return tmp_path / "g"
+
+
+def _assert_one_line_error(status: int, stderr: str, expected: str) -> None:
+    assert status == 1
+    assert stderr.strip().splitlines() == [f"error: {expected}"] and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("case", ["missing", "truncated", "foreign"])
+def test_bad_checkpoints_stop_the_run_with_one_line_and_write_nothing(tmp_path, capsys, recipe_checkpoint_path,
+                                                                      case):
+    model = tmp_path / "model.pth"
+    if case == "truncated":
+        model.write_bytes(recipe_checkpoint_path.read_bytes()[:100_000])
+    elif case == "foreign":
+        torch.save({"fc.weight": torch.zeros(2, 2)}, model)
+    status, stderr = _cli(capsys, "--model", model, "--dataset", "G", "--generic_path", _generic_root(tmp_path),
+                          "--output", tmp_path / "out", "eval.device=cpu")
+    expected = {
+        "missing": f"checkpoint file not found: '{model}'; check the path (released XMem weights: "
+                   "scripts/download_models.py)",
+        "truncated": f"cannot read checkpoint '{model}': truncated, corrupt or not a weights-only PyTorch file",
+        "foreign": f"checkpoint '{model}' is not an XMem state_dict: missing keys 412 (key_encoder.conv1.weight, "
+                   "key_encoder.bn1.weight, key_encoder.bn1.bias, ...), unexpected keys 1 (fc.weight); pass a "
+                   "released XMem .pth or a checkpoint saved by this project",
+    }[case]
+    if case == "truncated":  # the reason in parentheses is torch's own words
+        assert status == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+        assert stderr.startswith(f"error: {expected} (") and stderr.strip().endswith("); download it again")
+    else:
+        _assert_one_line_error(status, stderr, expected)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arguments, expected", [
+    (["inference.topk=3"], "unknown config key 'inference.topk'; did you mean inference.top_k?"),
+    (["eval.size=big"], "config key 'eval.size': expected int, got str 'big'"),
+    (["--config", "eval/nope"], "config preset 'eval/nope' not found (looked at "),
+])
+def test_bad_settings_stop_the_run_with_one_line(tmp_path, capsys, arguments, expected):
+    status, stderr = _cli(capsys, "--dataset", "G", "--generic_path", _generic_root(tmp_path), "--output",
+                          tmp_path / "out", *arguments)
+    if expected.endswith("(looked at "):  # the places looked at depend on the checkout
+        assert status == 1 and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+        assert stderr.startswith(f"error: {expected}")
+    else:
+        _assert_one_line_error(status, stderr, expected)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unusable_output_folder_or_dataset_root_stops_the_run_before_any_work(tmp_path, capsys, monkeypatch):
+    root = _generic_root(tmp_path)
+    common = ["--model", "unused.pth", "--dataset", "G", "eval.device=cpu"]
+    (tmp_path / "file").write_text("not a folder")
+    status, stderr = _cli(capsys, *common, "--generic_path", root, "--output", tmp_path / "file")
+    _assert_one_line_error(status, stderr, f"output folder {tmp_path / 'file'} is a file; pass --output naming a "
+                                           "folder")
+    status, stderr = _cli(capsys, *common, "--generic_path", root, "--output", tmp_path / "file/out")
+    _assert_one_line_error(status, stderr, f"output folder {tmp_path / 'file/out'} cannot be made: "
+                                           f"{tmp_path / 'file'} is a file; pass --output naming a folder")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    # root may write anywhere: judge writability by the mode bits, as for any other user
+    monkeypatch.setattr(writers.os, "access", lambda path, mode: not (mode & os.W_OK) or
+                        bool(os.stat(path).st_mode & 0o200))
+    status, stderr = _cli(capsys, *common, "--generic_path", root, "--output", locked / "out")
+    _assert_one_line_error(status, stderr, f"output folder {locked} is not writable; pass --output naming a folder "
+                                           "you can write to, or change its permissions")
+    status, stderr = _cli(capsys, *common, "--generic_path", tmp_path / "absent", "--output", tmp_path / "out")
+    _assert_one_line_error(status, stderr, f"generic root (generic_path) not found: {tmp_path / 'absent'} (check "
+                                           "the dataset path setting)")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "g", "locked"]
+    assert list(locked.iterdir()) == []
+    with pytest.raises(FileNotFoundError):  # --debug: the traceback is shown
+        run_cli(eval_cli._main_status, [*common, "--generic_path", str(tmp_path / "absent"), "--debug"])
+
+
+def test_eval_py_as_a_process_prints_one_error_line_and_exits_1(tmp_path):
+    repository = Path(eval_cli.__file__).resolve().parent
+    environment = {**os.environ, "PYTHONPATH": str(repository), "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, str(repository / "eval.py"), "--dataset", "G", "--generic_path",
+                              str(tmp_path / "absent"), "--output", str(tmp_path / "out")],
+                             capture_output=True, text=True, env=environment, timeout=300)
+    assert process.returncode == 1
+    assert process.stderr.strip().splitlines() == [
+        f"error: generic root (generic_path) not found: {tmp_path / 'absent'} (check the dataset path setting)"]
+    assert not (tmp_path / "out").exists()
