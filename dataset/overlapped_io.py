@@ -8,9 +8,12 @@ to be done, so memory stays flat however long the video. Every write still goes 
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+
+logger = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 POLL_SECONDS = 0.1  # how often a blocked background thread checks whether it was told to stop
@@ -162,10 +165,10 @@ class BackgroundWriter:
         if error_type is None:
             self.close()
             return
-        try:  # the body's exception wins; a write error behind it is secondary
+        try:  # the body's exception wins; a write error behind it is secondary, logged
             self.close()
-        except BaseException:  # noqa: BLE001 - already failing with the body's exception
-            pass
+        except Exception as write_error:  # noqa: BLE001 - already failing with the body's exception
+            logger.warning("a background write also failed: %s: %s", type(write_error).__name__, write_error)
 
 
 class ReadAheadVideo:

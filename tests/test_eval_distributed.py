@@ -66,9 +66,10 @@ def _finish(processes) -> list[tuple[int, str, str]]:
     return outcomes
 
 
-def _run_ranks(world_size, checkpoint, arguments, overrides=()) -> dict:
+def _run_ranks(world_size, checkpoint, arguments, overrides=(), main_status=0) -> dict:
+    """Run the ranks to the end; rank 0 exits with `main_status` (1 when a video failed), the others with 0."""
     outcomes = _finish(_start_ranks(world_size, checkpoint, arguments, overrides))
-    assert [code for code, _, _ in outcomes] == [0] * world_size, outcomes
+    assert [code for code, _, _ in outcomes] == [main_status] + [0] * (world_size - 1), outcomes
     output_dir = Path(arguments[arguments.index("--output") + 1])
     assert "J&F" in outcomes[0][1] or "CodaLab" in outcomes[0][1]  # rank 0 prints the report
     assert all(not output for _, output, _ in outcomes[1:])  # the others print nothing
@@ -105,18 +106,22 @@ def _zip_members(path: Path) -> dict[str, bytes]:
 
 def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path):
     root = tmp_path / "DAVIS2017"
-    videos = {**_videos(1, 8), **_videos(2, 4, first_index=1, seed=1), **_videos(1, 3, first_index=3, seed=2)}
+    videos = {**_videos(1, 8), **_videos(2, 4, first_index=1, seed=1), **_videos(2, 3, first_index=3, seed=2)}
     write_davis(root / "trainval", {}, videos)
+    (root / "trainval/JPEGImages/480p/synth0004/00001.jpg").write_bytes(b"truncated")  # fails on its rank
     common = ["--dataset", "D17", "--d17_path", root, "--size", -1]
     with pytest.warns(UserWarning, match="uses the 480p frames"):  # and without overlapped reading / writing
         single = eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", "eval.io_queue_frames=0",
                                 *map(str, common), "--output", str(tmp_path / "one")])
     assert single["world_size"] == 1 and single["fps_end_to_end"] > 0
-    summary = _run_ranks(2, recipe_checkpoint_path, [*common, "--output", tmp_path / "two"])
+    summary = _run_ranks(2, recipe_checkpoint_path, [*common, "--output", tmp_path / "two"], main_status=1)
     # Longest first: synth0000 (8) to rank 0; synth0001, synth0002 (4 each) to rank 1; synth0003 (3) to the
-    # least loaded, a tie at 8 that goes to rank 0.
+    # least loaded, a tie at 8 that goes to rank 0; synth0004 (3, broken) to rank 1. Its failure is reported by
+    # name and costs no other video.
     assert summary["rank_frames"] == [11, 8] and summary["world_size"] == 2
-    assert summary["processed"] == sorted(videos) and summary["frames"] == 19
+    assert summary["processed"] == sorted(videos)[:4] and summary["frames"] == 19
+    assert list(summary["failed"]) == list(single["failed"]) == ["synth0004"]
+    assert "00001.jpg" in summary["failed"]["synth0004"] and "FAILED synth0004" in summary["report"]
     assert len(summary["peak_memory_mb_per_rank"]) == 2 and summary["fps_end_to_end"] > 0
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert sorted(one) == sorted(two) and any(name.endswith(".png") for name in one)
