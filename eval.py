@@ -5,6 +5,10 @@ Usage (the original eval.py flags keep working; `--config` takes a preset, `key=
     python eval.py --config eval/y19 --y19_path ../YouTube inference.mem_every=3 --size 600
     python eval.py --dataset G --generic_path my_videos --size -1 --save_scores --flip
 
+On several GPUs or machines, start it with torchrun (each rank evaluates a share of the videos balanced by frames x
+pixels on cuda:LOCAL_RANK, or the CPU; rank 0 writes the global outputs and the report):
+    torchrun --nproc_per_node 4 eval.py --model saves/XMem.pth --dataset Y19 --y19_path ../YouTube
+
 Outputs are described in `dataset/writers.py`. A rerun skips finished videos unless `--overwrite`; each finished
 video records the settings that made it (configs/output_settings.py), and a rerun with other settings refuses,
 naming what changed (`--overwrite` redoes every video), so one folder never mixes settings. At the end a
@@ -21,8 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,10 +43,14 @@ from configs.schema import Config
 from configs.sidecar import apply_checkpoint_switches
 from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth, open_benchmark
 from dataset.image_io import read_mask_ids
+from dataset.overlapped_io import BackgroundWriter, ReadAheadVideo, WriteBehind
+from dataset.work_split import WorkSplit, split_work, video_work
 from dataset.writers import ResultWriter, check_output_folder
 from inference.folder_evaluation import list_predicted_sequences, score_sequences
+from inference.distributed import RankFailedError, RankGroup, launched_distributed
 from inference.inference_core import amp_enabled
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
+from inference.resize import resized_shape
 from inference.video_runner import run_video
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
@@ -168,69 +178,165 @@ def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run an evaluation. Returns the summary that the report prints.
+    """Run an evaluation, in this process or as one rank of a torchrun job. Returns the summary the report prints.
+
+    Under torchrun (WORLD_SIZE > 1) each rank runs its share of the unfinished videos (`dataset.work_split`) on its
+    own device and writes their outputs; rank 0 then writes what is global (timings, summary, tables, zip, report).
 
     Returns:
         dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names), `failed`
         (video -> error message), `unscored` (video -> why its ground truth could not be scored), `frames`,
-        `seconds`, `fps` (this run, data loading excluded), `peak_memory_mb` and `peak_memory_kind`, `memory` (over
-        finished videos: largest final `working_elements` and `long_term_elements`, largest `sensory_peak_abs`),
-        `scores` (global J&F table or None), `zip` (path or None), `report` (the printed text), `timings`,
-        `config` and `summary` paths (the summary is also written as JSON to <output>/summary.json).
+        `seconds`, `fps` (this run, data loading excluded: frames / summed per-video compute seconds of all ranks),
+        `wall_seconds` and `fps_end_to_end` (frames / wall time of the video loop of all ranks together, reading
+        and writing included), `world_size`, `rank_frames` (frames processed per rank), `peak_memory_mb` (largest
+        over ranks), `peak_memory_mb_per_rank` and `peak_memory_kind`, `memory` (over finished videos: largest
+        final `working_elements` and `long_term_elements`, largest `sensory_peak_abs`), `scores` (global J&F table
+        or None), `zip` (path or None), `report` (the printed text), `timings`, `config` and `summary` paths (the
+        summary is also written as JSON to <output>/summary.json). A rank other than 0 returns only its own
+        share's outcome, with `report` None.
     Raises:
         FileNotFoundError: the checkpoint or the dataset root / its required folders are missing (named).
         NotADirectoryError, PermissionError: the output folder cannot be made or written.
         UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint, checkpoint sidecar or meta file;
             finished videos in the output folder made with other settings (without --overwrite).
+        RankFailedError: under torchrun, another rank died or failed (the message names it).
     """
     config = resolve_config(argv)
+    if not launched_distributed():
+        return _evaluate(config, None)
+    with RankGroup.join(config.eval.device, config.eval.rank_timeout_s) as group:
+        return _evaluate(config, group)
+
+
+def _work_split(benchmark: Benchmark, names: Sequence[str], world_size: int) -> WorkSplit:
+    """Share `names` among the ranks by frames x resized pixels; a video that cannot be opened costs nothing here
+    and is reported by the rank that gets it."""
+    work = {}
+    for name in names:
+        try:
+            work[name] = video_work(benchmark.video(name),
+                                    lambda height, width: resized_shape(height, width, benchmark.size))
+        except VIDEO_ERRORS:
+            continue
+    return split_work(names, work, world_size)
+
+
+def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Config, writer: ResultWriter,
+               device: torch.device, settings: dict[str, Any], group: Optional[RankGroup]) -> dict[str, Any]:
+    """Run `names` one after the other, frames read ahead and outputs written behind the compute
+    (`eval.io_queue_frames`); return what happened: processed / skipped_empty / failed videos, their records,
+    the wall time of the loop and the peak memory."""
     options = config.eval
+    outcome: dict[str, Any] = {"processed": [], "records": {}, "skipped_empty": [], "failed": {}}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    description = f"{options.dataset} {options.split}" + ("" if group is None else f" rank {group.rank}")
+    started = time.perf_counter()
+    with BackgroundWriter(options.io_queue_frames) as background:
+        behind = WriteBehind(writer, background)
+        for name in tqdm(names, desc=description, unit="video"):
+            if group is not None:
+                group.check()
+            writer.start_video(name)
+            try:
+                video = ReadAheadVideo(benchmark.video(name), options.io_queue_frames)
+                record = run_video(network, video, config, behind, device, size=benchmark.size)
+                behind.flush()
+            except EmptyMaskError as error:
+                warnings.warn(str(error), stacklevel=1)
+                outcome["skipped_empty"].append(name)
+                continue
+            except VIDEO_ERRORS as error:
+                message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+                logger.error("video %s failed: %s", name, message)
+                outcome["failed"][name] = message
+                behind.flush()  # its queued frames land before they are deleted
+                writer.start_video(name)  # leave nothing of it behind
+                continue
+            writer.finish_video(name, {**record, SETTINGS_KEY: settings})
+            outcome["records"][name] = record
+            outcome["processed"].append(name)
+    outcome["wall_seconds"] = time.perf_counter() - started
+    outcome["peak_memory_mb"], outcome["peak_memory_kind"] = _peak_memory(device)
+    return outcome
+
+
+def _check_outputs_visible(writer: ResultWriter, outcomes: Sequence[dict[str, Any]]) -> None:
+    """Rank 0 zips and scores every rank's outputs, so it must see them (one output folder on a filesystem
+    shared by all nodes).
+
+    Raises:
+        FileNotFoundError: a video another rank finished has no completion marker here (names the rank).
+    """
+    for rank, outcome in enumerate(outcomes):
+        missing = [name for name in outcome["processed"] if not writer.is_finished(name)]
+        if missing:
+            raise FileNotFoundError(
+                f"rank {rank} finished {len(missing)} video(s) (e.g. {missing[0]!r}) whose outputs rank 0 cannot "
+                f"see in {writer.output_dir}; on several machines --output must be a folder every node shares "
+                "(e.g. NFS), then rerun (finished videos are skipped)")
+
+
+def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
+    """`main` for one process (`group` None) or one rank of a torchrun job."""
+    options = config.eval
+    if options.io_queue_frames < 0:
+        raise ValueError(f"eval.io_queue_frames={options.io_queue_frames}: expected 0 (read and write in the compute "
+                         "thread) or more frames")
+    is_main = group is None or group.is_main
     output_dir = Path(options.output or DEFAULT_OUTPUT_PATTERN.format(dataset=options.dataset, split=options.split))
     check_output_folder(output_dir)
     benchmark = open_benchmark(options)
-    device = resolve_device(options.device)
+    device = resolve_device(options.device) if group is None else group.device
     network = load_network(options.model, device)
     config = apply_checkpoint_switches(config, options.model, network.hidden_dim)
     network = optimize_network(network, channels_last=config.inference.channels_last,
                                compile=config.inference.compile_network)
     settings = _run_settings(config, benchmark, device)
     writer = ResultWriter(output_dir, benchmark.layout)
-    _check_rerun(writer, settings, options.overwrite)
-    dump_config(config, output_dir / CONFIG_FILE)
+    to_run: list[str] = []
+    if is_main:  # one rank decides what is left, so ranks never race over deleting stale videos
+        _check_rerun(writer, settings, options.overwrite)
+        dump_config(config, output_dir / CONFIG_FILE)
+        to_run = [name for name in benchmark.video_names if options.overwrite or not writer.is_finished(name)]
+    started = time.perf_counter()
+    if group is None:
+        outcomes = [_run_share(network, benchmark, to_run, config, writer, device, settings, group)]
+    else:
+        shares = None
+        if group.is_main:
+            split = _work_split(benchmark, to_run, group.world_size)
+            logger.info("work split over %d ranks (frames x pixels, longest first):\n%s", group.world_size,
+                        split.describe())
+            shares = [list(share) for share in split.shares]
+        share = group.share_split(shares)
+        outcome = _run_share(network, benchmark, share, config, writer, device, settings, group)
+        outcomes = group.gather_results(outcome)
+        if outcomes is None:
+            return {**outcome, "rank": group.rank, "report": None}
+    wall_seconds = time.perf_counter() - started
+    _check_outputs_visible(writer, outcomes)
 
-    summary: dict[str, Any] = {"output": output_dir, "processed": [], "skipped_finished": [], "skipped_empty": [],
-                               "failed": {}}
-    records: dict[str, dict[str, Any]] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for name in tqdm(benchmark.video_names, desc=f"{options.dataset} {options.split}", unit="video"):
-        if writer.is_finished(name) and not options.overwrite:
-            summary["skipped_finished"].append(name)
-            records[name] = writer.finished_record(name)
-            continue
-        writer.start_video(name)
-        try:
-            video = benchmark.video(name)
-            record = run_video(network, video, config, writer, device, size=benchmark.size)
-        except EmptyMaskError as error:
-            warnings.warn(str(error), stacklevel=1)
-            summary["skipped_empty"].append(name)
-            continue
-        except VIDEO_ERRORS as error:
-            message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-            logger.error("video %s failed: %s", name, message)
-            summary["failed"][name] = message
-            writer.start_video(name)  # leave nothing of it behind
-            continue
-        writer.finish_video(name, {**record, SETTINGS_KEY: settings})
-        records[name] = record
-        summary["processed"].append(name)
-
+    summary: dict[str, Any] = {"output": output_dir, "world_size": len(outcomes)}
+    records = {name: writer.finished_record(name) for name in benchmark.video_names if name not in to_run}
+    summary["skipped_finished"] = list(records)
+    for outcome in outcomes:
+        records.update(outcome["records"])
+    for key in ("processed", "skipped_empty"):
+        done = {name for outcome in outcomes for name in outcome[key]}
+        summary[key] = [name for name in benchmark.video_names if name in done]
+    failed = {name: message for outcome in outcomes for name, message in outcome["failed"].items()}
+    summary["failed"] = {name: failed[name] for name in benchmark.video_names if name in failed}
     finished = [name for name in benchmark.video_names if name in records]
+    summary["rank_frames"] = [sum(record["frames"] for record in outcome["records"].values()) for outcome in outcomes]
     summary["frames"] = sum(records[name]["frames"] for name in summary["processed"])
     summary["seconds"] = sum(records[name]["seconds"] for name in summary["processed"])
     summary["fps"] = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else float("nan")
-    summary["peak_memory_mb"], summary["peak_memory_kind"] = _peak_memory(device)
+    summary["wall_seconds"] = wall_seconds
+    summary["fps_end_to_end"] = summary["frames"] / wall_seconds if wall_seconds > 0 else float("nan")
+    summary["peak_memory_mb_per_rank"] = [outcome["peak_memory_mb"] for outcome in outcomes]
+    summary["peak_memory_mb"] = max(summary["peak_memory_mb_per_rank"])
+    summary["peak_memory_kind"] = outcomes[0]["peak_memory_kind"]
     summary["memory"] = _memory_summary([records[name] for name in finished])
     summary["timings"] = writer.write_timings([records[name] for name in finished])
     summary["config"] = output_dir / CONFIG_FILE
@@ -256,6 +362,13 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
     lines.append(f"frames {summary['frames']}  time {summary['seconds']:.2f} s  FPS {summary['fps']:.2f} "
                  f"(data loading excluded)  peak memory {summary['peak_memory_mb']:.0f} MB "
                  f"({summary['peak_memory_kind']})")
+    processes = "1 process" if summary["world_size"] == 1 else f"{summary['world_size']} processes together"
+    lines.append(f"end-to-end FPS {summary['fps_end_to_end']:.2f} ({processes}, wall {summary['wall_seconds']:.2f} s, "
+                 "reading and writing included)")
+    if summary["world_size"] > 1:
+        lines.append("per rank: " + ", ".join(
+            f"rank {rank} {frames} frames, peak {peak:.0f} MB" for rank, (frames, peak)
+            in enumerate(zip(summary["rank_frames"], summary["peak_memory_mb_per_rank"]))))
     memory = summary["memory"]
     if memory["working_elements"] is not None:
         lines.append(f"memory at the end of a video (largest): {memory['working_elements']} working, "
@@ -269,9 +382,17 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
 
 
 def _main_status(arguments: list[str]) -> int:
-    """Run and print the report; the exit status is 1 when a video failed or could not be scored."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    summary = main(arguments)
+    """Run and print the report (rank 0 only under torchrun); the exit status is 1 when a video failed or could
+    not be scored, or (one `error:` line) when another rank of the job died."""
+    rank = f"rank {os.environ.get('RANK', '0')} " if launched_distributed() else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s {rank}%(name)s: %(message)s")
+    try:
+        summary = main(arguments)
+    except RankFailedError as error:  # expected in a job: one line naming the rank, like run_cli's errors
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if summary["report"] is None:  # not rank 0: rank 0 reports for the job
+        return 0
     print(summary["report"])
     return 1 if summary["failed"] or summary["unscored"] else 0
 

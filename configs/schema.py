@@ -131,6 +131,8 @@ class EvalConfig:
     overwrite: bool = False  # redo videos whose outputs already exist
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     davis_compat_decay: bool = False  # reproduce the DAVIS toolkit's uint8-wrapped decay (NaN on long videos)
+    io_queue_frames: int = 4  # frames read ahead of / written behind the compute (threads); 0 = no overlap
+    rank_timeout_s: float = 300.0  # torchrun: a rank silent (no heartbeat) this long counts as dead; job ends
     # A video whose input masks give more objects is refused before it runs. Memory values, sensory memory and the
     # decoder run once per object, so time and memory grow linearly with it; benchmark videos have at most a few
     # dozen, while hundreds of ids usually mean an instance or class map was given as masks. Raise it knowingly.
