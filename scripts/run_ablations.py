@@ -53,6 +53,7 @@ EVAL_SCRIPT = REPOSITORY / "eval.py"
 EVAL_SUMMARY_FILE = "summary.json"  # what eval.py writes into its output folder
 STDERR_CHUNK_BYTES = 4096
 STDERR_TAIL_BYTES = 4096  # enough to hold eval.py's last error line
+ERROR_PREFIX = "error: "  # how eval.py (configs.common.run_cli) starts its one-line failure message
 ROW_SECTIONS = ("model", "inference", "eval")  # what a row may change for evaluation (train is for training)
 TITLE_PREFIX = "# "
 GROUP_ORDER = ("Memory stores", "Memory reading", "Long-term memory", "Memory sizes", "Deep update")
@@ -201,7 +202,7 @@ def _run_eval_process(arguments: list[str], summary_path: Path) -> dict[str, Any
     if process.returncode == 0 and summary_path.is_file():
         return json.loads(summary_path.read_text())
     lines = [line.strip() for line in tail.decode(errors="replace").replace("\r", "\n").splitlines()]
-    last = next((line for line in reversed(lines) if line), "")
+    last = next((line for line in reversed(lines) if line), "").removeprefix(ERROR_PREFIX)
     return {"error": f"eval.py exited with status {process.returncode}: {last}"}
 
 

@@ -368,7 +368,7 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
                  str(tmp_path / "out"), "--dataset", "D17", "--d17_path", str(davis), "eval.device=cpu"]
     entries = {entry["row"]: entry for entry in run_ablations.main(arguments)["entries"]}
     assert entries["a_no_sensory"]["status"].startswith(
-        "failed: eval.py exited with status 1: ValueError: config model.hidden_dim=0 but checkpoint")
+        "failed: eval.py exited with status 1: config model.hidden_dim=0 but checkpoint")
     assert entries["b_same"]["same_as"] == "a_no_sensory" and entries["b_same"]["status"].startswith("failed")
     assert entries["c_missing"]["status"] == (
         f"skipped: checkpoint ./no/such/checkpoint.pth not found; train it with python train.py --config "
