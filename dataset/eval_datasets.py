@@ -23,6 +23,9 @@ Layouts (`<x>` = a video, `<f>` = a frame name; see the README of each benchmark
   folder needs no preprocessing). Every frame is saved; the LVOS toolkit scores every 5th.
 - G: `<generic>/{JPEGImages,Annotations}/<x>/`; the first mask is input (every mask with `use_all_masks`), every
   frame is saved.
+
+Length: one module on purpose: one small reader per benchmark (nine of them) sharing the video and frame types
+and the input-mask rules; each reader is a few lines of layout knowledge.
 """
 from __future__ import annotations
 

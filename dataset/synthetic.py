@@ -20,6 +20,10 @@ Example:
     >>> video = SyntheticVideo(seed=3, height=96, width=160, num_frames=40)
     >>> rgb, mask = video.frame(10)          # uint8 96×160×3, uint8 96×160 of ids 0..N
     >>> video.object_ids, video.entry_frames  # e.g. (1, 2), {1: 0, 2: 17}
+
+Length: one module on purpose: every frame is one deterministic function of (spec, frame index) — shapes,
+textures, motion, occlusion, exits, drift and the difficulty presets that parameterise them — and splitting it
+would scatter that one algorithm over files that only make sense together.
 """
 from __future__ import annotations
 

@@ -26,6 +26,9 @@ Writing is resumable and crash-safe. Each video (a class for FSS, an image for t
 `out/.synthetic_state/`. A rerun skips complete videos whose spec matches, redoes incomplete ones, and refuses a
 folder whose videos were made with other settings. Index files (ImageSets, meta.json) list the videos of the
 call and are written last. Frames are rendered one at a time, so memory does not grow with video length.
+
+Length: one module on purpose: one writer per benchmark layout (the mirror of eval_datasets.py's readers)
+sharing the resumable, atomic write-and-mark machinery.
 """
 from __future__ import annotations
 

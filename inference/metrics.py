@@ -33,6 +33,9 @@ Example:
     >>> results = evaluate_sequences([("video", ground_truth, ground_truth.copy())])
     >>> results.global_scores()["J&F-Mean"]
     1.0
+
+Length: one module on purpose: J, F (boundary maps, dilation), both scoring modes, recall, decay and the global
+tables must agree with the DAVIS toolkit and vos-benchmark bit for bit, and are checked together against them.
 """
 from __future__ import annotations
 

@@ -122,3 +122,20 @@ def test_training_code_is_unreachable_from_inference():
     for path in _modules("inference"):
         leaked = _reachable(path) & TRAINING_ONLY_MODULES
         assert not leaked, f"{path.relative_to(ROOT)} reaches training-only {sorted(leaked)}"
+
+
+MAX_MODULE_LINES = 450
+LENGTH_EXPLAINED = "Length:"  # a long module says why in its docstring, under this word
+
+
+def test_modules_are_short_or_say_why():
+    """No module over ~450 lines unless its docstring explains, after `Length:`, why it is one module."""
+    long_unexplained = []
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts or "tests" in path.relative_to(ROOT).parts:
+            continue
+        source = path.read_text()
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        if source.count("\n") > MAX_MODULE_LINES and LENGTH_EXPLAINED not in docstring:
+            long_unexplained.append(f"{path.relative_to(ROOT)} ({source.count(chr(10))} lines)")
+    assert long_unexplained == []
