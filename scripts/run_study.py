@@ -26,6 +26,7 @@ the default rows take about 18 hours on one thread. `--rows` and `--benchmarks` 
 from __future__ import annotations
 
 import argparse
+import sys
 import csv
 import dataclasses
 import fnmatch
@@ -36,7 +37,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from configs.common import atomic_write_text
+from configs.common import atomic_write_text, run_cli
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.synthetic_layouts import write_davis
 from dataset.synthetic_long import LONG_BENCHMARK, LongBenchmark, write_long_benchmark
@@ -340,5 +341,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     return {"entries": entries, "markdown": markdown_path, "csv": csv_path, "plot": plot, "notes": notes}
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

@@ -1,4 +1,4 @@
-"""The study network's training curve: its TensorBoard losses, and the held-out J&F of its snapshots.
+r"""The study network's training curve: its TensorBoard losses, and the held-out J&F of its snapshots.
 
     python scripts/study_curve.py --run /work/study_runs/saves/study --held_out /work/study_runs/data/held_out \
         --out /work/study_runs/curve
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from configs.common import atomic_write_text
+from configs.common import atomic_write_text, run_cli
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
@@ -153,5 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     return rows
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

@@ -29,7 +29,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from configs import load_config
-from configs.common import atomic_write_text
+from configs.common import atomic_write_text, run_cli
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES
 from dataset.synthetic import SyntheticVideo, get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import make_static_classes, write_davis, write_static_flat, write_static_fss
@@ -189,5 +189,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     return commands
 
 
+def _cli(arguments: list[str]) -> int:
+    main(arguments)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_cli))

@@ -348,7 +348,8 @@ def output_digests(folder: Path) -> dict[str, dict[str, str]]:
     return {"masks": masks, "scores": scores}
 
 
-def test_eval_outputs_on_the_golden_video_are_byte_identical_to_the_recorded_run(tmp_path, recipe_checkpoint_path):
+def test_eval_outputs_on_the_golden_video_are_byte_identical_to_the_recorded_run(tmp_path, recipe_checkpoint_path,
+                                                                                   one_torch_thread):
     """eval.py on the 60-frame fixture video (small memory: consolidation and long-term pruning happen) writes the
     same mask PNGs, byte for byte, and the same score arrays as recorded (history: tests/fixtures/README.md).
 

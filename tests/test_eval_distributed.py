@@ -104,7 +104,7 @@ def _zip_members(path: Path) -> dict[str, bytes]:
         return {name: archive.read(name) for name in sorted(archive.namelist())}
 
 
-def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path):
+def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path, one_torch_thread):
     root = tmp_path / "DAVIS2017"
     videos = {**_videos(1, 8), **_videos(2, 4, first_index=1, seed=1), **_videos(2, 3, first_index=3, seed=2)}
     write_davis(root / "trainval", {}, videos)
@@ -130,7 +130,7 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path):
     assert single["scores"] == summary["scores"]
 
 
-def test_two_ranks_match_one_process_on_youtube_vos(tmp_path, recipe_checkpoint_path):
+def test_two_ranks_match_one_process_on_youtube_vos(tmp_path, recipe_checkpoint_path, one_torch_thread):
     root = tmp_path / "YouTube"
     write_youtube_valid(root, {**_videos(1, 11, seed=4, late=True), **_videos(2, 6, first_index=1, seed=5)})
     common = ["--dataset", "Y19", "--y19_path", root, "--size", -1, "--save_scores"]
@@ -148,7 +148,7 @@ def test_two_ranks_match_one_process_on_youtube_vos(tmp_path, recipe_checkpoint_
     assert single["scores"] == summary["scores"]
 
 
-def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path, recipe_checkpoint_path):
+def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path, recipe_checkpoint_path, one_torch_thread):
     root = tmp_path / "DAVIS2017"
     write_davis(root / "trainval", {}, _videos(6, 5, seed=7))
     common = ["--dataset", "D17", "--d17_path", root, "--size", -1]

@@ -389,8 +389,9 @@ def test_propagate_errors(tmp_path):
         list(propagate(CheapNetwork(), tmp_path / "broken.mp4", np.ones((4, 4), dtype=np.int64), SMALL_MEMORY))
     from PIL import Image
 
-    Image.new("RGB", (4, 4)).save(tmp_path / "rgb_mask.png")
-    with pytest.raises(ValueError, match="rgb_mask.png: expected an index \\(palette or grayscale\\) PNG mask, got mode RGB"):
+    height, width = _frame(0).shape[:2]
+    Image.new("RGB", (width, height), (1, 2, 3)).save(tmp_path / "rgb_mask.png")
+    with pytest.raises(ValueError, match="rgb_mask.png is an RGB image with colours that are not in the DAVIS palette"):
         list(propagate(CheapNetwork(), [_frame(0)], tmp_path / "rgb_mask.png", SMALL_MEMORY))
 
 
