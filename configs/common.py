@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -157,25 +158,25 @@ EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADi
 DEBUG_FLAG = "--debug"
 
 
-def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> int:
+def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None, *,
+            expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run a command-line entry point under the project's error contract; returns the exit status.
 
-    An expected failure (`EXPECTED_ERRORS`) prints `error: <message>` on stderr as one line and returns 1; any
-    other exception is a bug and propagates with its traceback. With `--debug` among the arguments (removed
-    before `main` sees them) expected failures show their traceback too.
+    An expected failure (`EXPECTED_ERRORS`, or one of `expected`) prints `error: <message>` on stderr as one line
+    and returns 1; any other exception is a bug and propagates with its traceback. With `--debug` among the
+    arguments (removed before `main` sees them) expected failures show their traceback too.
 
     Args:
         main: takes the argument list (without the program name); returns an exit status or None (= 0).
         argv: the arguments; default sys.argv[1:].
+        expected: further exception types the command expects (e.g. a torchrun job's dead rank).
     """
-    import sys
-
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in arguments
     arguments = [argument for argument in arguments if argument != DEBUG_FLAG]
     try:
         status = main(arguments)
-    except EXPECTED_ERRORS as error:
+    except EXPECTED_ERRORS + tuple(expected) as error:
         if debug:
             raise
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
