@@ -119,9 +119,9 @@ def run_training(config: Config, data_for_stage: Callable[[str], StageData], *, 
             torch.set_rng_state(checkpoint["torch_rng"])
             position = DataPosition.from_dict(checkpoint["data_position"])
         files = StageFiles(run, stages_so_far, config, resolved_config) if rank == 0 else None
-        if trainer.iteration < _total_iterations(config, stage):
+        if trainer.iteration < config.train.stage(stage).total_iterations:
             train_stage(trainer, data[stage], files, position)
-    last = _total_iterations(config, train.stages[-1])
+    last = train.stage(train.stages[-1]).total_iterations
     return TrainingResult(network, run.snapshot(train.stages, last), run.checkpoint(train.stages, last))
 
 
@@ -166,7 +166,7 @@ def train_stage(trainer: Trainer, data: StageData, files: StageFiles | None,
         RuntimeError: an epoch yields no batch at all (empty dataset).
     """
     train, stage = trainer.train_config, trainer.stage
-    total = trainer.stage_config.iterations + trainer.stage_config.finetune_iterations
+    total = trainer.stage_config.total_iterations
     position = position or DataPosition(data.phase_at(trainer.iteration))
     logger = TrainingLogger(files.run.tensorboard(stage) if files else None, world_size=trainer.world_size,
                             device=trainer.device)
@@ -249,11 +249,6 @@ def model_switches(model: ModelConfig, network: XMem) -> dict[str, Any]:
     return {"key_dim": network.key_dim, "value_dim": network.value_dim, "hidden_dim": network.hidden_dim,
             "single_object": network.single_object, "similarity": model.similarity,
             "use_shrinkage": model.use_shrinkage, "use_selection": model.use_selection}
-
-
-def _total_iterations(config: Config, stage: str) -> int:
-    stage_config = config.train.stage(stage)
-    return stage_config.iterations + stage_config.finetune_iterations
 
 
 def _is_due(iteration: int, interval: int) -> bool:

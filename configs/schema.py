@@ -158,6 +158,11 @@ class StageConfig:
     skip_fractions: tuple[float, ...] = (0.1, 0.3, 0.9, 100.0)
     skip_values: tuple[int, ...] = (10, 15, 5, 5)
 
+    @property
+    def total_iterations(self) -> int:
+        """The stage's length: its iterations, then the fine-tune phase's."""
+        return self.iterations + self.finetune_iterations
+
 
 def _stage0() -> StageConfig:
     return StageConfig(batch_size=16, iterations=150_000, num_frames=3, num_ref_frames=2, skip_fractions=(),

@@ -269,7 +269,7 @@ def train_network(preset: str, folders: DataFolders, init_path: Path, save_dir: 
     train = load_config(preset, arguments).train
     last_stage = getattr(train, f"stage{train.stages[-1]}")
     run = RunDirectory(train.save_dir, train.exp_id)
-    snapshot = run.snapshot(train.stages, last_stage.iterations + last_stage.finetune_iterations)
+    snapshot = run.snapshot(train.stages, last_stage.total_iterations)
     if not snapshot.is_file():
         run_cli("train.py", ["--config", preset, *arguments] + (["--resume"] if run.checkpoints() else []), threads)
     return snapshot

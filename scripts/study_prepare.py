@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     train = arguments_check.train
     last_stage = getattr(train, f"stage{train.stages[-1]}")
     run = RunDirectory(out / "saves", train.exp_id)
-    final_snapshot = run.snapshot(train.stages, last_stage.iterations + last_stage.finetune_iterations)
+    final_snapshot = run.snapshot(train.stages, last_stage.total_iterations)
     atomic_write_text(out / WATCHER_FILE, watcher_script(run.root, final_snapshot))
     commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False),
                 "watcher": f"nohup bash {shlex.quote(str(out / WATCHER_FILE))} >> "
