@@ -15,7 +15,7 @@ from dataset.image_io import read_mask_ids
 from scripts import quickstart, run_study, study_curve, study_prepare
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
-    LONG_BENCHMARK, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
+    LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
     write_long_benchmark,
 )
 
@@ -64,11 +64,17 @@ def test_long_benchmark_is_deterministic_by_seed():
     assert not np.array_equal(first["synth0000"].frame(0)[0], other_seed["synth0000"].frame(0)[0])
 
 
-def test_every_long_video_has_an_object_that_leaves_for_hundreds_of_frames_and_comes_back():
-    videos = long_benchmark()
-    # judged on the ground truth of the annotated frames: last seen on one, next seen hundreds of frames later
-    longest = longest_absences(videos, LONG_BENCHMARK.annotation_every)
-    assert min(longest.values()) >= 300, longest
+WORKING_MEMORY_SPAN_FRAMES = 50  # T_max x r: the frames a full working memory covers
+
+
+@pytest.mark.parametrize("size, min_absence", [(LONG_BENCHMARK, 300), (LONG_BENCHMARK_REDUCED, 150)])
+def test_every_long_video_has_an_object_that_leaves_for_longer_than_working_memory_and_comes_back(size, min_absence):
+    assert min_absence >= 3 * WORKING_MEMORY_SPAN_FRAMES
+    videos = long_benchmark(size)
+    assert len(videos) == size.num_videos and all(video.num_frames == size.num_frames for video in videos.values())
+    # judged on the ground truth of the annotated frames: last seen on one, next seen min_absence frames later
+    longest = longest_absences(videos, size.annotation_every)
+    assert min(longest.values()) >= min_absence, longest
     for video in videos.values():
         assert video.frame(0)[1].max() == max(video.object_ids)  # every object is on the annotated frame 0
 
