@@ -20,8 +20,9 @@ luck of which videos were drawn. Output: <out>/study.md and .csv (the tables), <
 if matplotlib is installed), and run_ablations.py's own tables under <out>/<benchmark>/.
 
 Cost (XMem at 96x160: 0.27 CPU-s per frame on one thread, measured): one row takes about 4 min (held_out, 900
-frames) and 45 min (long, 10,000 frames) on one thread, roughly half on two idle cores; the 22 distinct runs of
-the default rows take about 18 hours on one thread. `--rows` and `--benchmarks` restrict it.
+frames), 45 min (long, 10,000 frames) or 15 min (long at --size reduced, 3,200 frames) on one thread, roughly half on two idle cores; the 22 distinct runs of
+the default rows take about 18 hours on one thread. `--rows` (optionally per benchmark) and `--benchmarks` restrict
+it.
 """
 from __future__ import annotations
 
@@ -108,22 +109,29 @@ def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkDat
                          root / "long_video" / "Annotations", None, sparse=True)
 
 
-def study_rows(patterns: Optional[Sequence[str]]) -> dict[str, list[str]]:
-    """{ablation folder: row names}: the rows that run with --model (no retrained checkpoint), filtered by
-    `patterns` (file stems or shell patterns over both folders).
+def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, list[str]]:
+    """{ablation folder: row names} to run on `benchmark`: the rows that run with --model (no retrained checkpoint),
+    filtered by `patterns` (file stems or shell patterns over both folders; `<benchmark>:<pattern>` applies to that
+    benchmark only, e.g. `long:long_term_*`, since consolidation never happens in a 30-frame held-out video).
 
     Raises:
-        ValueError: a pattern matches no row.
+        ValueError: a pattern matches no row, or names an unknown benchmark.
     """
     folders = {run_ablations.ABLATION_DIR: run_ablations.select_rows(None),
                BASELINE_DIR: run_ablations.select_rows(None, BASELINE_DIR)}
     names = {folder: [row.name for row in rows if row.checkpoint is None] for folder, rows in folders.items()}
-    if patterns:
+    if patterns is not None:
         every = [name for rows in names.values() for name in rows]
+        chosen = []
         for pattern in patterns:
-            if not fnmatch.filter(every, pattern):
+            scope, _, row_pattern = pattern.rpartition(":")
+            if scope and scope not in BENCHMARKS:
+                raise ValueError(f"--rows {pattern!r} names benchmark {scope!r}; benchmarks: {', '.join(BENCHMARKS)}")
+            if not fnmatch.filter(every, row_pattern):
                 raise ValueError(f"--rows {pattern!r} matches no study row; rows: {', '.join(every)}")
-        names = {folder: [name for name in rows if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+            if scope in ("", benchmark):
+                chosen.append(row_pattern)
+        names = {folder: [name for name in rows if any(fnmatch.fnmatchcase(name, p) for p in chosen)]
                  for folder, rows in names.items()}
     return {str(folder): rows for folder, rows in names.items() if rows}
 
@@ -313,7 +321,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("../output/study"), help="data, row outputs, tables")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
-                        help="row names or shell patterns (default: every row that needs no retraining)")
+                        help="row names or shell patterns, optionally scoped to one benchmark (long:long_term_*) "
+                             "(default: every row that needs no retraining, on both benchmarks)")
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
                         help="benchmark sizes: full (the study) or tiny (a pipeline check)")
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples")
@@ -322,12 +331,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         parser.error(f"--model {args.model} is not a file; train the study network first (scripts/study_prepare.py)")
     if args.bootstrap < 1:
         parser.error(f"--bootstrap {args.bootstrap} is invalid; expected a positive number of resamples")
-    rows = study_rows(args.rows)
+    rows = {name: study_rows(args.rows, name) for name in args.benchmarks}
     size, out = SIZES[args.size], args.out.resolve()
     entries, notes = [], []
     for name in args.benchmarks:
         benchmark = write_benchmark(name, size, out / "data")
-        benchmark_entries, scores = run_benchmark(benchmark, rows, args.model.resolve(), out, forwarded,
+        benchmark_entries, scores = run_benchmark(benchmark, rows[name], args.model.resolve(), out, forwarded,
                                                   args.bootstrap)
         entries += benchmark_entries
         if name == "held_out" and args.size != "tiny" and FULL_MODEL_ROW in scores:

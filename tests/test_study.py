@@ -154,6 +154,21 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
         assert ours["stores_all"] == pytest.approx(evaluated["stores_all"], abs=0.051)
 
 
+def test_study_rows_can_be_scoped_to_one_benchmark():
+    patterns = ["stores_all", "long:long_term_*", "held_out:deep_update_never"]
+    held_out, long = ({folder: sorted(rows) for folder, rows in run_study.study_rows(patterns, name).items()}
+                      for name in ("held_out", "long"))
+    ablations = str(run_study.run_ablations.ABLATION_DIR)
+    assert held_out == {ablations: ["deep_update_never", "stores_all"]}
+    assert long == {ablations: ["long_term_full", "long_term_no_potentiation", "long_term_off",
+                                "long_term_random_prototypes", "stores_all"]}
+    assert run_study.study_rows(["long:long_term_off"], "held_out") == {}  # only copy-first-mask runs there
+    with pytest.raises(ValueError, match="benchmark 'short'"):
+        run_study.study_rows(["short:stores_all"], "long")
+    with pytest.raises(ValueError, match="matches no study row"):
+        run_study.study_rows(["long:no_such_row"], "held_out")
+
+
 def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the_final_snapshot(tmp_path):
     run = tmp_path / "study"
     run.mkdir()
