@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -124,12 +125,13 @@ def train_arguments(folders: DataFolders, init_path: Path, save_dir: Path, overr
             f"train.data.generic_root={folders.train_root.resolve()}", *overrides]
 
 
-def train_command(arguments: Sequence[str], log: Path, resume: bool) -> str:
-    """The shell command that runs the study training in the background at low priority, one thread."""
+def train_command(arguments: Sequence[str], log: Path, resume: bool, threads: int) -> str:
+    """The shell command that runs the study training in the background at low priority on `threads` threads (two
+    threads on two idle cores measured 2.5 s per stage-0 iteration, one thread 4.9 s)."""
     python = shlex.quote(sys.executable)
     train = shlex.quote(str(REPOSITORY / "train.py"))
     words = " ".join(shlex.quote(argument) for argument in arguments) + (" --resume" if resume else "")
-    return (f"nohup nice -n 10 env OMP_NUM_THREADS=1 PYTHONPATH={shlex.quote(str(REPOSITORY))} {python} {train} "
+    return (f"nohup nice -n 10 env OMP_NUM_THREADS={threads} PYTHONPATH={shlex.quote(str(REPOSITORY))} {python} {train} "
             f"{words} >> {shlex.quote(str(log))} 2>&1 &")
 
 
@@ -158,8 +160,12 @@ def watcher_script(run_root: Path, final_snapshot: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for data, the run and its log")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="intra-op threads for training (default: every core)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for training")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads} is invalid; expected a positive number of threads")
     arguments_check = load_config(STUDY_PRESET, list(args.overrides))  # fails before any work on a bad override
     out = args.out.resolve()
     folders = make_study_data(STUDY_PLAN, out)
@@ -172,10 +178,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     run = RunDirectory(out / "saves", train.exp_id)
     final_snapshot = run.snapshot(train.stages, last_stage.total_iterations)
     atomic_write_text(out / WATCHER_FILE, watcher_script(run.root, final_snapshot))
-    commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False),
+    commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False,
+                                           threads=args.threads),
                 "watcher": f"nohup bash {shlex.quote(str(out / WATCHER_FILE))} >> "
                            f"{shlex.quote(str(out / WATCHER_LOG))} 2>&1 &",
-                "resume": train_command(arguments, out / TRAIN_LOG, resume=True)}
+                "resume": train_command(arguments, out / TRAIN_LOG, resume=True, threads=args.threads)}
     atomic_write_text(out / README_FILE, (
         f"XMem ablation study run (configs/study.yaml), prepared by scripts/study_prepare.py.\n"
         f"data/static, data/train: training data; data/held_out/{DAVIS_SPLIT_FOLDER}: held-out videos (DAVIS 2017 "

@@ -169,6 +169,12 @@ def test_study_rows_can_be_scoped_to_one_benchmark():
         run_study.study_rows(["long:no_such_row"], "held_out")
 
 
+def test_study_train_command_runs_in_the_background_on_the_chosen_threads(tmp_path):
+    command = study_prepare.train_command(["--config", "study"], tmp_path / "train.log", resume=True, threads=2)
+    assert "OMP_NUM_THREADS=2 " in command and command.endswith("2>&1 &")
+    assert " --config study --resume >> " in command
+
+
 def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the_final_snapshot(tmp_path):
     run = tmp_path / "study"
     run.mkdir()
