@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from configs.loader import load_config
+from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
 from dataset.image_io import read_mask_ids
 from scripts import quickstart, run_study, study_curve, study_prepare
@@ -127,7 +128,17 @@ def test_bootstrap_gives_object_weighted_means_and_paired_differences():
 
 def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
     row = load_config(run_study.BASELINE_DIR / "first_frame_only.yaml").inference
-    assert (row.mem_every, row.enable_long_term, row.use_sensory_memory) == (0, False, False)
+    assert (row.enable_long_term, row.use_sensory_memory) == (False, False)
+    # judged on the schedule the inference core follows, not on the flags: only frame 0 becomes a memory frame
+    schedule = FrameSchedule.from_config(row)
+    counters, memory_frames = schedule.initial_counters(), []
+    for index in range(40):
+        actions = plan_frame(index, counters, schedule, mask_given=index == 0, has_unannotated_objects=False,
+                             is_last_frame=index == 39)
+        if actions.is_memory_frame:
+            memory_frames.append(index)
+            counters = dataclasses.replace(counters, last_memory_frame=index)
+    assert memory_frames == [0]
 
 
 def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path):
