@@ -267,7 +267,7 @@ def train_network(preset: str, folders: DataFolders, init_path: Path, save_dir: 
                  f"train.data.static_root={folders.static_root.resolve()}",
                  f"train.data.generic_root={folders.train_root.resolve()}", f"train.device={device}", *overrides]
     train = load_config(preset, arguments).train
-    last_stage = getattr(train, f"stage{train.stages[-1]}")
+    last_stage = train.stage(train.stages[-1])
     run = RunDirectory(train.save_dir, train.exp_id)
     snapshot = run.snapshot(train.stages, last_stage.total_iterations)
     if not snapshot.is_file():

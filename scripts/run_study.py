@@ -19,10 +19,9 @@ for its difference from the full model (`stores_all`), so a difference whose int
 luck of which videos were drawn. Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with intervals,
 if matplotlib is installed), and run_ablations.py's own tables under <out>/<benchmark>/.
 
-Cost (XMem at 96x160: 0.27 CPU-s per frame on one thread, measured): one row takes about 4 min (held_out, 900
-frames), 45 min (long, 10,000 frames) or 15 min (long at --size reduced, 3,200 frames) on one thread, roughly half on two idle cores; the 22 distinct runs of
-the default rows take about 18 hours on one thread. `--rows` (optionally per benchmark) and `--benchmarks` restrict
-it.
+Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held_out, 900 frames), 12 min (long
+at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames); the 22 distinct runs of the
+default rows take about 18 hours at full size. `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
 """
 from __future__ import annotations
 

@@ -131,8 +131,8 @@ def train_command(arguments: Sequence[str], log: Path, resume: bool, threads: in
     python = shlex.quote(sys.executable)
     train = shlex.quote(str(REPOSITORY / "train.py"))
     words = " ".join(shlex.quote(argument) for argument in arguments) + (" --resume" if resume else "")
-    return (f"nohup nice -n 10 env OMP_NUM_THREADS={threads} PYTHONPATH={shlex.quote(str(REPOSITORY))} {python} {train} "
-            f"{words} >> {shlex.quote(str(log))} 2>&1 &")
+    return (f"nohup nice -n 10 env OMP_NUM_THREADS={threads} PYTHONPATH={shlex.quote(str(REPOSITORY))} {python} "
+            f"{train} {words} >> {shlex.quote(str(log))} 2>&1 &")
 
 
 def watcher_script(run_root: Path, final_snapshot: Path) -> str:
@@ -174,12 +174,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
                                            out / INIT_CHECKPOINT, device="cpu")
     arguments = train_arguments(folders, init_path, out / "saves", args.overrides)
     train = arguments_check.train
-    last_stage = getattr(train, f"stage{train.stages[-1]}")
+    last_stage = train.stage(train.stages[-1])
     run = RunDirectory(out / "saves", train.exp_id)
     final_snapshot = run.snapshot(train.stages, last_stage.total_iterations)
     atomic_write_text(out / WATCHER_FILE, watcher_script(run.root, final_snapshot))
-    commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False,
-                                           threads=args.threads),
+    commands = {"start": train_command(arguments, out / TRAIN_LOG, resume=False, threads=args.threads),
                 "watcher": f"nohup bash {shlex.quote(str(out / WATCHER_FILE))} >> "
                            f"{shlex.quote(str(out / WATCHER_LOG))} 2>&1 &",
                 "resume": train_command(arguments, out / TRAIN_LOG, resume=True, threads=args.threads)}

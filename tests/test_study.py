@@ -16,8 +16,8 @@ from dataset.image_io import read_mask_ids
 from scripts import quickstart, run_study, study_curve, study_prepare
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
-    LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark, longest_absences,
-    write_long_benchmark,
+    LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
+    longest_absences, write_long_benchmark,
 )
 
 PAPER_STAGE3 = load_config("train/recipe_03").train.stage3  # the paper's schedule (schema defaults)
