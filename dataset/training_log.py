@@ -35,7 +35,7 @@ def image_grid(rgb: torch.Tensor, predicted: Sequence[torch.Tensor], class_maps:
         frames = (rgb[sample].float().cpu() * std + mean).clamp(0, 1)
         object_masks = [first_frame_gt[sample]] + [masks[sample] for masks in predicted]
         with_background = [torch.cat([1 - m.sum(0, keepdim=True).clamp(max=1), m]) for m in object_masks]
-        prediction = torch.stack([m.float().cpu().argmax(0) for m in with_background])
+        prediction = torch.stack([m.float().cpu().max(0).indices for m in with_background])  # argmax, far faster on CPU
         truth = class_maps[sample, :, 0].cpu().clamp(max=colours.shape[0] - 1)
         tiles += [frames, colours[prediction].permute(0, 3, 1, 2), colours[truth].permute(0, 3, 1, 2)]
     return torchvision.utils.make_grid(torch.cat(tiles), nrow=rgb.shape[1])

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from inference.object_manager import ObjectManager, SlotRemap
+from inference.object_manager import ObjectManager, SlotRemap, channel_of_max
 
 
 def test_ids_with_gaps_get_slots_in_order_of_appearance():
@@ -33,6 +33,24 @@ def test_prob_to_mask_gives_user_ids():
     assert torch.equal(objects.prob_to_mask(prob), torch.tensor([[0, 255], [1000, 1000]]))
     with pytest.raises(ValueError, match="prob must be \\(N\\+1\\)×H×W with N=2 tracked objects, got \\(2, 2, 2\\)"):
         objects.prob_to_mask(prob[:2])
+
+
+def test_masks_break_ties_to_the_first_channel_as_argmax():
+    """Mutation checked: `channel_of_max` taking the last of tied maxima (max over the flipped channels) fails."""
+    # Pixels: background ties object 1; objects 1 and 2 tie; background ties object 2; all three channels tie.
+    prob = torch.tensor([
+        [[0.5, 0.2, 0.4, 0.3]],
+        [[0.5, 0.4, 0.1, 0.3]],
+        [[0.0, 0.4, 0.4, 0.3]],
+    ])
+    first_of_ties = torch.tensor([[0, 1, 0, 0]])
+    assert torch.equal(channel_of_max(prob), first_of_ties)
+    assert torch.equal(channel_of_max(prob), prob.argmax(dim=0))
+    objects = ObjectManager()
+    objects.add_objects([255, 1000])
+    assert torch.equal(objects.prob_to_mask(prob), torch.tensor([[0, 255, 0, 0]]))
+    _, _, mask = objects.by_ascending_id(prob)
+    assert torch.equal(mask, torch.tensor([[0, 255, 0, 0]]))
 
 
 def test_object_channels_follow_the_background():
