@@ -68,11 +68,12 @@ class InferenceConfig:
     seed: int = 0  # random prototype selection draws from this
     # Annotation memory: the memory frame that introduces objects (frame 0's annotation, and a later frame whose
     # mask adds objects) stays in working memory while one of its objects is tracked, never consolidated. At most
-    # max_permanent_frames such frames (and never more than T_max - T_min) stay: beyond that the oldest is
-    # consolidated like any other frame, so working memory stays bounded. permanent_annotations false keeps only
-    # the video's first memory frame (the original's rule: a late object's annotation frame is consolidated).
+    # max_permanent_frames such frames (and never more than T_max - T_min) stay, frame 0's always among them: beyond
+    # that the oldest later introducing frame is consolidated like any other frame, so working memory stays bounded.
+    # permanent_annotations false keeps only the video's first memory frame (the original's rule: a late object's
+    # annotation frame is consolidated).
     permanent_annotations: bool = True
-    max_permanent_frames: int = 3  # ≥ 1; frame 0 counts as one
+    max_permanent_frames: int = 3  # ≥ 1; frame 0 counts as one and is never the one dropped
 
     def __post_init__(self) -> None:
         """Range checks, so that a bad value fails where the config is loaded (one line naming the key)."""

@@ -34,8 +34,8 @@ on one frame: none of them changes a number beyond float rounding; the goldens c
   §2.7 b, and when the group holds exactly T_min+1 frames drops one unconsolidated, §2.7 d). The frame that
   introduces a late object is permanent like frame 0 (the paper's reason: an annotation is the only memory that
   is certainly right; Cutie keeps every annotation). Bounded: at most min(max_permanent_frames, T_max − T_min)
-  frames are permanent, the oldest beyond that is consolidated normally, and removing the last object a
-  permanent frame introduced releases it. `permanent_annotations: false` keeps only the first memory frame (the
+  frames are permanent, frame 0's among them: beyond that the oldest later introducing frame is consolidated
+  normally (frame 0's never is), and removing the last object a permanent frame introduced releases it. `permanent_annotations: false` keeps only the first memory frame (the
   original's rule). With no consolidation after the late object enters, results equal the original's;
 - mixed precision (changes AMP runs only): under autocast the similarity product runs in the autocast dtype but
   its scalings, every softmax (top-k and potentiation), the potentiation averages, usage and life counts run in
@@ -49,6 +49,8 @@ from configs.schema import InferenceConfig, ModelConfig
 from inference.memory_store import MemoryStore
 from inference.object_manager import SlotRemap
 from model.memory_util import get_similarity, softmax_affinity, top_k_readout
+
+FIRST_MEMORY_FRAME = 0  # index of a video's first memory frame (its first annotation): always permanent
 
 
 def resolve_long_term_count_usage(config: InferenceConfig, num_frames: int | None) -> bool:
@@ -288,9 +290,13 @@ class MemoryManager:
         frame_selection = None if selection is None else selection.flatten(start_dim=2)[0].t()
         working.append(keys, shrinkage.flatten(), frame_selection, values, frame)
         introduces_objects = frame in working.first_frame
-        if introduces_objects and (self.config.permanent_annotations or frame == 0):
+        if introduces_objects and (self.config.permanent_annotations or frame == FIRST_MEMORY_FRAME):
             self.permanent_frames.append(frame)
-            del self.permanent_frames[: -self.max_permanent_frames]  # the oldest beyond the cap become ordinary
+            if len(self.permanent_frames) > self.max_permanent_frames:
+                # Beyond the cap the oldest later introducing frame becomes ordinary; the first memory frame (frame
+                # 0's annotation) never does, as in the paper and the original.
+                keeps_first = self.permanent_frames[0] == FIRST_MEMORY_FRAME
+                del self.permanent_frames[1 if keeps_first else 0]
         if not self.config.enable_long_term:
             return
         if working.size >= self.max_working_elements:

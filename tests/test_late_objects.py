@@ -1,8 +1,8 @@
 """Objects that enter after the first frame: the original's golden run, and permanent annotation memory.
 
 The frame that introduces an object (its first annotation) stays in working memory, keys and values aligned,
-while the object is tracked; at most `max_permanent_frames` such frames stay (the oldest beyond that is
-consolidated), removing the last object a frame introduced releases it, and `permanent_annotations=False` keeps
+while the object is tracked; at most `max_permanent_frames` such frames stay (beyond that the oldest later one is
+consolidated; frame 0's never is), removing the last object a frame introduced releases it, and `permanent_annotations=False` keeps
 only the first memory frame (the original's rule). Long runs use `MemoryManager` directly with synthetic keys
 and values; the golden run uses the recipe network (tests/fixtures/README.md).
 """
@@ -108,6 +108,7 @@ def _run_long_video(config: InferenceConfig, removals: dict[int, str]):
             manager.add_memory(key, shrinkage, selection, value)
         assert manager.working_elements <= config.max_working_frames * ELEMENTS
         assert manager.long_term_elements <= config.max_long_term_elements
+        assert len(manager.permanent_frames) <= manager.max_permanent_frames
         for store in manager._stores():
             store._check_invariants()  # includes: no object has a value on memory written before it appeared
     return manager, tracked, introduced, memory_frames
@@ -117,12 +118,17 @@ def _rows_of(manager: MemoryManager, memory_frame: int) -> torch.Tensor:
     return (manager.working.live_frame_index() == memory_frame).nonzero().squeeze(1)
 
 
-@pytest.mark.parametrize("removals, kept_introductions", [
-    ({"c": 300}, ["a", "b", "d"]),  # removing c releases its frame: a's, b's and d's stay
-    ({}, ["b", "c", "d"]),  # four introducing frames, cap 3: a's (the oldest) is consolidated at d's entry
+@pytest.mark.parametrize("cap, removals, kept_introductions", [
+    (3, {"c": 300}, ["a", "b", "d"]),  # removing c releases its frame: a's, b's and d's stay
+    (3, {}, ["a", "c", "d"]),  # four introducing frames, cap 3: frame 0 (a's) stays, b's goes at d's entry
+    (2, {}, ["a", "d"]),  # cap 2: each new entry pushes out the previous later one, never frame 0
+    (1, {}, ["a"]),  # cap 1: only frame 0
 ])
-def test_introducing_frames_stay_in_working_memory_aligned_and_bounded(removals, kept_introductions):
-    manager, tracked, introduced, memory_frames = _run_long_video(LONG_CONFIG, removals)
+def test_introducing_frames_stay_in_working_memory_aligned_and_bounded(cap, removals, kept_introductions):
+    """Mutation checked: the cap dropping the oldest permanent frame (frame 0 included, the old rule) fails the
+    cap rows (a's frame is consolidated)."""
+    config = replace(LONG_CONFIG, max_permanent_frames=cap)
+    manager, tracked, introduced, memory_frames = _run_long_video(config, removals)
     assert tracked == [name for name in ENTRIES if name not in removals]
     assert manager.permanent_frames == [introduced[name][0] for name in kept_introductions]
     for name in ENTRIES:
