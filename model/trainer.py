@@ -25,7 +25,6 @@ from model.losses import bootstrap_fraction, clip_losses
 from model.network import XMem
 
 BATCH_KEYS = ("rgb", "first_frame_gt", "cls_gt", "selector", "info")
-FUSED_ADAMW_CPU_SINCE = (2, 4)  # torch version with a fused AdamW kernel for CPU tensors
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -363,8 +362,7 @@ class Trainer:
 
 
 def _supports_fused_adamw(device: torch.device) -> bool:
-    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
-    return device.type == "cuda" or (device.type == "cpu" and (major, minor) >= FUSED_ADAMW_CPU_SINCE)
+    return device.type in ("cuda", "cpu")  # fused kernels for both since torch 2.4, the floor of requirements.txt
 
 
 def _has_unused_parameters(stage: StageConfig, model: ModelConfig, network: XMem) -> bool:

@@ -2,9 +2,12 @@
 
 The table lists each version-sensitive torch API the code calls, a pattern that finds the call in the sources, and
 the torch release that introduced it. The test fails when requirements.txt's lower bound is below the newest of
-those releases, when torchvision's lower bound is not the release built for that torch, or when a listed API is no
-longer used (so the table cannot rot). APIs that the code checks at runtime (fused AdamW on CPU, 2.4) are not
-lower bounds and are listed apart.
+those releases, when torchvision's lower bound is not the release built for that torch, when a listed API is no
+longer used (so the table cannot rot), or when a requirement caps a version from above without naming the break
+that makes it necessary (a cap would make users with a newer torch downgrade several GB).
+
+Mutations checked: the torch floor back at 2.3 fails the lower-bound test (torch.is_autocast_enabled(device_type)
+needs 2.4); `torch<=2.14.1` fails the no-cap test.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ TOP_LEVEL = ("train.py", "eval.py")
 
 # (API, regex over the sources, torch version that introduced it)
 TORCH_APIS = (
+    ("torch.is_autocast_enabled(device_type)", r"torch\.is_autocast_enabled\([^)]", (2, 4)),
+    ("fused AdamW on CPU", r"fused=_supports_fused_adamw", (2, 4)),
     ("torch.amp.GradScaler(device)", r"torch\.amp\.GradScaler\(", (2, 3)),
     ("nn.Module.compile", r"\.compile\(\)", (2, 2)),
     ("torch.device as a context manager (meta construction)", r"with torch\.device\(", (2, 0)),
@@ -27,8 +32,6 @@ TORCH_APIS = (
     ("torch.autocast(device_type)", r"torch\.autocast\(", (1, 10)),
     ("torch.use_deterministic_algorithms(warn_only=...)", r"use_deterministic_algorithms\(True, warn_only", (1, 11)),
 )
-# Used behind a runtime version check, so not a lower bound: (API, regex, version, the constant holding it).
-RUNTIME_CHECKED = (("fused AdamW on CPU", r"fused=_supports_fused_adamw", (2, 4), "FUSED_ADAMW_CPU_SINCE = (2, 4)"),)
 # torchvision release built for each torch minor release.
 TORCHVISION_FOR_TORCH = {(2, 0): (0, 15), (2, 1): (0, 16), (2, 2): (0, 17), (2, 3): (0, 18), (2, 4): (0, 19),
                          (2, 5): (0, 20), (2, 6): (0, 21), (2, 7): (0, 22), (2, 8): (0, 23)}
@@ -54,10 +57,12 @@ def test_every_listed_api_is_used(api, pattern, version):
     assert re.search(pattern, _source_text()), f"{api} is no longer used: drop it from TORCH_APIS"
 
 
-def test_runtime_checked_apis_are_still_checked_at_runtime():
-    text = _source_text()
-    for api, pattern, _, constant in RUNTIME_CHECKED:
-        assert re.search(pattern, text) and constant in text, f"{api}: the runtime check is gone"
+def test_no_requirement_caps_a_version_without_naming_the_break():
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        requirement, _, comment = line.partition("#")
+        if re.search(r"<|~=|==", requirement):
+            assert "breaks" in comment, f"requirements.txt: {line.strip()!r} caps a version; drop the cap or name " \
+                                        f"the break beside it (# breaks: ...)"
 
 
 def test_torch_lower_bound_admits_only_versions_with_every_api():
