@@ -35,8 +35,9 @@ on one frame: none of them changes a number beyond float rounding; the goldens c
   introduces a late object is permanent like frame 0 (the paper's reason: an annotation is the only memory that
   is certainly right; Cutie keeps every annotation). Bounded: at most min(max_permanent_frames, T_max − T_min)
   frames are permanent, frame 0's among them: beyond that the oldest later introducing frame is consolidated
-  normally (frame 0's never is), and removing the last object a permanent frame introduced releases it. `permanent_annotations: false` keeps only the first memory frame (the
-  original's rule). With no consolidation after the late object enters, results equal the original's;
+  normally (frame 0's never is), and removing the last object a permanent frame introduced releases it.
+  `permanent_annotations: false` keeps only the first memory frame (the original's rule). With no consolidation
+  after the late object enters, results equal the original's;
 - mixed precision (changes AMP runs only): under autocast the similarity product runs in the autocast dtype but
   its scalings, every softmax (top-k and potentiation), the potentiation averages, usage and life counts run in
   float32 (the original runs them in float16).

@@ -2,9 +2,10 @@
 
 The frame that introduces an object (its first annotation) stays in working memory, keys and values aligned,
 while the object is tracked; at most `max_permanent_frames` such frames stay (beyond that the oldest later one is
-consolidated; frame 0's never is), removing the last object a frame introduced releases it, and `permanent_annotations=False` keeps
-only the first memory frame (the original's rule). Long runs use `MemoryManager` directly with synthetic keys
-and values; the golden run uses the recipe network (tests/fixtures/README.md).
+consolidated; frame 0's never is), removing the last object a frame introduced releases it, and
+`permanent_annotations=False` keeps only the first memory frame (the original's rule). Long runs use
+`MemoryManager` directly with synthetic keys and values; the golden run uses the recipe network
+(tests/fixtures/README.md).
 """
 from __future__ import annotations
 
