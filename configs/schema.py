@@ -38,13 +38,14 @@ class InferenceConfig:
 
     top_k: Optional[int] = 30  # k: each query pixel reads its k most similar memory elements; null = all
     # r, the original's --mem_every: a working-memory frame is written once r frames have passed since the last one
-    # (0: every frame) and on every annotated frame.
+    # (any r ≤ 1, negative included: every frame) and on every annotated frame.
     mem_every: int = 5
     # every_r: as the original (above); annotated_only: memory frames only where a mask is given (r is ignored).
     memory_frames: Literal["every_r", "annotated_only"] = "every_r"
-    # n, the original's --deep_update_every: -1 = the value encoder deep-updates the sensory memory on every memory
-    # frame, where it replaces the decoder's update; n >= 0 = a deep update is due once n frames have passed since
-    # the last one (0: always due) and runs on the next memory frame, on top of the decoder's update on every frame.
+    # n, the original's --deep_update_every: n < 0 (e.g. -1) = the value encoder deep-updates the sensory memory on
+    # every memory frame, where it replaces the decoder's update; n >= 0 = a deep update is due once n frames have
+    # passed since the last one (0: always due) and runs on the next memory frame, on top of the decoder's update on
+    # every frame.
     deep_update_every: int = -1
     # on_memory_frames: as the original (above); immediate: a due deep update (n >= 0) runs on its own frame, with an
     # extra value-encoder pass off memory frames (n = 1: the paper's "deep update every frame"); never: only the
@@ -84,12 +85,6 @@ class InferenceConfig:
 
 def _inference_problem(config: InferenceConfig) -> str | None:
     """The first out-of-range setting of `config`, as a one-line message naming its key, or None."""
-    if config.mem_every < 0:
-        return (f"config key 'inference.mem_every': got {config.mem_every}, expected ≥ 0 (r, the frames between "
-                "memory frames; 0 = every frame)")
-    if config.deep_update_every < -1:
-        return (f"config key 'inference.deep_update_every': got {config.deep_update_every}, expected -1 (deep update "
-                "with every memory frame) or n ≥ 0 (every n frames)")
     if config.deep_update == "immediate" and config.deep_update_every < 0:
         return (f"config key 'inference.deep_update': 'immediate' needs inference.deep_update_every ≥ 0 (the frames "
                 f"between deep updates), got {config.deep_update_every}")

@@ -4,9 +4,10 @@ A pure function of the frame counters and the schedule settings (no tensors), so
 on its own (tests/test_frame_schedule.py) and `InferenceCore.step` only carries it out.
 
 The original's rules (reference §2.3), with r = `mem_every` and n = `deep_update_every`:
-- a memory frame is one at least r frames after the last memory frame (r = 0: every frame), or an annotated
-  frame; never the video's last frame;
-- n = -1: every memory frame deep-updates the sensory memory, and the decoder's normal update is skipped there;
+- a memory frame is one at least r frames after the last memory frame (any r ≤ 1, negative included: every
+  frame), or an annotated frame; never the video's last frame;
+- n < 0 (the default -1): every memory frame deep-updates the sensory memory, and the decoder's normal update is
+  skipped there;
 - n ≥ 0: a deep update is due once n frames have passed since the last one (n = 0: always due) and runs on the
   next memory frame; the decoder updates the sensory memory on every frame (memory frames included);
 - step 0 is never segmented, nor a frame whose mask re-annotates every known object; the last frame updates
@@ -30,20 +31,19 @@ from dataclasses import dataclass
 
 from configs.schema import InferenceConfig
 
-SYNC_DEEP_UPDATE_EVERY = -1  # the original's deep_update_every value for "with every memory frame"
 
 
 class MemoryFrameMode(enum.Enum):
     """Which frames are written to working memory (besides annotated ones, which always are)."""
 
-    EVERY_R = "every_r"  # the original: r frames after the last memory frame (r = 0: every frame)
+    EVERY_R = "every_r"  # the original: r frames after the last memory frame (r ≤ 1: every frame)
     ANNOTATED_ONLY = "annotated_only"  # only annotated frames
 
 
 class DeepUpdateMode(enum.Enum):
     """When the value encoder deep-updates the sensory memory."""
 
-    WITH_MEMORY_FRAMES = "with_memory_frames"  # original n = -1: every memory frame, instead of the decoder's update
+    WITH_MEMORY_FRAMES = "with_memory_frames"  # original n < 0: every memory frame, instead of the decoder's update
     EVERY_N_DEFERRED = "every_n_deferred"  # original n ≥ 0: due every n frames, run on the next memory frame
     EVERY_N_IMMEDIATE = "every_n_immediate"  # due every n frames, run on that frame (extra pass off memory frames)
     NEVER = "never"  # only the decoder's normal update
@@ -66,7 +66,7 @@ class FrameSchedule:
             deep_update = DeepUpdateMode.NEVER
         elif config.deep_update == "immediate":
             deep_update = DeepUpdateMode.EVERY_N_IMMEDIATE
-        elif config.deep_update_every == SYNC_DEEP_UPDATE_EVERY:
+        elif config.deep_update_every < 0:  # the original's test: any negative n syncs with memory frames
             deep_update = DeepUpdateMode.WITH_MEMORY_FRAMES
         else:
             deep_update = DeepUpdateMode.EVERY_N_DEFERRED

@@ -2,12 +2,16 @@
 
 Each row runs `plan_frame` over a short video, moving the counters as `InferenceCore.step` does (the last memory
 frame on each memory frame, the last deep update on each deep update), and compares the frame lists.
+
+Mutations checked: the config refusing negative mem_every / deep_update_every (as before) fails the rows built with
+`from_config`; `from_config` syncing deep updates only for n == -1 fails the -5 and -2 rows.
 """
 import doctest
 
 import pytest
 
 import inference.frame_schedule as frame_schedule_module
+from configs.schema import InferenceConfig
 from inference.frame_schedule import (DeepUpdateMode, FrameActions, FrameCounters, FrameSchedule, MemoryFrameMode,
                                       plan_frame)
 
@@ -43,6 +47,10 @@ SCHEDULES = [
      FrameSchedule(EVERY_R, 5, WITH_MEMORY, -1), (0,), [0, 5, 10], [0, 5, 10], [1, 2, 3, 4, 6, 7, 8, 9], []),
     ("original --mem_every 0: every frame is a memory frame",
      FrameSchedule(EVERY_R, 0, WITH_MEMORY, -1), (0,), ALL_BUT_LAST, ALL_BUT_LAST, [], []),
+    ("original --mem_every 1: every frame", FrameSchedule(EVERY_R, 1, WITH_MEMORY, -1), (0,), ALL_BUT_LAST,
+     ALL_BUT_LAST, [], []),
+    ("original --mem_every -3: every frame (any r below 1)", FrameSchedule(EVERY_R, -3, WITH_MEMORY, -1), (0,),
+     ALL_BUT_LAST, ALL_BUT_LAST, [], []),
     ("r counts from the last memory frame, annotated frames included",
      FrameSchedule(EVERY_R, 3, WITH_MEMORY, -1), (0, 4), [0, 3, 4, 7, 10], [0, 3, 4, 7, 10],
      [1, 2, 5, 6, 8, 9], []),
@@ -50,6 +58,12 @@ SCHEDULES = [
      FrameSchedule(EVERY_R, 2, DEFERRED, 3), (0,), [0, 2, 4, 6, 8, 10], [0, 4, 8], ALL_BUT_LAST, []),
     ("original --deep_update_every 0: deep update on every memory frame and decoder update on every frame",
      FrameSchedule(EVERY_R, 5, DEFERRED, 0), (0,), [0, 5, 10], [0, 5, 10], ALL_BUT_LAST, []),
+    ("original --deep_update_every -5: synced with memory frames, as -1",
+     FrameSchedule.from_config(InferenceConfig(mem_every=5, deep_update_every=-5)), (0,), [0, 5, 10], [0, 5, 10],
+     [1, 2, 3, 4, 6, 7, 8, 9], []),
+    ("original --mem_every -1 --deep_update_every -2: every frame a memory frame and a deep update",
+     FrameSchedule.from_config(InferenceConfig(mem_every=-1, deep_update_every=-2)), (0,), ALL_BUT_LAST,
+     ALL_BUT_LAST, [], []),
     ("immediate every 4 frames: an extra value pass off memory frames",
      FrameSchedule(EVERY_R, 3, IMMEDIATE, 4), (0,), [0, 3, 6, 9], [0, 4, 8], ALL_BUT_LAST, [4, 8]),
     ("immediate every frame",

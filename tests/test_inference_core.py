@@ -435,8 +435,7 @@ def test_normalize_image_rejects_non_rgb():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mem_every=-1), r"'inference.mem_every': got -1, expected ≥ 0"),
-        (dict(deep_update_every=-2), r"'inference.deep_update_every': got -2, expected -1"),
+        (dict(deep_update="immediate", deep_update_every=-2), r"'inference.deep_update': 'immediate' needs"),
         (dict(top_k=0), r"'inference.top_k': got 0, expected ≥ 1"),
         (dict(min_working_frames=5, max_working_frames=5), "need 1 ≤ min_working_frames < max_working_frames"),
         (dict(num_prototypes=200, max_long_term_elements=100), "need 1 ≤ num_prototypes ≤ max_long_term_elements"),
