@@ -57,7 +57,8 @@ class InferenceConfig:
     max_long_term_elements: int = 10000  # LT_max: long-term memory is pruned by usage to stay within this
     num_prototypes: int = 128  # P: prototypes made from each consolidation
     # Whether long-term elements count their usage (needed for pruning). The original decides per video:
-    # on iff num_frames / (T_max - T_min) * P >= LT_max. `auto` does that when the video length is known, else on.
+    # on iff num_frames / (T_max - T_min) * P >= LT_max, num_frames counting every frame of the video (those before
+    # the first annotation too). `auto` does that when the video length is known, else on.
     long_term_count_usage: Literal["auto", "on", "off"] = "auto"
     prototype_selection: Literal["usage", "random"] = "usage"  # ablation: random candidates as prototypes
     use_potentiation: bool = True  # ablation off: prototypes keep their own values instead of attending

@@ -100,6 +100,7 @@ class EvalVideo:
         palette: 768-byte palette of the input annotation (outputs use it), or None for grayscale annotations.
         output_shape: (H, W) outputs are resized to; None = each frame's own size.
         object_ids: every object id the input masks give (ascending), known before any frame is processed.
+        frames_before_first_mask: frames of the video before its first input mask (dropped, never processed).
     """
 
     name: str
@@ -109,9 +110,16 @@ class EvalVideo:
     palette: Optional[bytes]
     output_shape: Optional[tuple[int, int]] = None
     object_ids: tuple[int, ...] = ()
+    frames_before_first_mask: int = 0
 
     def __len__(self) -> int:
         return len(self.frame_paths)
+
+    @property
+    def full_length(self) -> int:
+        """Frames of the whole video, the dropped ones before the first input mask included (the length the
+        original decides long-term usage counting from)."""
+        return self.frames_before_first_mask + len(self.frame_paths)
 
     @property
     def num_saved_frames(self) -> int:
@@ -310,6 +318,7 @@ def _build_video(
         palette=palette,
         output_shape=output_shape,
         object_ids=tuple(sorted(ids)),
+        frames_before_first_mask=first,
     )
 
 

@@ -93,7 +93,8 @@ class InferenceCore:
         network: XMem in eval mode (moved to `device` if it is elsewhere).
         config: the inference settings (memory budgets, top_k, schedule, ablation switches).
         device: auto (the network's device) | cpu | cuda | cuda:N | mps.
-        num_frames: the video's length when known; `long_term_count_usage='auto'` uses it as the original does.
+        num_frames: the whole video's length when known (frames before the first annotation included);
+            `long_term_count_usage='auto'` uses it as the original does.
         model_config: the similarity switches the network was trained with (default: XMem's).
     Raises:
         ValueError: an unknown device (the config checks its own ranges when it is built).

@@ -43,8 +43,9 @@ class Video(Protocol):
     palette: Optional[bytes]
     output_shape: Optional[tuple[int, int]]  # outputs are resized to this (H, W); None = each frame's size
     object_ids: Sequence[int]  # every object id its input masks give, known before it runs
+    full_length: int  # frames of the whole video, those before the first mask (not processed) included
 
-    def __len__(self) -> int: ...
+    def __len__(self) -> int: ...  # the frames to process, from the first mask on
 
     def frames(self) -> Iterator[VideoFrame]: ...
 
@@ -131,7 +132,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     """
     options = config.eval
     check_object_limit(video, options.max_objects)
-    core = InferenceCore(network, config.inference, device=device, num_frames=len(video), model_config=config.model)
+    # The original decides long-term usage counting from the whole video's length, skipped frames included.
+    core = InferenceCore(network, config.inference, device=device, num_frames=video.full_length,
+                         model_config=config.model)
     seconds = 0.0
     saved = 0
     sensory_peak = None

@@ -494,6 +494,31 @@ def test_memory_estimate_counts_working_and_long_term_memory_and_one_read():
     assert video_runner.estimate_memory_bytes(480, 854, 2, 1000, unbounded) > expected
 
 
+def test_usage_counting_is_decided_from_the_whole_video_length(tmp_path, monkeypatch):
+    """As the original (its eval.py decides from len(loader), every frame of the video): the frames before the
+    first mask count too. Mutation checked: run_video passing len(video) (frames from the first mask) fails."""
+    root = tmp_path / "g"
+    for index in range(5):
+        write_image(root / "JPEGImages/clip" / f"{index:05d}.jpg", np.zeros((16, 16, 3), np.uint8))
+    first_mask = np.zeros((16, 16), np.uint8)
+    first_mask[4:8, 4:8] = 1
+    write_index_mask(root / "Annotations/clip/00002.png", first_mask, DAVIS_PALETTE)
+    config = eval_cli.resolve_config(["--dataset", "G", "--generic_path", str(root)])
+    video = eval_cli.open_benchmark(config.eval).video("clip")
+    assert (len(video), video.full_length) == (3, 5)
+
+    class CoreBuilt(Exception):
+        pass
+
+    def core_spy(network, inference_config, *, num_frames, **options):
+        raise CoreBuilt(num_frames)
+
+    monkeypatch.setattr(video_runner, "InferenceCore", core_spy)
+    with pytest.raises(CoreBuilt) as built:
+        video_runner.run_video(None, video, config, None, torch.device("cpu"), size=-1)
+    assert built.value.args == (5,)
+
+
 # ------------------------------------------------------------------------------------- the error contract
 
 
