@@ -40,7 +40,9 @@ on one frame: none of them changes a number beyond float rounding; the goldens c
   after the late object enters, results equal the original's;
 - mixed precision (changes AMP runs only): under autocast the similarity product runs in the autocast dtype but
   its scalings, every softmax (top-k and potentiation), the potentiation averages, usage and life counts run in
-  float32 (the original runs them in float16).
+  float32, and both stores keep shrinkage in float32. The original (CUDA, with selection) also runs its top-k
+  softmax, usage and potentiation softmax in float32 (its `qk.pow(2)` and sum promote the similarity); only its
+  readout products (the read and potentiation's averages) and its prototypes' shrinkage are float16.
 """
 from __future__ import annotations
 

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import torch
 
+from model.memory_util import accumulation_dtype
+
 INITIAL_LIFE = 1e-7  # life count of a new element (as the original), so usage / life is defined before any read
 GROWTH_FACTOR = 2  # a growable store doubles its capacity when full
 
@@ -47,23 +49,27 @@ class MemoryStore:
 
     Fields (E = `capacity` elements; rows [0, size) are live, rows [size, E) are zero and unused):
         keys:        E×C^k, float (float16/bfloat16 under AMP); memory keys k_i.
-        shrinkage:   E, float, ≥ 1; shrinkage s_i of each element.
-        selection:   E×C^k float in (0, 1), or None when the store keeps no selection (long-term memory, or
-                     working memory without long-term consolidation).
+        shrinkage:   E, float32 also under AMP (float64 for float64 stores), ≥ 1; shrinkage s_i of each element.
+                     It scales every similarity: float16 would round it by 2^-11, overflow to inf above 65504 and
+                     then give NaN where a query key equals a stored key (0 · inf).
+        selection:   E×C^k float in (0, 1) in the key dtype (bounded, so half precision only rounds it), or None
+                     when the store keeps no selection (long-term memory, or working memory without long-term
+                     consolidation).
         values:      E×N×C^v float; values[i, slot] is object `slot`'s value at element i (zero where invalid).
         frame_index: E int64; the memory frame each element comes from (see the module docstring).
         use_count:   E, float32; total attention each element received (when `count_usage`).
         life_count:  E, float32; INITIAL_LIFE + number of reads since the element was added (when `count_usage`).
         first_frame: N python ints; element i is valid for `slot` iff frame_index[i] ≥ first_frame[slot].
     Invariants (`_check_invariants`): 0 ≤ size ≤ capacity; every buffer has `capacity` rows; values has one
-    column per slot; frame_index is non-decreasing over the live rows; counters are float32; values are zero on
+    column per slot; frame_index is non-decreasing over the live rows; counters are float32; shrinkage is in
+    `accumulation_dtype` of the keys' dtype; values are zero on
     rows ≥ size and wherever an element is not valid for a slot.
 
     Args:
         key_dim: C^k.
         value_dim: C^v.
         capacity: rows to preallocate (E).
-        device, dtype: of keys, shrinkage, selection and values.
+        device, dtype: of keys, selection and values (shrinkage: `accumulation_dtype(dtype)`, float32 for half).
         count_usage: keep use/life counters (needed for consolidation and long-term pruning).
         store_selection: keep the selection of every element (working memory with long-term memory on).
         growable: when an append does not fit, double the capacity instead of raising (unbounded working
@@ -91,7 +97,7 @@ class MemoryStore:
         self.size = 0
         self.first_frame: list[int] = []
         self.keys = torch.zeros(capacity, key_dim, device=device, dtype=dtype)
-        self.shrinkage = torch.zeros(capacity, device=device, dtype=dtype)
+        self.shrinkage = torch.zeros(capacity, device=device, dtype=accumulation_dtype(dtype))
         self.selection = torch.zeros(capacity, key_dim, device=device, dtype=dtype) if store_selection else None
         self.values = torch.zeros(capacity, 0, value_dim, device=device, dtype=dtype)
         self.frame_index = torch.zeros(capacity, device=device, dtype=torch.long)
@@ -299,6 +305,7 @@ class MemoryStore:
         frames = self.live_frame_index()
         assert bool((frames[1:] >= frames[:-1]).all()), "live elements must be in frame order"
         assert self.use_count.dtype == torch.float32 and self.life_count.dtype == torch.float32
+        assert self.shrinkage.dtype == accumulation_dtype(self.keys.dtype), (self.shrinkage.dtype, self.keys.dtype)
         assert not bool(self.values[self.size :].any()), "rows past the fill count must be zero"
         for slot, first in enumerate(self.first_frame):
             invalid = frames < first

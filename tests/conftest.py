@@ -48,3 +48,53 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+class UsageRecount:
+    """What `usage_recount` found: reads checked and the worst relative error of a computed usage."""
+
+    def __init__(self):
+        self.reads = 0
+        self.counter_updates = 0
+        self.worst_usage_error = 0.0
+
+
+@pytest.fixture
+def usage_recount(monkeypatch) -> UsageRecount:
+    """Spy on the memory manager's usage counting, so that a test checks the computed usage itself (its buffers are
+    float32 whatever precision the usage was computed in).
+
+    Every top-k read's usage is compared with a float64 recount from the same similarity (same top-k, float64
+    softmax and sum): the worst error relative to the largest usage goes to `worst_usage_error` (float32 sums
+    stay near 1e-7; a bfloat16 / float16 sum is off by 1e-3 / 1e-4). Every `add_usage` must add exactly the float32
+    usage it was given to use_count and exactly 1 to life_count (asserted in place).
+    """
+    import inference.memory_manager as memory_manager
+    from inference.memory_store import MemoryStore
+
+    recount = UsageRecount()
+    real_read, real_add_usage = memory_manager.top_k_readout, MemoryStore.add_usage
+
+    def read(similarity, tables, top_k):
+        memory_readout, usage = real_read(similarity, tables, top_k)
+        values, indices = torch.topk(similarity, k=min(top_k, similarity.shape[0]), dim=0)
+        weights = torch.softmax(values.double(), dim=0)
+        expected = torch.zeros(similarity.shape[0], dtype=torch.float64).scatter_add_(
+            0, indices.flatten(), weights.flatten())
+        error = float((usage.double() - expected).abs().max() / expected.abs().max())
+        recount.worst_usage_error = max(recount.worst_usage_error, error)
+        recount.reads += 1
+        return memory_readout, usage
+
+    def add_usage(store, usage):
+        use_before, life_before = store.use_count.clone(), store.life_count.clone()
+        real_add_usage(store, usage)
+        if store.count_usage:
+            live = slice(0, store.size)
+            assert torch.equal(store.use_count[live], use_before[live] + usage.float()), "use_count += usage"
+            assert torch.equal(store.life_count[live], life_before[live] + 1), "life_count += 1"
+            recount.counter_updates += 1
+
+    monkeypatch.setattr(memory_manager, "top_k_readout", read)
+    monkeypatch.setattr(MemoryStore, "add_usage", add_usage)
+    return recount

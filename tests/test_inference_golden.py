@@ -68,7 +68,11 @@ AMP_MEAN_TOLERANCE = 1e-2
 
 
 @pytest.mark.slow
-def test_amp_run_stays_finite_and_close_to_the_float32_goldens(recipe_network):
+def test_amp_run_stays_finite_and_close_to_the_float32_goldens(recipe_network, usage_recount):
+    """Also: every read's usage equals a float64 recount to 1e-6 and shrinkage is stored float32.
+
+    Mutations checked: a bfloat16 scatter_add_ of usage in `top_k_readout` fails the recount; shrinkage stored
+    in the key dtype fails its dtype check."""
     name = "small_memory"  # consolidation, potentiation and pruning all run
     golden = np.load(FIXTURES / f"inference_golden_{name}.npz")
     frames, first_mask = _video()
@@ -87,7 +91,9 @@ def test_amp_run_stays_finite_and_close_to_the_float32_goldens(recipe_network):
             )
             compared += 1
     assert compared == 21
+    assert usage_recount.reads > 0 and usage_recount.counter_updates > 0
+    assert usage_recount.worst_usage_error < 1e-6
     for store in core.memory._stores():
         assert store.keys.dtype == torch.bfloat16  # autocast was on
-        assert store.use_count.dtype == store.life_count.dtype == torch.float32
+        assert store.use_count.dtype == store.life_count.dtype == store.shrinkage.dtype == torch.float32
         assert torch.isfinite(store.use_count).all() and torch.isfinite(store.life_count).all()

@@ -373,9 +373,13 @@ def test_object_without_memory_reads_zeros_and_removal_keeps_the_rest():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_under_autocast_counters_stay_float32_and_reads_stay_close(dtype):
-    """Half-precision stores (as under AMP) through reads, consolidation, potentiation and pruning: usage and life
-    counts are float32 and the readout stays within half-precision rounding of the float32 run."""
+def test_under_autocast_counters_stay_float32_and_reads_stay_close(dtype, usage_recount):
+    """Half-precision stores (as under AMP) through reads, consolidation, potentiation and pruning: the usage each
+    read computes equals a float64 recount to 1e-6, usage and life counts are float32, shrinkage is stored
+    float32, and the readout stays within half-precision rounding of the float32 run.
+
+    Mutations checked: `top_k_readout` summing usage with a half-precision scatter_add_ (weights and zeros in
+    the autocast dtype) fails the recount; the store keeping shrinkage in the key dtype fails the shrinkage dtype."""
     def run(store_dtype, autocast):
         generator = torch.Generator().manual_seed(9)
         manager = _manager(dtype=store_dtype)
@@ -389,12 +393,43 @@ def test_under_autocast_counters_stay_float32_and_reads_stay_close(dtype):
 
     manager, half_readout = run(dtype, True)
     _, exact_readout = run(torch.float32, False)
+    assert usage_recount.reads > 0 and usage_recount.counter_updates > 0
+    assert usage_recount.worst_usage_error < 1e-6
     for store in manager._stores():
         store._check_invariants()  # float32 use and life counts
         assert store.keys.dtype == dtype and torch.isfinite(store.normalized_usage()).all()
+        assert store.shrinkage.dtype == torch.float32
     assert manager.long_term.size > 0 and torch.isfinite(half_readout).all()
     # Readouts have mean |x| 0.42. Measured mean |Δ| 5.0e-3 (bfloat16, 8 mantissa bits) and 7.3e-4 (float16, 11
     # bits), max |Δ| 3.3e-2 and 5.2e-3; bounds with 4× and 3× margin above bfloat16's. A float16 usage count or a
     # broken consolidation moves the readout by O(0.1–1).
     difference = (half_readout - exact_readout).abs()
     assert float(difference.mean()) < 2e-2 and float(difference.max()) < 0.1
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_under_autocast_shrinkage_is_stored_float32_and_an_equal_key_reads_finitely(dtype):
+    """Shrinkage is written to both stores in float32 (not rounded to the key dtype), and a query equal to a stored
+    key whose shrinkage is beyond float16's 65504 reads a finite value.
+
+    Mutation checked: the store allocating shrinkage in the key dtype (the old rule) fails the exact comparison
+    (both dtypes) and, in float16, gives inf shrinkage and a NaN readout (0 · inf)."""
+    generator = torch.Generator().manual_seed(4)
+    manager = _manager(dtype=dtype, top_k=1)
+    written = []
+    with torch.autocast("cpu", dtype=dtype):
+        for _ in range(6):  # consolidates once: potentiated prototype shrinkage reaches long-term memory
+            key, shrinkage, selection, value = _frame(generator, 2)
+            manager.add_memory(key.to(dtype), shrinkage, selection.to(dtype), value.to(dtype))
+            written.append(shrinkage.flatten())
+        for store in manager._stores():
+            assert store.shrinkage.dtype == torch.float32 and store.size > 0
+        newest = manager.working.live_shrinkage()[-ELEMENTS:]
+        assert torch.equal(newest, written[-1])  # exact: no rounding to the key dtype
+        huge = torch.full((1, 1, *FEATURE_SIZE), 1e5)  # s_i above float16's 65504
+        key, _, selection, value = _frame(generator, 2)
+        key = key.to(dtype)
+        manager.add_memory(key, huge, selection.to(dtype), value.to(dtype))
+        assert torch.equal(manager.working.live_shrinkage()[-ELEMENTS:], huge.flatten())
+        memory_readout = manager.read(key, torch.ones_like(selection, dtype=dtype))  # the query equals the key
+    assert torch.isfinite(memory_readout).all()

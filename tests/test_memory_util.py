@@ -227,15 +227,23 @@ AUTOCAST_DTYPES = [torch.bfloat16, torch.float16]
 
 @pytest.mark.parametrize("dtype", AUTOCAST_DTYPES)
 def test_under_autocast_scaling_softmax_and_usage_are_float32(keys, dtype):
+    """Softmaxes and usage are float32 when fed the autocast dtype (as a half-precision similarity would be).
+
+    Mutation checked: `top_k_weights` without its cast to `accumulation_dtype` (weights and usage in the input's
+    half dtype) fails the dtype and recount checks."""
     memory_key, shrinkage, query_key, selection = (tensor.float() for tensor in keys)
     exact = get_similarity(memory_key, shrinkage, query_key, selection)
     with torch.autocast("cpu", dtype=dtype):
         similarity = get_similarity(memory_key.to(dtype), shrinkage.to(dtype), query_key.to(dtype), selection.to(dtype))
         assert similarity.dtype == torch.float32
-        affinity = softmax_affinity(similarity.to(dtype))
-        read, usage = top_k_readout(similarity[0], [torch.randn(NUM_ELEMENTS, VALUE_DIM).to(dtype)], TOP_K)
+        half_similarity = similarity[0].to(dtype)
+        affinity = softmax_affinity(half_similarity[None])
+        read, usage = top_k_readout(half_similarity, [torch.randn(NUM_ELEMENTS, VALUE_DIM).to(dtype)], TOP_K)
     assert affinity.dtype == torch.float32 and usage.dtype == torch.float32
-    torch.testing.assert_close(usage.sum(), torch.tensor(float(NUM_QUERIES)))
+    values, indices = torch.topk(half_similarity, TOP_K, dim=0)
+    weights = torch.softmax(values.double(), dim=0)
+    recount = torch.zeros(NUM_ELEMENTS, dtype=torch.float64).scatter_add_(0, indices.flatten(), weights.flatten())
+    assert float((usage.double() - recount).abs().max()) < 1e-6 * float(recount.max())
     # Half-precision keys and products: relative error of the stacked terms (|k|², |q|² ~ C^k) ≈ 2^-8 (bfloat16).
     assert float((similarity - exact).abs().max()) < 2e-2 * float(exact.abs().max())
 
