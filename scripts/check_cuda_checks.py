@@ -21,15 +21,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
 from scripts.check_cuda_core import (argmax_agreement, loss_is_falling, max_abs_difference, memory_flatness,
                                      relative_error, settled_frame)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-FIXTURES = REPOSITORY / "tests" / "fixtures"
+FIXTURES = REPOSITORY / "tests" / "fixtures"  # data files of a checkout (read, never imported)
 NETWORK_GOLDEN = FIXTURES / "network_golden.npz"
 GOLDEN_VIDEO = FIXTURES / "inference_video"
+KEY_LIST = FIXTURES / "xmem_state_dict.tsv"  # the recipe checkpoint is built from it
 NETWORK_TOLERANCE = 1e-4  # max |Δ| / max |reference|, the numerics contract of tests/fixtures/README.md
 FLOAT32_PROB_TOLERANCE = 2e-3  # as tests/test_inference_golden.py (the goldens are float16)
 AMP_MIN_ARGMAX_AGREEMENT = 0.99  # AMP may flip pixels on object borders, not whole regions
@@ -76,9 +76,9 @@ def _quickstart_api():
 
 def _recipe_network(device: torch.device):
     from model.checkpoint import build_network_from_state_dict
-    from tests.recipe_checkpoint import build_recipe_state_dict
+    from model.recipe_checkpoint import build_recipe_state_dict
 
-    return build_network_from_state_dict(build_recipe_state_dict(), device)
+    return build_network_from_state_dict(build_recipe_state_dict(KEY_LIST), device)
 
 
 def _set_tf32(enabled: bool) -> None:
@@ -146,16 +146,14 @@ def _network_outputs(network, golden: dict[str, np.ndarray], device: torch.devic
 # ----------------------------------------------------------------------------------------------- streaming
 def check_streaming(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
     """The streaming core on the golden video, CUDA float32 and AMP, against the CPU float32 goldens."""
+    from inference.golden_fixtures import GOLDEN_CONFIGS, read_golden_video
     from inference.inference_core import InferenceCore, normalize_image
-    from tests.test_inference_golden import GOLDEN_CONFIGS
 
     _set_tf32(False)
     device = torch.device("cuda")
     network = _recipe_network(device)
-    frames = [np.asarray(Image.open(path).convert("RGB"))
-              for path in sorted((GOLDEN_VIDEO / "JPEGImages" / "vid00").glob("*.jpg"))]
-    first_mask = torch.from_numpy(np.asarray(Image.open(GOLDEN_VIDEO / "Annotations" / "vid00" / "00000.png"))
-                                  .astype(np.int64)).to(device)
+    frames, first_mask_array = read_golden_video(GOLDEN_VIDEO)
+    first_mask = torch.from_numpy(first_mask_array).to(device)
     figures, failures = {}, []
     for golden_name, config in sorted(GOLDEN_CONFIGS.items()):
         golden = np.load(FIXTURES / f"inference_golden_{golden_name}.npz")
@@ -192,7 +190,8 @@ def check_streaming(options: argparse.Namespace, work: Path) -> tuple[dict, list
 
 # ----------------------------------------------------------------------------------------------- eval.py
 def check_eval(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
-    """eval.py on a synthetic DAVIS-layout set at 480p (3 objects) in each variant: FPS, peak CUDA memory, J&F."""
+    """eval.py on a synthetic DAVIS-layout set at 480p (3 objects) in each variant (float32, AMP, channels-last,
+    torch.compile; --eval-variants): FPS, peak CUDA memory, J&F."""
     from dataset.synthetic import get_preset, make_videos, without_late_entries
     from dataset.synthetic_layouts import write_davis
     from model.checkpoint import save_network
@@ -209,7 +208,8 @@ def check_eval(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]
         save_network(_recipe_network(torch.device("cpu")), model)
     figures, failures = {"model": str(options.model or "recipe checkpoint"), "videos": len(videos),
                          "frames": options.eval_frames}, []
-    for variant, overrides in EVAL_VARIANTS.items():
+    for variant in options.eval_variants:
+        overrides = EVAL_VARIANTS[variant]
         output = work / f"eval_{variant}"
         try:
             _run([sys.executable, str(REPOSITORY / "eval.py"), "eval.dataset=D17", f"eval.d17_path={root}",
@@ -304,13 +304,13 @@ def check_training(options: argparse.Namespace, work: Path) -> tuple[dict, list[
 
 
 def check_train_step(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
-    """scripts/time_train_step.py at 384×384, 8 frames: batch 4, or the largest of 2, 1 that fits."""
+    """scripts/time_train_step.py with AMP at 384×384, 8 frames: batch 4, or the largest of 2, 1 that fits."""
     tried = []
     for batch in [options.step_batch, *[b for b in TRAIN_STEP_BATCHES if b < options.step_batch]]:
         try:
             output = _run([sys.executable, str(REPOSITORY / "scripts" / "time_train_step.py"), "--device", "cuda",
                            "--batch-sizes", str(batch), "--num-frames", "8", "--crop", "384", "--iterations",
-                           str(options.step_iterations), "--warmup", "2"])
+                           str(options.step_iterations), "--warmup", str(options.step_warmup)])
         except RuntimeError as error:
             if "out of memory" not in str(error).lower():
                 raise

@@ -1,4 +1,5 @@
-"""The parts of `scripts/check_cuda.py` that need no GPU: comparison maths, the isolated check runner, the report.
+"""The parts of `scripts/check_cuda.py` that need no GPU: comparison maths, the isolated check runner, the report,
+and the --quick plan.
 
 Each check runs as a child process (`run_isolated`) that writes its result as JSON; a crash, a non-zero exit or a
 timeout of the child is recorded as that check's failure and the next check still runs. The report is one JSON
@@ -272,3 +273,34 @@ def _driver_version() -> str | None:
         return None
     versions = [line.strip() for line in completed.stdout.splitlines() if line.strip()]
     return versions[0] if versions else None
+
+
+# --quick: the checks that decide correctness, sized to fit a short GPU loan (about 15 minutes in all, at most 10
+# per command, start-up included). Minutes are estimates for one H100-class GPU, each with the child process's
+# start (torch import, CUDA context) included.
+QUICK_BUDGET_MINUTES = 5.0
+QUICK_CHECKS = {  # name -> expected minutes at QUICK_SIZES
+    "network": 0.4,  # float32 (TF32 off) and TF32 against the network golden
+    "streaming": 0.7,  # both streaming goldens in float32 and AMP
+    "eval": 1.5,  # eval.py at 480p, one 30-frame video, float32 and AMP: FPS, peak memory, J&F
+    "train_step": 0.8,  # one AMP training step at 384×384, 8 frames, batch 4 (peak memory)
+    "ddp": 0.8,  # NCCL torchrun, only with two GPUs or more
+}
+QUICK_SIZES = {"eval_videos": 1, "eval_frames": 30, "eval_variants": ["float32", "amp"], "step_iterations": 1,
+               "step_warmup": 0, "ddp_iterations": 2, "timeout": 150.0}
+"""Option values --quick sets (timeout: seconds per check, so that one hanging check cannot use up the loan)."""
+MIN_GPUS_FOR_DDP = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedCheck:
+    """One check of the quick plan and its expected minutes on one H100-class GPU."""
+
+    name: str
+    minutes: float
+
+
+def quick_plan(gpu_count: int) -> list[PlannedCheck]:
+    """The checks --quick runs on a machine with `gpu_count` GPUs, in order, with their expected minutes."""
+    return [PlannedCheck(name, minutes) for name, minutes in QUICK_CHECKS.items()
+            if name != "ddp" or gpu_count >= MIN_GPUS_FOR_DDP]

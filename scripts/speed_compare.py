@@ -28,6 +28,7 @@ import argparse
 import statistics
 import time
 from functools import partial
+from pathlib import Path
 from typing import Callable, Sequence
 
 
@@ -40,13 +41,14 @@ from model.memory_util import get_similarity, top_k_readout
 from model.network import XMem
 from model.reference import reference_encode_value, reference_segment
 from model.reference_memory import dense_top_k_read, term_by_term_similarity
-from tests.recipe_checkpoint import build_recipe_state_dict
+from model.recipe_checkpoint import build_recipe_state_dict
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16
 DEFAULT_WORKING_FRAMES = 10  # T_max
 DEFAULT_LONG_TERM_ELEMENTS = 10_000  # LT_max
 DEFAULT_TOP_K = 30  # k
+RECIPE_KEY_LIST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
 STAGES = ("encode_key", "memory_read", "segment", "encode_value")
 PATHS = ("reference", "optimised")
 
@@ -209,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.weights == "recipe":
-        network = build_network_from_state_dict(build_recipe_state_dict())
+        network = build_network_from_state_dict(build_recipe_state_dict(RECIPE_KEY_LIST))
     else:
         torch.manual_seed(args.seed)
         network = XMem().eval()

@@ -8,14 +8,15 @@ import torch
 
 from model.checkpoint import build_network_from_state_dict, save_network
 from model.network import XMem
-from tests.recipe_checkpoint import build_recipe_state_dict
+from model.recipe_checkpoint import build_recipe_state_dict
 
 FIXTURES_DIR = Path(__file__).parent / "fixtures"
+KEY_LIST_PATH = FIXTURES_DIR / "xmem_state_dict.tsv"  # the released checkpoint's keys, shapes and dtypes
 
 
 @pytest.fixture(scope="session")
 def _recipe_state_dict_cache() -> dict[str, torch.Tensor]:
-    return build_recipe_state_dict()
+    return build_recipe_state_dict(KEY_LIST_PATH)
 
 
 @pytest.fixture

@@ -136,11 +136,47 @@ def test_a_child_that_reports_failures_is_a_failed_check(tmp_path):
     assert payload == {"status": FAIL, "figures": {"max_abs_dprob": 0.5}, "error": "too far; sizes differ"}
 
 
+# ----------------------------------------------------------------------------------------------- --quick
+def test_the_quick_plan_runs_the_correctness_checks_within_the_budget():
+    """Mutations checked: dropping a required check from QUICK_CHECKS, raising an estimate past the budget, or
+    planning ddp on one GPU each fail here."""
+    from scripts.check_cuda_checks import CHECKS, EVAL_SIZE
+    from scripts.check_cuda_core import QUICK_BUDGET_MINUTES, quick_plan
+
+    one_gpu, two_gpus = quick_plan(1), quick_plan(2)
+    assert [check.name for check in one_gpu] == ["network", "streaming", "eval", "train_step"]
+    assert [check.name for check in two_gpus] == ["network", "streaming", "eval", "train_step", "ddp"]
+    for plan in (one_gpu, two_gpus):
+        assert all(check.name in CHECKS and check.minutes > 0 for check in plan)
+        assert sum(check.minutes for check in plan) <= QUICK_BUDGET_MINUTES
+    assert EVAL_SIZE == (480, 854)  # eval.py at DAVIS 480p
+
+
+def test_quick_sets_small_sizes_float32_and_amp_but_keeps_what_the_command_line_gives():
+    from scripts.check_cuda import apply_quick, build_parser
+    from scripts.check_cuda_core import QUICK_SIZES
+
+    arguments = build_parser().parse_args(["--quick", "--eval-frames", "12"])
+    apply_quick(arguments, gpu_count=1)
+    assert arguments.checks == ["network", "streaming", "eval", "train_step"]
+    assert arguments.eval_variants == ["float32", "amp"]  # eval.py in float32 and AMP
+    assert (arguments.step_iterations, arguments.step_warmup) == (1, 0)  # one AMP training step
+    assert arguments.eval_videos == QUICK_SIZES["eval_videos"] and arguments.timeout == QUICK_SIZES["timeout"]
+    assert arguments.eval_frames == 12  # given on the command line: kept
+    full = build_parser().parse_args([])
+    apply_quick(full, gpu_count=1)
+    assert full.checks == list(build_parser().get_default("checks")) and full.eval_variants == [
+        "float32", "amp", "channels_last", "compile"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--quick", "--checks", "eval"])
+
+
 # ----------------------------------------------------------------------------------------------- exit 2
-def test_without_cuda_it_exits_2_with_one_line(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--quick"]], ids=["full", "quick"])
+def test_without_cuda_it_exits_2_with_one_line(tmp_path, extra):
     environment = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
-    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_cuda.py"), "--out", str(tmp_path)],
-                               capture_output=True, text=True, env=environment, timeout=300)
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_cuda.py"), "--out", str(tmp_path),
+                                *extra], capture_output=True, text=True, env=environment, timeout=300)
     assert completed.returncode == 2
     assert completed.stdout == ""
     lines = completed.stderr.splitlines()

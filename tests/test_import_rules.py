@@ -88,6 +88,15 @@ def test_nothing_imports_a_cli_or_scripts():
                     assert top != "scripts", f"{path.relative_to(ROOT)} imports {name}"
 
 
+def test_nothing_but_the_tests_imports_tests():
+    """The installed package has no `tests/`: library code a script needs lives in the packages.
+    Mutation checked: scripts/check_cuda_checks.py importing tests.recipe_checkpoint again fails."""
+    clis = [ROOT / f"{name}.py" for name in TOP_LEVEL_SCRIPTS if (ROOT / f"{name}.py").is_file()]
+    for path in clis + [path for package in PACKAGES if package != "tests" for path in _modules(package)]:
+        for name in _project_imports(path):
+            assert name.split(".")[0] != "tests", f"{path.relative_to(ROOT)} imports {name}"
+
+
 def _module_path(name: str) -> Path | None:
     """The file of a project module or package, if `name` is one (a name inside a module gives None)."""
     as_module = ROOT / (name.replace(".", "/") + ".py")

@@ -11,8 +11,8 @@ import torch
 import model.network
 from model.checkpoint import load_network
 from model.network import XMem
-from tests.conftest import FIXTURES_DIR
-from tests.recipe_checkpoint import read_key_list
+from model.recipe_checkpoint import read_key_list
+from tests.conftest import FIXTURES_DIR, KEY_LIST_PATH
 
 GOLDEN_PATH = FIXTURES_DIR / "network_golden.npz"
 # Relative tolerance (max |Δ| / max |reference|) for every golden tensor; see tests/fixtures/README.md.
@@ -38,7 +38,7 @@ def _meta_network(**dims) -> XMem:
 
 # ----------------------------------------------------------------------------------------------- recipe checkpoint
 def test_recipe_checkpoint_reproduces_documented_sums(recipe_state_dict):
-    assert len(recipe_state_dict) == len(read_key_list())
+    assert len(recipe_state_dict) == len(read_key_list(KEY_LIST_PATH))
     total = sum(float(tensor.double().sum()) for tensor in recipe_state_dict.values())
     assert total == pytest.approx(34924.734415, abs=1e-6)
     conv1 = recipe_state_dict["key_encoder.conv1.weight"].double()
@@ -107,7 +107,7 @@ def test_golden_covers_every_recorded_output(golden, golden_outputs):
 # ----------------------------------------------------------------------------------------------- layout
 def test_fresh_network_has_released_keys_shapes_and_parameter_count():
     network = _meta_network()
-    expected = [(key, shape) for key, shape, _ in read_key_list()]
+    expected = [(key, shape) for key, shape, _ in read_key_list(KEY_LIST_PATH)]
     assert [(key, tuple(tensor.shape)) for key, tensor in network.state_dict().items()] == expected
     assert _count_parameters(network) == RELEASED_PARAMETERS
 

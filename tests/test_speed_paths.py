@@ -20,8 +20,8 @@ from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
 from model.reference import reference_encode_value, reference_segment
-from tests.conftest import FIXTURES_DIR
-from tests.recipe_checkpoint import read_key_list
+from model.recipe_checkpoint import read_key_list
+from tests.conftest import FIXTURES_DIR, KEY_LIST_PATH
 
 # max |optimised − reference| ≤ PATH_TOLERANCE · max(1, max |reference|): absolute for outputs of unit scale
 # (probabilities, sensory memory), relative for large ones (values reach ~60 with random init; log-odds of a
@@ -130,7 +130,7 @@ def test_state_dict_keeps_the_released_layout(recipe_network, recipe_state_dict)
     _both_paths(recipe_network, _frame_inputs(recipe_network, 3, seed=6))
     state = recipe_network.state_dict()
     assert [(key, tuple(tensor.shape)) for key, tensor in state.items()] == [
-        (key, shape) for key, shape, _ in read_key_list()
+        (key, shape) for key, shape, _ in read_key_list(KEY_LIST_PATH)
     ]
     assert all(torch.equal(state[key], recipe_state_dict[key]) for key in state)
 
@@ -139,7 +139,7 @@ def test_state_dict_is_the_released_layout_after_channels_last(recipe_state_dict
     network = optimize_network(build_network_from_state_dict(recipe_state_dict), channels_last=True)
     state = network.state_dict()
     assert [(key, tuple(tensor.shape)) for key, tensor in state.items()] == [
-        (key, shape) for key, shape, _ in read_key_list()
+        (key, shape) for key, shape, _ in read_key_list(KEY_LIST_PATH)
     ]
     assert all(torch.equal(state[key], recipe_state_dict[key]) for key in state)
     assert network.decoder.fuser.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)

@@ -1,8 +1,9 @@
 """The recipe checkpoint of tests/fixtures/README.md: a deterministic XMem state_dict built from the key list alone.
 
-The golden fixtures were recorded by the original implementation with exactly these weights, so any test that
-compares against them builds this state_dict (`build_recipe_state_dict()`, or the `recipe_state_dict` /
-`recipe_network` fixtures of conftest.py).
+The golden fixtures were recorded by the original implementation with exactly these weights, so anything that
+compares against them builds this state_dict from the released checkpoint's key list (tests/fixtures/
+xmem_state_dict.tsv in a checkout): the tests (`recipe_state_dict` / `recipe_network` fixtures of conftest.py),
+scripts/check_cuda.py and scripts/speed_compare.py. It lives in the package because scripts must not import tests/.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from pathlib import Path
 
 import torch
 
-KEY_LIST_PATH = Path(__file__).parent / "fixtures" / "xmem_state_dict.tsv"
-
 RUNNING_MEAN_SCALE = 0.1
 RUNNING_VAR_OFFSET = 0.5
 BN_WEIGHT_SCALE = 0.1
@@ -24,8 +23,9 @@ WEIGHT_GAINS = {"key_proj.key_proj.weight": 0.5, "key_proj.e_proj.weight": 0.5, 
 DEFAULT_WEIGHT_GAIN = 1.0
 
 
-def read_key_list(path: Path = KEY_LIST_PATH) -> list[tuple[str, tuple[int, ...], str]]:
-    """The released state_dict's (key, shape, dtype name) entries, in order."""
+def read_key_list(path: Path) -> list[tuple[str, tuple[int, ...], str]]:
+    """The released state_dict's (key, shape, dtype name) entries, in order, from a key list file (one
+    tab-separated `key  shape  dtype` line per entry, e.g. tests/fixtures/xmem_state_dict.tsv)."""
     entries = []
     for line in path.read_text().splitlines():
         key, shape, dtype = line.split("\t")
@@ -33,8 +33,9 @@ def read_key_list(path: Path = KEY_LIST_PATH) -> list[tuple[str, tuple[int, ...]
     return entries
 
 
-def build_recipe_state_dict(path: Path = KEY_LIST_PATH) -> dict[str, torch.Tensor]:
-    """Build the recipe checkpoint bit for bit (each expression evaluated left to right as the README writes it)."""
+def build_recipe_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Build the recipe checkpoint bit for bit from the key list at `path` (each expression evaluated left to right
+    as tests/fixtures/README.md writes it)."""
     entries = read_key_list(path)
     batch_norms = {key[: -len(".running_mean")] for key, _, _ in entries if key.endswith(".running_mean")}
     state_dict = {}
