@@ -1,6 +1,8 @@
-"""scripts/check_cuda.py without a GPU: comparison maths, report assembly, the exit-2 path, subprocess isolation."""
+"""scripts/check_cuda.py without a GPU: comparison maths, report assembly, the exit-2 path, subprocess isolation,
+the --quick plan and its eval sizes."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from scripts.check_cuda_core import (FAIL, PASS, CheckResult, argmax_agreement, build_report, format_markdown,
                                      loss_is_falling, max_abs_difference, memory_flatness, relative_error,
@@ -192,3 +195,33 @@ def test_help_states_minutes_for_every_check():
     text = build_parser().format_help()
     for name in CHECKS:
         assert f"  {name} (~" in text
+
+
+def test_quick_eval_runs_eval_py_at_480p_in_float32_and_amp_and_reports_fps_and_memory(tmp_path, monkeypatch):
+    """check_eval with the quick sizes, eval.py replaced by a recorder: one float32 and one AMP run on a 480p DAVIS
+    set, each reporting FPS and peak memory. Mutation checked: check_eval ignoring --eval-variants (all four
+    variants) fails."""
+    from scripts import check_cuda_checks
+
+    commands = []
+
+    def fake_eval(command, env_extra=None, cwd=None):
+        commands.append(command)
+        output = Path(next(item.split("=", 1)[1] for item in command if item.startswith("eval.output=")))
+        output.mkdir(parents=True)
+        amp = "inference.use_amp=on" in command
+        summary = {"fps": 20.0 if amp else 10.0, "peak_memory_mb": 900.0, "scores": {"J&F-Mean": 0.5}}
+        (output / "summary.json").write_text(json.dumps(summary))
+        return ""
+
+    monkeypatch.setattr(check_cuda_checks, "_run", fake_eval)
+    model = tmp_path / "model.pth"
+    model.write_bytes(b"not read by the fake")
+    options = argparse.Namespace(eval_videos=1, eval_frames=2, eval_variants=["float32", "amp"], model=model)
+    figures, failures = check_cuda_checks.check_eval(options, tmp_path / "work")
+    assert failures == []
+    assert [[item for item in command if item.startswith("inference.")] for command in commands] == [
+        ["inference.use_amp=off"], ["inference.use_amp=on"]]
+    assert figures["float32"] == {"fps": 10.0, "peak_cuda_mb": 900.0, "J&F": 0.5} and figures["amp"]["fps"] == 20.0
+    first_frame = next((tmp_path / "work" / "davis" / "trainval" / "JPEGImages" / "480p").rglob("00000.jpg"))
+    assert Image.open(first_frame).size == (854, 480)
