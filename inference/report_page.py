@@ -55,7 +55,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1180px;paddi
 h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.2em;margin:1.6em 0 .4em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.4em 0}td,th{padding:2px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.video td{font-weight:600;background:#fafafa}
-tr.object td:first-child{padding-left:2em}.measured{color:#555}dl{display:grid;grid-template-columns:max-content
+#global td{text-align:right}tr.object td:first-child{padding-left:2em}.measured{color:#555}dl{display:grid;grid-template-columns:max-content
 auto;gap:1px 1em;margin:.4em 0}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}figure{display:inline-block;
 margin:0 6px 8px 0;vertical-align:top}figcaption{font-size:12px;text-align:center}.sheet h3{font-size:1em;margin:
 .5em 0 .2em}svg{display:block;margin:.3em 0}.legend span{margin-right:1.2em;font-size:12px}.note{color:#666}.plots{display:flex;flex-wrap:wrap;
@@ -204,7 +204,8 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
         plots.append(report_figures.scores_plot(objects, scored, positions, colours, num_frames))
     if record.get("memory_trace"):
         plots.append(report_figures.memory_plot(record["memory_trace"], num_frames))
-    parts.append('<div class="plots">' + "".join(f"<div>{plot}</div>" for plot in plots) + "</div>")
+    width = f'style="width:{report_figures.PLOT_WIDTH_PX}px"'  # legends wrap under their plot
+    parts.append('<div class="plots">' + "".join(f"<div {width}>{plot}</div>" for plot in plots) + "</div>")
     if sources.ground_truth is not None and objects:
         parts.append('<p class="note">contact sheet: each frame shows the prediction above the ground truth</p>')
     folder = f"{position:04d}_{_slug(name)}"

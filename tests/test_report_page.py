@@ -34,6 +34,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 SCREEN_WIDTH, SCREEN_HEIGHT = 1000, 1400
+MIN_COLOURS_WITH_TILES = 10_000
 SMALL_MEMORY = ("inference.mem_every=1", "inference.min_working_frames=2", "inference.max_working_frames=3",
                 "inference.num_prototypes=20", "inference.max_long_term_elements=50")
 
@@ -198,8 +199,8 @@ def mask_measured(text: str) -> str:
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Chromium is not installed (apt-get install chromium; .ci/run "
                                                     "installs it)")
 def test_chromium_renders_the_page(small_run, tmp_path):
-    """Headless Chromium renders the page offline. Mutation checked by hand: a page that references its images by
-    absolute file:// URLs of another folder renders no tile (the pixel check fails)."""
+    """Headless Chromium renders the page offline, from a copy of the output folder. Mutation checked by hand: a
+    page whose image links point outside the copy (e.g. absolute paths of a deleted folder) fails the colour check."""
     output, summary = small_run
     copy = tmp_path / "copied"  # a copied folder still shows everything
     shutil.copytree(output, copy)
@@ -212,6 +213,6 @@ def test_chromium_renders_the_page(small_run, tmp_path):
     with Image.open(screenshot) as image:
         pixels = np.asarray(image.convert("RGB"))
     assert pixels.shape == (SCREEN_HEIGHT, SCREEN_WIDTH, 3)
-    # Some tile was drawn: a frame's overlay holds object 1's palette red (128, 0, 0) blended over the frame.
-    reddish = (pixels[..., 0] > 100) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
-    assert reddish.sum() > 500
+    # The tiles were drawn: frames add thousands of colours that text, tables and plots never have (about 1,600
+    # without the images, some 50,000 with them).
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > MIN_COLOURS_WITH_TILES
