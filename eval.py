@@ -366,7 +366,8 @@ def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, devi
              ("dataset", f"{benchmark.dataset} {benchmark.split}, {len(records)} videos", False),
              ("settings changed", ", ".join(differing_settings(config)) or "none (the defaults)", False),
              ("device", str(device), False),
-             ("FPS", f"{frames / seconds:.2f} ({frames} frames, data loading excluded)" if seconds > 0 else "–", True),
+             ("FPS", f"{frames / seconds:.2f} ({frames} frames, data loading excluded)" if seconds > 0 else "–",
+              True),
              ("peak memory", f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})", True),
              ("date", utc_now(), True)]
     facts += [(f"FAILED {name}", message, False) for name, message in summary["failed"].items()]

@@ -55,11 +55,11 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1180px;paddi
 h1{font-size:1.5em;margin:0 0 .3em}h2{font-size:1.2em;margin:1.6em 0 .4em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.4em 0}td,th{padding:2px 9px;border-bottom:1px solid #e3e3e3;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tr.video td{font-weight:600;background:#fafafa}
-#global td{text-align:right}tr.object td:first-child{padding-left:2em}.measured{color:#555}dl{display:grid;grid-template-columns:max-content
-auto;gap:1px 1em;margin:.4em 0}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}figure{display:inline-block;
-margin:0 6px 8px 0;vertical-align:top}figcaption{font-size:12px;text-align:center}.sheet h3{font-size:1em;margin:
-.5em 0 .2em}svg{display:block;margin:.3em 0}.legend span{margin-right:1.2em;font-size:12px}.note{color:#666}.plots{display:flex;flex-wrap:wrap;
-gap:0 2em}
+#global td{text-align:right}tr.object td:first-child,tr.predicted td:first-child{padding-left:2em}
+.measured{color:#555}dl{display:grid;grid-template-columns:max-content auto;gap:1px 1em;margin:.4em 0}
+dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}figure{display:inline-block;margin:0 6px 8px 0;vertical-align:top}
+figcaption{font-size:12px;text-align:center}.sheet h3{font-size:1em;margin:.5em 0 .2em}svg{display:block;margin:.3em 0}
+.legend span{margin-right:1.2em;font-size:12px}.note{color:#666}.plots{display:flex;flex-wrap:wrap;gap:0 2em}
 """
 
 
@@ -142,7 +142,8 @@ def _href(path: str) -> str:
 def _mask_names(folder: Optional[Path]) -> list[str]:
     if folder is None or not folder.is_dir():
         return []
-    return sorted(path.stem for path in folder.iterdir() if path.suffix == MASK_SUFFIX and not path.name.startswith("."))
+    return sorted(path.stem for path in folder.iterdir()
+                  if path.suffix == MASK_SUFFIX and not path.name.startswith("."))
 
 
 def _scored_frames(sources: VideoSources) -> list[str]:
@@ -218,7 +219,8 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
             truth = None if sources.ground_truth is None else sources.ground_truth / f"{frame}{MASK_SUFFIX}"
             report_figures.save_tile(report_figures.tile(sources.predictions / f"{frame}{MASK_SUFFIX}", truth,
                                                          sources.images.get(frame)), destination)
-            parts.append(f'<figure><img src="{_href(relative)}" alt="{_text(caption)}" width="{report_figures.TILE_WIDTH_PX}">'
+            parts.append(f'<figure><img src="{_href(relative)}" alt="{_text(caption)}" '
+                         f'width="{report_figures.TILE_WIDTH_PX}">'
                          f"<figcaption>{_text(caption)}</figcaption></figure>")
         parts.append("</div>")
     parts.append("</section>")
@@ -260,6 +262,11 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
         rows.append(f'<tr class="video" data-name="{_text(name)}"><td>{link}</td>{cells}'
                     f'<td>{record.get("frames", "–")}</td><td></td>{fps_cell}</tr>')
         spans = record.get("object_frames", {})
+        if not objects:  # unscored: the objects the run predicted, with their spans
+            blanks = "<td></td>" * 3 if scored else ""
+            for object_id, (first, last) in sorted(spans.items(), key=lambda item: int(item[0])):
+                rows.append(f"<tr class=\"predicted\"><td>object {_text(object_id)}</td>{blanks}<td></td>"
+                            f"<td>{first}–{last}</td><td></td></tr>")
         for scores in sorted(objects, key=lambda scores: (_object_jf(scores), scores.object_id)):
             first, last = spans.get(str(scores.object_id), ("–", "–"))
             rows.append(f'<tr class="object" data-name="{_text(scores.name)}"><td>object {scores.object_id}</td>'
@@ -268,8 +275,9 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
                         f"{_score_cell(scores.f_mean, 'F-Mean')}<td>{scores.num_frames}</td>"
                         f"<td>{first}–{last}</td><td></td></tr>")
     rows.append("</table>")
-    note = ('<p class="note">J&amp;F of a video: the mean over its objects; frames: of the video, and the frames an '
-            "object is scored on; first–last frame: where the saved predictions hold the object.</p>")
+    explained = ("J&amp;F of a video: the mean over its objects; frames: of the video, and the frames an object is "
+                 "scored on; " if scored else "frames: of the video; ")
+    note = f'<p class="note">{explained}first–last frame: where the saved predictions hold the object.</p>'
     return "".join(rows) + note
 
 

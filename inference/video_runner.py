@@ -154,8 +154,8 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
         (memory at the end of the video), sensory_peak_abs (the largest absolute value the sensory memory took;
         None without sensory memory), memory_trace (`MemoryTrace.as_record`) and object_frames (object id as a
-        string -> [first, last] frame index where the saved outputs hold it). Timing covers normalisation, resizing, the network and the output
-        resize/argmax (not reading or writing files).
+        string -> [first, last] frame index where the saved outputs hold it). Timing covers normalisation,
+        resizing, the network and the output resize/argmax (not reading or writing files).
     """
     options = config.eval
     check_object_limit(video, options.max_objects)

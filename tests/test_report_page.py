@@ -216,3 +216,26 @@ def test_chromium_renders_the_page(small_run, tmp_path):
     # The tiles were drawn: frames add thousands of colours that text, tables and plots never have (about 1,600
     # without the images, some 50,000 with them).
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > MIN_COLOURS_WITH_TILES
+
+
+def test_an_unscored_run_gets_the_page_without_scores_and_with_evenly_spaced_frames(tmp_path):
+    """Mutation checked by hand: picking the first frames instead of evenly spaced ones fails this test."""
+    predictions = tmp_path / "out"
+    for name in FIXTURE_VIDEOS[:2]:
+        shutil.copytree(FIXTURES / "pred" / name, predictions / name)
+
+    def sources(video: str) -> report_page.VideoSources:
+        frames = tuple(sorted(path.stem for path in (predictions / video).glob("*.png")))
+        return report_page.VideoSources(frames, predictions / video)
+
+    header = report_page.RunHeader("unscored", [("date", report_page.utc_now(), True)])
+    records = {"blobs-a": {"frames": 25, "object_frames": {"2": [3, 24], "1": [0, 20]}}}
+    path = report_page.write_run_page(predictions, header, FIXTURE_VIDEOS[:2], records, sources, None)
+    page = _check_links(path)
+    assert [name for kind, name, _ in page.rows if kind == "video"] == FIXTURE_VIDEOS[:2]  # benchmark order
+    assert all(not cells for _, _, cells in page.rows) and "J&amp;F" not in path.read_text()
+    assert re.search(r"object 1</td><td></td><td>0–20</td>.*object 2</td><td></td><td>3–24</td>", path.read_text())
+    frames = sorted(path.stem for path in (predictions / "blobs-a").glob("*.png"))
+    shown = [Path(urllib.parse.unquote(image)).stem for image in page.images if "blobs-a" in image]
+    expected = np.linspace(0, len(frames) - 1, 2 * report_page.SHEET_FRAMES).round().astype(int)
+    assert shown == [frames[index] for index in expected]
