@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -108,12 +109,16 @@ def utc_now() -> str:
 
 
 def write_page_or_warn(write: Callable[[], Path]) -> Optional[Path]:
-    """Run a page writer; on any error log one warning line and return None (a page never fails a run)."""
+    """Run a page writer and log (info) where the page went and how long it took; on any error log one warning
+    line instead and return None (a page never fails a run)."""
+    started = time.perf_counter()
     try:
-        return write()
+        page = write()
     except Exception as error:  # noqa: BLE001 - whatever breaks in a page, the run's results stand
         logger.warning("report page not written: %s: %s", type(error).__name__, " ".join(str(error).split()))
         return None
+    logger.info("report page %s written in %.2f s", page, time.perf_counter() - started)
+    return page
 
 
 # ------------------------------------------------------------------------------------------------ small pieces
