@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 PAGE_FILE = "report.html"
 IMAGES_FOLDER = "report"  # beside the page; rewritten whole with each page
+STAGING_PREFIX = f".{IMAGES_FOLDER}."  # the next images are drawn in a hidden folder, then swapped in
 MASK_SUFFIX = ".png"
 SHEET_FRAMES = 4  # worst frames, and as many best frames (or twice as many evenly spaced frames when unscored)
 PERCENT = 100
@@ -315,7 +316,9 @@ def write_run_page(output_dir: Path, header: RunHeader, videos: Sequence[str], r
     scored_videos = [name for name in videos if by_video[name]]
     order = sorted(scored_videos, key=lambda name: (_video_jf(by_video[name]), name)) + [
         name for name in videos if not by_video[name]]
-    staging = Path(tempfile.mkdtemp(prefix=f".{IMAGES_FOLDER}.", dir=output_dir))
+    for stale in output_dir.glob(f"{STAGING_PREFIX}*"):  # left by a run killed while writing its page
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
     try:
         sections = [_video_section(positions[name], name, by_video[name], records.get(name, {}), sources(name),
                                    staging) for name in order]

@@ -229,9 +229,11 @@ def test_an_unscored_run_gets_the_page_without_scores_and_with_evenly_spaced_fra
         return report_page.VideoSources(frames, predictions / video)
 
     header = report_page.RunHeader("unscored", [("date", report_page.utc_now(), True)])
+    (predictions / f"{report_page.STAGING_PREFIX}killed" / "0000_x").mkdir(parents=True)  # a killed page's images
     records = {"blobs-a": {"frames": 25, "object_frames": {"2": [3, 24], "1": [0, 20]}}}
     path = report_page.write_run_page(predictions, header, FIXTURE_VIDEOS[:2], records, sources, None)
     page = _check_links(path)
+    assert not list(predictions.glob(f"{report_page.STAGING_PREFIX}*"))
     assert [name for kind, name, _ in page.rows if kind == "video"] == FIXTURE_VIDEOS[:2]  # benchmark order
     assert all(not cells for _, _, cells in page.rows) and "J&amp;F" not in path.read_text()
     assert re.search(r"object 1</td><td></td><td>0–20</td>.*object 2</td><td></td><td>3–24</td>", path.read_text())
