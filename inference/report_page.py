@@ -213,8 +213,9 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
         plots.append(report_figures.memory_plot(record["memory_trace"], num_frames))
     width = f'style="width:{report_figures.PLOT_WIDTH_PX}px"'  # legends wrap under their plot
     parts.append('<div class="plots">' + "".join(f"<div {width}>{plot}</div>" for plot in plots) + "</div>")
-    if sources.ground_truth is not None and objects:
-        parts.append('<p class="note">contact sheet: each frame shows the prediction above the ground truth</p>')
+    if sources.ground_truth is not None:
+        parts.append('<p class="note">contact sheet: each frame shows the prediction above its ground truth, where '
+                     "there is one</p>")
     folder = f"{position:04d}_{_slug(name)}"
     for title, frames in _sheet_frames(scored, objects, predicted):
         parts.append(f'<div class="sheet"><h3>{_text(title)}</h3>')
