@@ -28,7 +28,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -163,8 +162,12 @@ def _object_jf(scores: ObjectScores) -> float:
     return (scores.j_mean + scores.f_mean) / 2
 
 
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
 def _video_jf(objects: Sequence[ObjectScores]) -> float:
-    return float(np.mean([_object_jf(scores) for scores in objects])) if objects else math.nan
+    return _mean([_object_jf(scores) for scores in objects])
 
 
 # -------------------------------------------------------------------------------------------------------- page
@@ -258,14 +261,11 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
         fps = record.get("fps")
         fps_cell = f'<td class="measured">{"–" if fps is None else f"{float(fps):.2f}"}</td>'
         link = f'<a href="#v{positions[name]}">{_text(name)}</a>'
+        cells = ""
         if scored:
-            j, f = (np.mean([s.j_mean for s in objects]), np.mean([s.f_mean for s in objects])) if objects else (
-                math.nan, math.nan)
-            cells = (f'<td data-column="J&amp;F" data-value="{_table_number(_video_jf(objects))}">'
-                     f'{"–" if not objects else f"{PERCENT * _video_jf(objects):.1f}"}</td>'
-                     f"{_score_cell(float(j), 'J-Mean')}{_score_cell(float(f), 'F-Mean')}")
-        else:
-            cells = ""
+            cells = "".join(_score_cell(value, column) for column, value in (
+                ("J&F", _video_jf(objects)), ("J-Mean", _mean([s.j_mean for s in objects])),
+                ("F-Mean", _mean([s.f_mean for s in objects]))))
         rows.append(f'<tr class="video" data-name="{_text(name)}"><td>{link}</td>{cells}'
                     f'<td>{record.get("frames", "–")}</td><td></td>{fps_cell}</tr>')
         spans = record.get("object_frames", {})
@@ -277,8 +277,7 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
         for scores in sorted(objects, key=lambda scores: (_object_jf(scores), scores.object_id)):
             first, last = spans.get(str(scores.object_id), ("–", "–"))
             rows.append(f'<tr class="object" data-name="{_text(scores.name)}"><td>object {scores.object_id}</td>'
-                        f'<td data-column="J&amp;F" data-value="{_table_number(_object_jf(scores))}">'
-                        f"{PERCENT * _object_jf(scores):.1f}</td>{_score_cell(scores.j_mean, 'J-Mean')}"
+                        f"{_score_cell(_object_jf(scores), 'J&F')}{_score_cell(scores.j_mean, 'J-Mean')}"
                         f"{_score_cell(scores.f_mean, 'F-Mean')}<td>{scores.num_frames}</td>"
                         f"<td>{first}–{last}</td><td></td></tr>")
     rows.append("</table>")
@@ -319,7 +318,8 @@ def write_run_page(output_dir: Path, header: RunHeader, videos: Sequence[str], r
         name for name in videos if not by_video[name]]
     for stale in output_dir.glob(f"{STAGING_PREFIX}*"):  # left by a run killed while writing its page
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=output_dir))
+    staging = output_dir / f"{STAGING_PREFIX}{os.getpid()}"  # mkdir: a normal folder's permissions
+    staging.mkdir()
     try:
         sections = [_video_section(positions[name], name, by_video[name], records.get(name, {}), sources(name),
                                    staging) for name in order]
@@ -328,7 +328,6 @@ def write_run_page(output_dir: Path, header: RunHeader, videos: Sequence[str], r
         if images.exists():
             shutil.rmtree(images)
         os.replace(staging, images)
-        os.chmod(images, 0o755)
     finally:
         if staging.exists():
             shutil.rmtree(staging)

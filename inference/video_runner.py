@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from configs.schema import Config
 from inference.inference_core import InferenceCore, normalize_image
+from inference.memory_manager import MemoryManager
 from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ class MemoryTrace:
     def __init__(self) -> None:
         self.rows: list[list[int]] = []
 
-    def observe(self, frame: int, memory) -> None:
-        """Record the state of `memory` (an `inference.memory_manager.MemoryManager`) after frame `frame`."""
+    def observe(self, frame: int, memory: MemoryManager) -> None:
+        """Record the state of `memory` after frame `frame`."""
         state = [memory.working_elements, memory.long_term_elements, memory.consolidations, memory.pruned_elements]
         if not self.rows or self.rows[-1][1:] != state:
             self.rows.append([frame, *state])
