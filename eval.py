@@ -50,6 +50,8 @@ from inference.folder_evaluation import list_predicted_sequences, score_sequence
 from inference.distributed import RankFailedError, RankGroup, launched_distributed
 from inference.inference_core import amp_enabled
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
+from inference.report_page import (RunHeader, VideoSources, differing_settings, utc_now, write_page_or_warn,
+                                   write_run_page)
 from inference.resize import resized_shape
 from inference.video_runner import run_video
 from model.acceleration import optimize_network
@@ -343,10 +345,43 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     summary["zip"] = writer.write_submission_zip(benchmark.zip_kind, finished) if benchmark.zip_kind else None
     results, summary["unscored"] = _score(benchmark, writer, finished, options.davis_compat_decay)
     summary["scores"] = None if results is None else results.global_scores()
+    summary["page"] = None
+    if options.report:
+        summary["page"] = write_page_or_warn(lambda: _write_page(config, benchmark, writer, device, settings, summary,
+                                                                 {name: records[name] for name in finished}, results))
     summary["report"] = _format_report(summary, benchmark, results)
     summary["summary"] = output_dir / SUMMARY_FILE
     atomic_write_text(summary["summary"], json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, device: torch.device,
+                settings: dict[str, Any], summary: dict[str, Any], records: dict[str, dict[str, Any]],
+                results: Optional[EvaluationResults]) -> Path:
+    """The run's report page (inference/report_page.py) from every finished video's record, so a resumed run's
+    page equals a fresh run's."""
+    frames = sum(record["frames"] for record in records.values())
+    seconds = sum(record["seconds"] for record in records.values())
+    facts = [("checkpoint", config.eval.model, False), ("SHA-256", settings["model.sha256"], False),
+             ("dataset", f"{benchmark.dataset} {benchmark.split}, {len(records)} videos", False),
+             ("settings changed", ", ".join(differing_settings(config)) or "none (the defaults)", False),
+             ("device", str(device), False),
+             ("FPS", f"{frames / seconds:.2f} ({frames} frames, data loading excluded)" if seconds > 0 else "–",
+              True),
+             ("peak memory", f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})", True),
+             ("date", utc_now(), True)]
+    facts += [(f"FAILED {name}", message, False) for name, message in summary["failed"].items()]
+    facts += [(f"NOT SCORED {name}", message, False) for name, message in summary["unscored"].items()]
+    title = f"{benchmark.dataset} {benchmark.split}: {Path(config.eval.model).name}"
+
+    def sources(name: str) -> VideoSources:
+        frame_paths = benchmark.video(name).frame_paths
+        truth = None if benchmark.ground_truth_dir is None else benchmark.ground_truth_dir / name
+        return VideoSources(tuple(path.stem for path in frame_paths), writer.mask_root / name, truth,
+                            {path.stem: path for path in frame_paths})
+
+    header = RunHeader(title, facts, None if results is None else results.global_scores())
+    return write_run_page(writer.output_dir, header, list(records), records, sources, results)
 
 
 def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optional[EvaluationResults]) -> str:
@@ -374,6 +409,8 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
         lines.append(f"memory at the end of a video (largest): {memory['working_elements']} working, "
                      f"{memory['long_term_elements']} long-term elements")
     lines.append(f"per-video timings: {summary['timings']}  config: {summary['config']}")
+    if summary["page"] is not None:
+        lines.append(f"report page: {summary['page']}")
     for name, message in summary["failed"].items():
         lines.append(f"FAILED {name}: {message}")
     for name, message in summary["unscored"].items():

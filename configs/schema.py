@@ -127,6 +127,7 @@ class EvalConfig:
     flip: bool = False  # horizontal-flip test-time augmentation
     overwrite: bool = False  # redo videos whose outputs already exist
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    report: bool = True  # write report.html (and its images in report/) beside the outputs, see inference/report_page.py
     davis_compat_decay: bool = False  # reproduce the DAVIS toolkit's uint8-wrapped decay (NaN on long videos)
     io_queue_frames: int = 4  # frames read ahead of / written behind the compute (threads); 0 = no overlap
     rank_timeout_s: float = 300.0  # torchrun: a rank silent (no heartbeat) this long counts as dead; job ends

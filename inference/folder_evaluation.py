@@ -36,7 +36,7 @@ GLOBAL_RESULTS_FILE = "global_results.csv"
 PER_OBJECT_RESULTS_FILE = "per_object_results.csv"
 STATE_FILE = "evaluation_state.json"
 """Hash of the inputs and the full results, written last: its presence means the tables are complete."""
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2  # 2: per-frame J and F kept with each object
 """Part of the input hash: bump it when a change to the metrics changes results, so stored ones are not reused."""
 MASK_SUFFIX = ".png"
 FLOAT_FORMAT = "{:.10f}"
@@ -271,7 +271,9 @@ def _load_stored(output_dir: Path, digest: str) -> EvaluationResults | None:
         state = json.loads(state_file.read_text())
         if state.get("inputs_sha256") != digest:
             return None
-        return EvaluationResults(tuple(ObjectScores(**fields) for fields in state["objects"]))
+        return EvaluationResults(tuple(
+            ObjectScores(**{**fields, "frame_j": tuple(fields["frame_j"]), "frame_f": tuple(fields["frame_f"])})
+            for fields in state["objects"]))
     except (ValueError, TypeError, KeyError):
         return None  # unreadable or from another version: score again and overwrite it
 

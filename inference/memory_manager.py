@@ -114,6 +114,9 @@ class MemoryManager:
         self.next_memory_frame = 0  # index of the next memory frame `add_memory` writes
         self.permanent_frames: list[int] = []  # memory frames kept in working memory, oldest first
         self._prototype_generator = torch.Generator().manual_seed(config.seed)
+        # Running totals, read by the eval runner after each frame to trace memory (inference/video_runner.py).
+        self.consolidations = 0
+        self.pruned_elements = 0
 
     # ----------------------------------------------------------------------------------------------- setup
     @property
@@ -323,7 +326,9 @@ class MemoryManager:
             keep = usage > threshold
         else:
             keep = torch.arange(long_term.size, device=long_term.keys.device) >= excess
+        size_before = long_term.size
         long_term.compact(keep)
+        self.pruned_elements += size_before - long_term.size
 
     def _consolidate(self) -> None:
         """Turn the non-permanent, non-recent working frames into P long-term prototypes (paper §3.3).
@@ -382,3 +387,4 @@ class MemoryManager:
 
         self.long_term.append(prototype_keys, prototype_shrinkage, None, prototype_values, frames[prototype_rows])
         working.compact(~is_candidate)
+        self.consolidations += 1

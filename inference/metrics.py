@@ -262,6 +262,11 @@ class ObjectScores:
     f_mean: float
     f_recall: float
     f_decay: float
+    frame_j: tuple[float, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    """J on each of the object's scored frames, in order (the last `num_frames` scored frames of its sequence);
+    empty when not kept. Not part of the tables; the report page plots it."""
+    frame_f: tuple[float, ...] = dataclasses.field(default=(), compare=False, repr=False)
+    """F on the same frames."""
 
     @property
     def name(self) -> str:
@@ -450,6 +455,7 @@ class SequenceScorer:
                 self.sequence, object_id, num_frames - first,
                 *summarize_frames(j, davis_compat_decay=davis_compat_decay),
                 *summarize_frames(f, davis_compat_decay=davis_compat_decay),
+                tuple(j.tolist()), tuple(f.tolist()),
             ))
         return results
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from configs.schema import Config
 from inference.inference_core import InferenceCore, normalize_image
+from inference.memory_manager import MemoryManager
 from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ BYTES_PER_ELEMENT_VALUE = 4  # float32 memory
 # A video whose memory estimate exceeds this is announced before it runs (with what to lower if it does not fit).
 LARGE_MEMORY_BYTES = 4 * 2**30
 BYTES_PER_GB = 2**30
+MEMORY_TRACE_COLUMNS = ("frame", "working_elements", "long_term_elements", "consolidations", "pruned_elements")
+"""A memory trace row: the frame index, then the memory's sizes and running event totals after that frame."""
+MAX_ID = 255  # saved masks hold 8-bit object ids
 
 
 class VideoFrame(Protocol):
@@ -107,6 +111,30 @@ def check_object_limit(video: Video, max_objects: int) -> None:
         )
 
 
+class MemoryTrace:
+    """Working and long-term memory sizes over a video, with its consolidations and pruning: one row of
+    MEMORY_TRACE_COLUMNS per frame where any of them changed (a few ints, read without a device sync)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[int]] = []
+
+    def observe(self, frame: int, memory: MemoryManager) -> None:
+        """Record the state of `memory` after frame `frame`."""
+        state = [memory.working_elements, memory.long_term_elements, memory.consolidations, memory.pruned_elements]
+        if not self.rows or self.rows[-1][1:] != state:
+            self.rows.append([frame, *state])
+
+    def as_record(self, elements_per_frame: int) -> dict[str, Any]:
+        """JSON-ready: `columns`, `rows` and `elements_per_frame` (h·w elements per memory frame)."""
+        return {"columns": list(MEMORY_TRACE_COLUMNS), "rows": self.rows, "elements_per_frame": elements_per_frame}
+
+
+def _note_objects(spans: dict[str, list[int]], frame: int, output: np.ndarray) -> None:
+    """Extend each object's [first, last] frame span in the saved outputs by frame `frame` (ids as JSON keys)."""
+    for object_id in np.flatnonzero(np.bincount(output.ravel(), minlength=MAX_ID + 1)[1:]) + 1:
+        spans.setdefault(str(object_id), [frame, frame])[1] = frame
+
+
 def run_video(network, video: Video, config: Config, writer: ResultSink, device: torch.device, *,
               size: int) -> dict[str, Any]:
     """Segment one video frame by frame and write its saved frames; return its record.
@@ -126,9 +154,10 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         ValueError: too many objects (`check_object_limit`); FileNotFoundError, ValueError from reading the frames.
     Returns:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
-        (memory at the end of the video) and sensory_peak_abs (the largest absolute value the sensory memory took;
-        None without sensory memory). Timing covers normalisation, resizing, the network and the output
-        resize/argmax (not reading or writing files).
+        (memory at the end of the video), sensory_peak_abs (the largest absolute value the sensory memory took;
+        None without sensory memory), memory_trace (`MemoryTrace.as_record`) and object_frames (object id as a
+        string -> [first, last] frame index where the saved outputs hold it). Timing covers normalisation,
+        resizing, the network and the output resize/argmax (not reading or writing files).
     """
     options = config.eval
     check_object_limit(video, options.max_objects)
@@ -138,6 +167,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     seconds = 0.0
     saved = 0
     sensory_peak = None
+    trace, object_frames = MemoryTrace(), {}
     progress = tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False)
     for index, frame in enumerate(progress):
         image, mask = frame.image, frame.mask
@@ -168,7 +198,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         if core.memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
             frame_peak = core.memory.sensory.detach().abs().amax().float()
             sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
+        trace.observe(index, core.memory)
         if frame.save:
+            _note_objects(object_frames, index, output)
             writer.write_mask(video.name, frame.name, output, video.palette)
             if options.save_scores:
                 writer.write_scores(video.name, frame.name, prob.float().cpu().numpy(), labels)
@@ -177,4 +209,5 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
             "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
             "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6)}
+            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6),
+            "memory_trace": trace.as_record(core.memory.elements_per_frame), "object_frames": object_frames}

@@ -10,7 +10,10 @@ DAVIS toolkit) into the prediction folder, or `--output`. The metrics and the tw
     python scripts/evaluate.py LVOS/valid/Annotations output/lvos --mode appearance --sparse
 
 A rerun on unchanged inputs reads the stored results instead of scoring again: a SHA-256 of every mask file read
-and of the options is stored next to the tables, and any change makes it score again.
+and of the options is stored next to the tables, and any change makes it score again. A report page
+(`report.html`, inference/report_page.py) goes beside the tables: videos and objects worst first, per-frame J and F,
+and the worst and best frames (over the frames of `--images`, e.g. DAVIS/2017/trainval/JPEGImages/480p, if given);
+`--no_report` leaves it out.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from typing import Sequence
 from dataset.image_io import read_mask_ids
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS, MODES, EvaluationResults
+from inference.report_page import RunHeader, VideoSources, utc_now, write_page_or_warn, write_run_page
 from configs.common import run_cli
 
 
@@ -41,6 +45,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="decay as the DAVIS toolkit computes it (wraps, or NaN, beyond 256 scored frames)")
     parser.add_argument("--num_processes", type=int, default=None, help="worker processes (default: CPU cores)")
     parser.add_argument("--recompute", action="store_true", help="score again even if the inputs are unchanged")
+    parser.add_argument("--images", help="folder of <video>/<frame>.jpg frames for the report page's contact sheets")
+    parser.add_argument("--no_report", action="store_true", help="write no report page")
     return parser.parse_args(argv)
 
 
@@ -55,7 +61,28 @@ def main(argv: Sequence[str] | None = None) -> EvaluationResults:
     output_dir = Path(args.output or args.prediction_dir)
     print(f"{len(results.objects)} objects scored; tables in {output_dir}")
     print(results.format_table())
+    if not args.no_report:
+        page = write_page_or_warn(lambda: _write_page(args, output_dir, results))
+        if page is not None:
+            print(f"report page: {page}")
     return results
+
+
+def _write_page(args: argparse.Namespace, output_dir: Path, results: EvaluationResults) -> Path:
+    """The report page of the scored folders (no memory traces or timings: no run made them here)."""
+    facts = [("ground truth", str(args.ground_truth_dir), False), ("predictions", str(args.prediction_dir), False),
+             ("mode", args.mode + (", sparse" if args.sparse else ""), False), ("date", utc_now(), True)]
+    videos = list(dict.fromkeys(scores.sequence for scores in results.objects))
+
+    def sources(video: str) -> VideoSources:
+        predictions = Path(args.prediction_dir) / video
+        frames = tuple(sorted(path.stem for path in predictions.glob("*.png")))
+        images = {} if args.images is None else {
+            path.stem: path for path in sorted((Path(args.images) / video).glob("*")) if path.stem in frames}
+        return VideoSources(frames, predictions, Path(args.ground_truth_dir) / video, images)
+
+    header = RunHeader(f"scores of {args.prediction_dir}", facts, results.global_scores())
+    return write_run_page(output_dir, header, videos, {}, sources, results)
 
 
 def _cli(arguments: list[str]) -> int:

@@ -5,7 +5,8 @@ long-term memory, memory sizes, deep update); its first line is a `# <group>: <l
 eval.py on the same benchmark, in its own process (so that peak memory is the row's own), into
 `<output>/<row>/`, and the table gets J&F / J / F (when the benchmark has ground truth), FPS (data loading
 excluded), peak memory and, at the end of a video (largest over videos), the working and long-term element
-counts and the largest absolute value the sensory memory took.
+counts and the largest absolute value the sensory memory took. `<output>/ablations.html` shows the table and per
+video every row's J&F, linking to each row's own report page (`<output>/<row>/report.html`).
 
 Checkpoints: rows run `--model`, except rows whose config sets `eval.model` (rows that need a retrained network:
 no sensory memory, other memory-reading similarities); they run that checkpoint and are skipped with the training
@@ -42,6 +43,9 @@ from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,
                             overrides_from_flags, resolve_preset_path)
 from configs.schema import Config
 from configs.common import atomic_output, run_cli
+from inference.folder_evaluation import PER_OBJECT_RESULTS_FILE
+from inference.report_page import (PAGE_FILE, ComparisonRow, video_jf_from_table, write_comparison_page,
+                                   write_page_or_warn)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ABLATION_DIR = REPOSITORY / "configs" / "ablations"
@@ -303,6 +307,17 @@ def write_tables(entries: Sequence[dict[str, Any]], output: Path) -> tuple[Path,
     return csv_path, markdown_path
 
 
+def write_page(entries: Sequence[dict[str, Any]], output: Path, dataset: str) -> Path:
+    """`<output>/ablations.html`: the table, and per video every row's J&F, linking to the rows' run pages."""
+    rows = []
+    for entry in entries:
+        folder = output / (entry["same_as"] or entry["row"])
+        rows.append(ComparisonRow(entry["row"], folder / PAGE_FILE,
+                                  video_jf_from_table(folder / PER_OBJECT_RESULTS_FILE)))
+    return write_comparison_page(output / f"{TABLE_FILE}.html", title=f"Ablations on {dataset}",
+                                 markdown=format_markdown(entries), plots=[], sections={dataset: rows})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      epilog="Every other argument is passed to eval.py (dataset flags, --size, "
@@ -335,7 +350,8 @@ def eval_base_arguments(forwarded: Sequence[str]) -> tuple[list[str], Config]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run the selected rows; return {'entries': table rows, 'csv': path, 'markdown': path, 'table': text}.
+    """Run the selected rows; return {'entries': table rows, 'csv': path, 'markdown': path, 'table': text, 'page':
+    the comparison page's path, or None when it could not be written (one warning)}.
 
     Raises:
         FileNotFoundError / ValueError: no row files, an unknown row, a row folder made with other settings, or
@@ -361,9 +377,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             entries.append(_table_entry(row, status, checkpoint, summary))
         write_tables(entries, output)
     csv_path, markdown_path = write_tables(entries, output)
+    page = write_page_or_warn(lambda: write_page(entries, output, base_config.eval.dataset))
     table = format_markdown(entries)
     print(table)
-    return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "table": table}
+    return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "table": table, "page": page}
 
 
 def _cli(arguments: list[str]) -> int:

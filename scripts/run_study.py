@@ -17,7 +17,8 @@ Every row's masks are scored per object (inference/metrics.py, DAVIS mode) and t
 replacement (`--bootstrap` times, the same resamples for every row): each row gets a 95% interval for its J&F and
 for its difference from the full model (`stores_all`), so a difference whose interval excludes 0 is more than the
 luck of which videos were drawn. Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with intervals,
-if matplotlib is installed), and run_ablations.py's own tables under <out>/<benchmark>/.
+if matplotlib is installed), <out>/study.html (the table, the plot and per video every row's J&F, linking to each
+row's report page), and run_ablations.py's own tables and page under <out>/<benchmark>/.
 
 Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held_out, 900 frames), 12 min (long
 at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames); the 22 distinct runs of the
@@ -43,6 +44,7 @@ from dataset.synthetic_layouts import write_davis
 from dataset.synthetic_long import LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LongBenchmark, write_long_benchmark
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS, ObjectScores
+from inference.report_page import PAGE_FILE, ComparisonRow, video_jf, write_comparison_page, write_page_or_warn
 from scripts import run_ablations
 from scripts.quickstart import DAVIS_SPLIT_FOLDER
 from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET, held_out_videos
@@ -279,9 +281,10 @@ def write_tables(entries: Sequence[dict[str, Any]], out: Path, notes: Sequence[s
 
 # ------------------------------------------------------------------------------------------------------ main
 def run_benchmark(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, out: Path,
-                  forwarded: Sequence[str], num_resamples: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                  forwarded: Sequence[str], num_resamples: int
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any], list[ComparisonRow]]:
     """Run the rows on one benchmark (run_ablations.py), score them and bootstrap. Returns (table entries, the
-    per-object scores by row)."""
+    per-object scores by row, the rows of the comparison page: J&F per video and each row's run page)."""
     ablation_entries = []
     for folder, names in rows.items():
         result = run_ablations.main(["--model", str(model), "--rows", *names, "--ablation_dir", folder,
@@ -295,9 +298,11 @@ def run_benchmark(benchmark: BenchmarkData, rows: dict[str, list[str]], model: P
     copy_entry = {"row": COPY_FIRST_MASK, "group": "Calibration", "label": "copy the first-frame mask",
                   "status": "done"}
     scores = {COPY_FIRST_MASK: score_folder(benchmark, copy_output)}
+    pages = {COPY_FIRST_MASK: None}
     for entry, folder in ablation_entries:
         if entry["status"].startswith("done"):
             scores[entry["row"]] = score_folder(benchmark, folder)
+            pages[entry["row"]] = folder / PAGE_FILE
     statistics = bootstrap(scores, FULL_MODEL_ROW, num_resamples)
     entries = []
     for entry in [copy_entry] + [entry for entry, _ in ablation_entries]:
@@ -310,11 +315,12 @@ def run_benchmark(benchmark: BenchmarkData, rows: dict[str, list[str]], model: P
                           f=PERCENT * float(np.mean([s.f_mean for s in objects])),
                           videos=len({s.sequence for s in objects}))
         entries.append(merged)
-    return entries, scores
+    comparison = [ComparisonRow(row, pages[row], video_jf(objects)) for row, objects in scores.items()]
+    return entries, scores, comparison
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run the study; returns {'entries', 'markdown', 'csv', 'plot', 'notes'}."""
+    """Run the study; returns {'entries', 'markdown', 'csv', 'plot', 'notes', 'page'}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True, help="the study network (a snapshot with its sidecar)")
     parser.add_argument("--out", type=Path, default=Path("../output/study"), help="data, row outputs, tables")
@@ -332,11 +338,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         parser.error(f"--bootstrap {args.bootstrap} is invalid; expected a positive number of resamples")
     rows = {name: study_rows(args.rows, name) for name in args.benchmarks}
     size, out = SIZES[args.size], args.out.resolve()
-    entries, notes = [], []
+    entries, notes, comparison = [], [], {}
     for name in args.benchmarks:
         benchmark = write_benchmark(name, size, out / "data")
-        benchmark_entries, scores = run_benchmark(benchmark, rows[name], args.model.resolve(), out, forwarded,
-                                                  args.bootstrap)
+        benchmark_entries, scores, comparison[name] = run_benchmark(benchmark, rows[name], args.model.resolve(), out,
+                                                                    forwarded, args.bootstrap)
         entries += benchmark_entries
         if name == "held_out" and args.size != "tiny" and FULL_MODEL_ROW in scores:
             quickstart_videos = {f"synth{index:04d}" for index in range(QUICKSTART_HELD_OUT_VIDEOS)}
@@ -348,8 +354,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                  f"resamples, paired across rows); Δ: difference from {FULL_MODEL_ROW}.")
     csv_path, markdown_path = write_tables(entries, out, notes)
     plot = write_plot(entries, out / f"{TABLE_FILE}.png")
+    page = write_page_or_warn(lambda: write_comparison_page(
+        out / f"{TABLE_FILE}.html", title="Ablations in miniature", markdown=format_markdown(entries, notes),
+        plots=[] if plot is None else [plot], sections=comparison))
     print(format_markdown(entries, notes))
-    return {"entries": entries, "markdown": markdown_path, "csv": csv_path, "plot": plot, "notes": notes}
+    return {"entries": entries, "markdown": markdown_path, "csv": csv_path, "plot": plot, "notes": notes,
+            "page": page}
 
 
 def _cli(arguments: list[str]) -> int:

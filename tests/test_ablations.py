@@ -25,7 +25,9 @@ from dataset.training_run import RunDirectory
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
+from inference.report_page import video_jf_from_table
 from scripts import run_ablations
+from tests.test_report_page import _Page, _check_links
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 HEIGHT, WIDTH = 64, 112
@@ -332,6 +334,17 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     assert float(table["stores_sensory_zeroed"]["sensory_peak_abs"]) == 0
     assert float(table["long_term_off"]["sensory_peak_abs"]) > 0
     assert result["entries"][0]["row"] == "long_term_off"
+    # The comparison page: the table, and per video each row's J&F (its per-object table's), linking to its page.
+    assert result["page"] == output / "ablations.html"
+    page = _check_links(result["page"])
+    assert sorted(link for link in page.links if not link.startswith("#")) == sorted(
+        f"{name}/report.html" for name in THREE_ROWS)
+    for name in THREE_ROWS:
+        per_video = video_jf_from_table(output / name / "per_object_results.csv")
+        assert len(per_video) == 1
+        for video, jf in per_video.items():
+            cells = next(cells for _, row, cells in page.rows if row == video)
+            assert float(cells[name]) == pytest.approx(jf, abs=1e-9)
 
     # Random prototypes: the run's own settings consolidate other prototypes than usage-based selection does.
     ran = load_config(output / "long_term_random_prototypes" / "config.yaml")

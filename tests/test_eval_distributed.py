@@ -23,6 +23,7 @@ from PIL import Image
 import eval as eval_cli
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_youtube_valid
+from tests.test_report_page import mask_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 64, 112
@@ -79,7 +80,7 @@ def _run_ranks(world_size, checkpoint, arguments, overrides=(), main_status=0) -
 def _files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` except the measured ones, by relative path (completion markers and their
     seconds included only by name; the resolved config without the settings that may differ: output folder and
-    I/O queue length)."""
+    I/O queue length; the report page without its measured values, so its pages and images must match too)."""
     files = {}
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder).as_posix()
@@ -90,6 +91,8 @@ def _files(folder: Path) -> dict[str, bytes]:
         elif path.suffix == ".npz":  # its zip entries carry write times: compare the arrays
             with np.load(path) as scores:
                 files[relative] = scores["prob"].tobytes() + scores["labels"].tobytes()
+        elif relative == "report.html":
+            files[relative] = mask_measured(path.read_text()).encode()
         elif relative == "config.yaml":
             resolved = yaml.safe_load(path.read_text())
             del resolved["eval"]["output"], resolved["eval"]["io_queue_frames"]
@@ -125,6 +128,7 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path, 
     assert len(summary["peak_memory_mb_per_rank"]) == 2 and summary["fps_end_to_end"] > 0
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert sorted(one) == sorted(two) and any(name.endswith(".png") for name in one)
+    assert "report.html" in one and any(name.startswith("report/") for name in one)  # the same page
     assert any(name.endswith(".csv") for name in one)  # the metrics tables
     assert [name for name in one if one[name] != two[name]] == []
     assert single["scores"] == summary["scores"]
@@ -179,7 +183,7 @@ def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path,
         eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", "eval.rank_timeout_s=3",
                        *map(str, common), "--output", str(tmp_path / "reference")])
     reference, resumed = _files(tmp_path / "reference"), _files(out)
-    assert sorted(reference) == sorted(resumed)
+    assert sorted(reference) == sorted(resumed) and "report.html" in resumed  # a resumed run's page is a fresh one's
     assert [name for name in reference if reference[name] != resumed[name]] == []
 
 

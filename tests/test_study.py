@@ -14,6 +14,7 @@ from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
 from dataset.image_io import read_mask_ids
 from scripts import quickstart, run_study, study_curve, study_prepare
+from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
@@ -157,6 +158,12 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
     assert all(entry["videos"] == 2 for entry in result["entries"])
     assert (tmp_path / "study.csv").is_file()
     assert result["plot"] == tmp_path / "study.png" and result["plot"].is_file()  # matplotlib: a dev requirement
+    page = _check_links(result["page"])  # the comparison page: the plot, and every eval.py row's run page
+    assert "study.png" in page.images
+    assert {link for link in page.links if not link.startswith("#")} == {
+        f"{benchmark}/{row}/report.html" for benchmark in ("held_out", "long")
+        for row in ("ablations/stores_all", "study_baselines/first_frame_only")}
+    assert sum(1 for _, name, _ in page.rows if name.startswith("synth")) == 4  # 2 videos per benchmark
     # the bootstrap's point estimate is eval.py's J&F (the same masks, the same DAVIS-mode scoring)
     for benchmark in ("held_out", "long"):
         with open(tmp_path / benchmark / "ablations" / "ablations.csv", newline="") as handle:
