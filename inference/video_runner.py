@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from configs.schema import Config
-from inference.inference_core import InferenceCore, normalize_image
+from inference.inference_core import InferenceCore, normalize_image, too_many_objects_message
 from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 
 logger = logging.getLogger(__name__)
@@ -98,12 +98,8 @@ def check_object_limit(video: Video, max_objects: int) -> None:
         ValueError: too many objects (names the video, the count and what to do).
     """
     if len(video.object_ids) > max_objects:
-        raise ValueError(
-            f"video {video.name!r} has {len(video.object_ids)} objects (ids {video.object_ids[0]}.."
-            f"{video.object_ids[-1]}), more than eval.max_objects={max_objects}; time and memory grow with each "
-            f"object, so check that its masks hold objects (not a class or instance map), or pass "
-            f"eval.max_objects={len(video.object_ids)} to run it anyway"
-        )
+        raise ValueError(too_many_objects_message(f"video {video.name!r}", video.object_ids, max_objects,
+                                                  "eval.max_objects"))
 
 
 def run_video(network, video: Video, config: Config, writer: ResultSink, device: torch.device, *,
@@ -131,7 +127,8 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     """
     options = config.eval
     check_object_limit(video, options.max_objects)
-    core = InferenceCore(network, config.inference, device=device, num_frames=len(video), model_config=config.model)
+    core = InferenceCore(network, config.inference, device=device, num_frames=len(video), model_config=config.model,
+                         max_objects=options.max_objects)
     seconds = 0.0
     saved = 0
     sensory_peak = None
