@@ -49,7 +49,12 @@ from configs.sidecar import apply_checkpoint_switches
 from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth, open_benchmark
 from dataset.image_io import read_mask_ids
 from dataset.input_fingerprint import changed_parts
-from dataset.output_guard import OutputFolderBusyError, OutputLock, check_output_outside_inputs
+from dataset.output_guard import (
+    OutputFolderBusyError,
+    OutputLock,
+    check_output_not_locked,
+    check_output_outside_inputs,
+)
 from dataset.overlapped_io import BackgroundWriter, ReadAheadVideo, WriteBehind
 from dataset.work_split import WorkSplit, split_work, video_work
 from dataset.writers import ResultWriter, check_output_folder
@@ -316,6 +321,8 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     check_output_folder(output_dir)
     benchmark = open_benchmark(options)
     check_output_outside_inputs(output_dir, [*benchmark.input_folders, options.model])
+    if is_main:
+        check_output_not_locked(output_dir)  # before the minutes of loading the network
     device = resolve_device(options.device) if group is None else group.device
     network = load_network(options.model, device)
     config = apply_checkpoint_switches(config, options.model, network.hidden_dim)

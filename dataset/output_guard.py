@@ -66,6 +66,31 @@ def _holder_description(text: str) -> str:
         return "a process that has not written its name yet"
 
 
+def _busy_error(lock_path: Path) -> OutputFolderBusyError:
+    holder = _holder_description(lock_path.read_text(errors="replace"))
+    return OutputFolderBusyError(f"output folder {lock_path.parent} is in use by another eval.py run ({holder}); "
+                                 "wait for it to end or pass another --output")
+
+
+def check_output_not_locked(output_dir: str | os.PathLike) -> None:
+    """Refuse early, writing nothing, when another run holds the folder's lock (a look only: `OutputLock` takes it).
+
+    Raises:
+        OutputFolderBusyError: another process holds the lock (the message names it).
+    """
+    path = Path(output_dir) / LOCK_FILE
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (or an unreadable one): nobody holds it, or OutputLock will say so
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy_error(path) from None
+    finally:
+        os.close(descriptor)
+
+
 class OutputLock:
     """The exclusive advisory lock of one output folder, as a context manager (the folder must exist).
 
@@ -82,11 +107,8 @@ class OutputLock:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _holder_description(self.path.read_text(errors="replace"))
             os.close(descriptor)
-            raise OutputFolderBusyError(
-                f"output folder {self.path.parent} is in use by another eval.py run ({holder}); wait for it to end "
-                "or pass another --output") from None
+            raise _busy_error(self.path) from None
         started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
