@@ -34,6 +34,7 @@ HEIGHT, WIDTH = 64, 112
 REPOSITORY = Path(eval_cli.__file__).resolve().parent
 PROCESS_TIMEOUT_S = 300
 POLL_S = 0.02
+SMOOTHED_ID_STEP = 7  # ids 1..4 spread to 7..28: smoothed, fewer than eval.max_objects ids (as in the issue)
 
 
 def _dataset(root: Path, count: int = 2, frames: int = 3) -> Path:
@@ -182,8 +183,8 @@ def test_a_rerun_redoes_the_videos_whose_inputs_changed_and_says_so(tmp_path, ca
 
 
 def _smoothed(mask: np.ndarray) -> np.ndarray:
-    """`mask` with its ids spread over 0..250 and resized with bilinear smoothing: what the issue's user made."""
-    spread = (mask.astype(np.int64) * 50).astype(np.uint8)
+    """`mask` with its ids spread out and resized with bilinear smoothing: what the issue's user made."""
+    spread = (mask.astype(np.int64) * SMOOTHED_ID_STEP).astype(np.uint8)
     return np.asarray(Image.fromarray(spread).resize((WIDTH * 2, HEIGHT * 2), Image.BILINEAR)
                       .resize((WIDTH, HEIGHT), Image.BILINEAR))
 
@@ -208,6 +209,7 @@ def test_a_smoothed_mask_and_two_frames_with_one_stem_fail_their_video_in_one_li
     bands = edge_band_ids(np.asarray(Image.open(smoothed_path)))
     ids = len(np.unique(np.asarray(Image.open(smoothed_path)))) - 1
     shown = ", ".join(map(str, bands[:5])) + (", ..." if len(bands) > 5 else "")
+    assert ids <= 32  # within eval.max_objects: only the smoothing check can refuse it
     assert summary["failed"] == {
         "synth0001": f"mask {smoothed_path} is not an index mask of objects: {len(bands)} of its {ids} ids "
                      f"({shown}) are only thin bands along the edges of other ids, as "
@@ -222,9 +224,17 @@ def test_a_smoothed_mask_and_two_frames_with_one_stem_fail_their_video_in_one_li
 
 
 def test_index_masks_of_real_objects_thin_ones_included_are_not_taken_for_smoothed_ones():
-    """Every preset of the synthetic generator (thin, occluding, late objects) and the golden fixture's masks
-    pass; a smoothed one of the same masks is refused. Mutation checked by hand: EDGE_BAND_RADIUS_PX 4 and
-    EDGE_BAND_PIXEL_FRACTION 0.3 refuse masks of the `hard` preset."""
+    """Every preset of the synthetic generator (occluding, small, late objects), four 1-2 px wide objects (poles,
+    a rope crossing a blob) and the golden fixture's masks pass; a smoothed one of the same masks is refused.
+    Mutation checked by hand: counting a pixel as a band when any one other id is near (`between = largest >=
+    smallest`) refuses the thin objects."""
+    thin = np.zeros((HEIGHT, WIDTH), np.uint8)
+    thin[20:50, 30:80] = 1
+    thin[5:60, 10] = 2
+    thin[5:60, 15:17] = 3
+    thin[35, 5:100] = 4  # a rope across object 1
+    thin[2, 20:110] = 5
+    check_index_mask(thin, "thin objects")
     refused = 0
     for name, difficulty in PRESETS.items():
         videos = make_videos(6, seed=11, num_frames=12, height=HEIGHT, width=WIDTH, difficulty=difficulty)
@@ -342,9 +352,9 @@ def test_one_writer_per_folder_and_killed_or_interrupted_runs_leave_a_folder_a_r
     """Real processes. A holds the lock (paused with SIGSTOP so it surely runs while B starts): B refuses, naming
     A; A finishes. On another folder C is killed with SIGKILL mid-video: the rerun D starts (the OS released the
     lock) and is interrupted with SIGINT (exit 130, one line); E finishes, and its masks equal A's.
-    Mutations checked by hand: no lock (B ran and exited 0); `finish_video` before `behind.flush()` with the
-    planned-output check removed (a video marked finished with missing PNGs); no KeyboardInterrupt handling in
-    run_cli (a traceback, exit 1)."""
+    Mutations checked by hand: no flock in OutputLock and check_output_not_locked (B ran beside A and exited 0);
+    no KeyboardInterrupt handling in run_cli (a traceback, killed by SIGINT: status -2). That a video is marked
+    finished only with every planned output on disk is checked in test_eval_datasets.py."""
     root = _dataset(tmp_path / "data", count=2, frames=4)
     reference = tmp_path / "reference"
     first = _start(recipe_checkpoint_path, root, reference)
