@@ -14,7 +14,8 @@ Output layout of one run (`<out>` = the output folder):
   video folders.
 Every file is written atomically (a temporary file renamed into place), so a killed run leaves no half-written file.
 Redoing a video deletes only the files its records name (and their temporaries), then its folders if empty: a
-folder the project did not make, or a file it did not write, is never removed.
+folder the project did not make, or a file it did not write, is never removed (a record written before outputs
+were recorded names none: those files are overwritten by the redone video, never deleted).
 """
 from __future__ import annotations
 
