@@ -24,7 +24,7 @@ import eval as eval_cli
 from configs.common import run_cli
 from configs.schema import InferenceConfig
 from dataset.image_io import read_index_mask, write_image, write_index_mask
-from dataset.output_guard import LOCK_FILE, OutputFolderBusyError
+from dataset.output_guard import LOCK_FILE, OutputFolderBusyError, OutputLock, check_output_not_locked
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_generic
 from dataset.video_io import check_index_mask, edge_band_ids
@@ -142,6 +142,8 @@ def test_a_dangling_symlink_output_and_size_0_stop_with_one_line_and_write_nothi
     status, _, stderr = _cli(capsys, tmp_path / "unused.pth", root, tmp_path / "out", "--size", 0)
     assert status == 1 and _one_error_line(stderr) == (
         "config key 'eval.size': got 0, expected -1 (native resolution) or a shorter side of at least 16 px")
+    status, _, stderr = _cli(capsys, tmp_path / "unused.pth", root, tmp_path / "out", "eval.max_objects=0")
+    assert status == 1 and _one_error_line(stderr) == "config key 'eval.max_objects': got 0, expected ≥ 1"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["dangling", "data"]
 
 
@@ -312,6 +314,30 @@ def test_a_checkpoint_error_carries_no_terminal_escape_codes(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- 2. one writer; kill; Ctrl-C
+
+
+def test_the_lock_is_exclusive_names_its_holder_and_is_released_on_exit(tmp_path):
+    """Both ways a second run meets the lock: the early look (`check_output_not_locked`, writing nothing) and
+    taking it (`OutputLock`, for a run that started between the look and the taking). flock locks belong to an
+    open file, so a second open in this process stands for a second process. Mutation checked by hand: LOCK_SH
+    for LOCK_EX in OutputLock (two holders at once)."""
+    check_output_not_locked(tmp_path / "absent")  # no folder, no lock file: free, and nothing is made
+    assert not (tmp_path / "absent").exists()
+    with OutputLock(tmp_path):
+        holder = json.loads((tmp_path / LOCK_FILE).read_text())
+        assert holder["pid"] == os.getpid()
+        expected = (f"output folder {tmp_path} is in use by another eval.py run (pid {os.getpid()} on host "
+                    f"{holder['host']}, started {holder['started']}); wait for it to end or pass another --output")
+        with pytest.raises(OutputFolderBusyError) as refused:
+            check_output_not_locked(tmp_path)
+        assert str(refused.value) == expected
+        with pytest.raises(OutputFolderBusyError) as refused:
+            with OutputLock(tmp_path):
+                pass
+        assert str(refused.value) == expected
+    check_output_not_locked(tmp_path)
+    with OutputLock(tmp_path):  # released on exit: taken again
+        pass
 
 
 def _start(model: Path, root: Path, output: Path) -> subprocess.Popen:
