@@ -152,10 +152,13 @@ def test_a_dangling_symlink_output_and_size_0_stop_with_one_line_and_write_nothi
 
 def test_a_rerun_redoes_the_videos_whose_inputs_changed_and_says_so(tmp_path, capsys, caplog,
                                                                     recipe_checkpoint_path):
-    """Mutation checked by hand: `_inputs_changed` returning [] (finished means finished, whatever the inputs)
-    keeps the old outputs of synth0001 and skips it."""
+    """A file of the user's in a video's output folder survives the video being redone. Mutation checked by
+    hand: `_inputs_changed` returning [] (finished means finished, whatever the inputs) keeps the old outputs of
+    synth0001 and skips it."""
     root = _dataset(tmp_path / "data")
     output = tmp_path / "out"
+    (output / "synth0001").mkdir(parents=True)
+    (output / "synth0001/notes.txt").write_text("the user's own file, in a video's output folder")
     assert _cli(capsys, recipe_checkpoint_path, root, output)[0] == 0
     # The user fixes synth0001's input mask (its last object drawn larger).
     mask, palette = read_index_mask(root / "Annotations/synth0001/00000.png")
@@ -171,6 +174,7 @@ def test_a_rerun_redoes_the_videos_whose_inputs_changed_and_says_so(tmp_path, ca
     assert np.array_equal(written, mask)  # the annotated frame is written back as now given
     summary = json.loads((output / "summary.json").read_text())
     assert summary["processed"] == summary["inputs_changed"] == ["synth0001"]
+    assert (output / "synth0001/notes.txt").is_file()  # redoing a video deletes only what it wrote
     # A frame added to synth0000: its frames changed.
     write_image(root / "JPEGImages/synth0000/00003.jpg", np.zeros((HEIGHT, WIDTH, 3), np.uint8))
     caplog.clear()
