@@ -9,25 +9,23 @@ On several GPUs or machines, start it with torchrun (each rank evaluates a share
 pixels on cuda:LOCAL_RANK, or the CPU; rank 0 writes the global outputs and the report):
     torchrun --nproc_per_node 4 eval.py --model saves/XMem.pth --dataset Y19 --y19_path ../YouTube
 
-Outputs are described in `dataset/writers.py`. The output folder may not be, contain or lie inside an input (the
-dataset's frame, mask and ground-truth folders, the checkpoint), and one run at a time writes it (a second one
-refuses, naming the first; `dataset/output_guard.py`). A rerun skips finished videos unless `--overwrite`; each
-finished video records the settings that made it (configs/output_settings.py), and a rerun with other settings
-refuses, naming what changed (`--overwrite` redoes every video), so one folder never mixes settings. A finished
-video whose inputs changed since (`dataset/input_fingerprint.py`) is redone, with a warning naming it. At the end a
+Outputs are described in `dataset/writers.py`; the output folder never meets an input and one run at a time writes
+it (`dataset/output_guard.py`). A rerun skips finished videos unless `--overwrite`; each finished video records
+the settings that made it (configs/output_settings.py), and a rerun with other settings refuses, naming what
+changed (`--overwrite` redoes every video), so one folder never mixes settings; a finished video whose inputs
+changed (`dataset/input_fingerprint.py`) is redone, with a warning. At the end a
 report gives J&F / J / F when the split has ground truth (DAVIS 2016/2017 val, Long-time Video, generic folders
 with annotations beyond the first frame), the FPS without data loading and the peak memory. YouTube-VOS, DAVIS
 test-dev and LVOS are scored by their servers / toolkits, from the zip or folder written here.
 
 A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied
 (configs/sidecar.py). Errors that stop the whole run print one `error:` line and exit 1 (`--debug` shows the
-traceback); a video that fails or cannot be scored is reported by name and the others go on. Ctrl-C stops the
-run with one line and exit status 130; the videos finished so far are kept and a rerun goes on from there.
+traceback); a video that fails or cannot be scored is reported by name and the others go on. Ctrl-C: one line,
+exit status 130; finished videos are kept.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -48,13 +46,9 @@ from configs.schema import Config
 from configs.sidecar import apply_checkpoint_switches
 from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth, open_benchmark
 from dataset.image_io import read_mask_ids
-from dataset.input_fingerprint import changed_parts
-from dataset.output_guard import (
-    OutputFolderBusyError,
-    OutputLock,
-    check_output_not_locked,
-    check_output_outside_inputs,
-)
+from dataset.input_fingerprint import changed_videos
+from dataset.output_guard import (OutputFolderBusyError, check_output_not_locked, check_output_outside_inputs,
+                                  held_output_folder)
 from dataset.overlapped_io import BackgroundWriter, ReadAheadVideo, WriteBehind
 from dataset.work_split import WorkSplit, split_work, video_work
 from dataset.writers import ResultWriter, check_output_folder
@@ -162,20 +156,6 @@ def _check_rerun(writer: ResultWriter, settings: dict[str, Any], overwrite: bool
     raise ValueError(f"output folder {writer.output_dir} holds {len(stale)} finished video(s) (e.g. {name!r}) made "
                      f"with other settings, {changes}; rerun with those settings, pass --overwrite to redo every "
                      "video, or choose another --output")
-
-
-def _inputs_changed(writer: ResultWriter, benchmark: Benchmark, names: Sequence[str]) -> list[str]:
-    """The finished videos among `names` whose inputs changed since they were finished (each is named in a
-    warning); they are redone."""
-    changed = []
-    for name in names:
-        parts = changed_parts(writer.finished_record(name).get(INPUTS_KEY), benchmark.fingerprint(name))
-        if parts:
-            logger.warning("video %s: its %s changed since it was finished; it is redone", name,
-                           " and ".join({"frames": "frames", "masks": "masks or ground truth"}[part]
-                                        for part in parts))
-            changed.append(name)
-    return changed
 
 
 def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
@@ -329,10 +309,7 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     network = optimize_network(network, channels_last=config.inference.channels_last,
                                compile=config.inference.compile_network)
     settings = _run_settings(config, benchmark, device)
-    with contextlib.ExitStack() as held:
-        if is_main:  # the job's lock: rank 0 holds it for every rank, from before the first output to the end
-            output_dir.mkdir(parents=True, exist_ok=True)
-            held.enter_context(OutputLock(output_dir))
+    with held_output_folder(output_dir, lock=is_main):  # from before the first output to the end
         return _evaluate_locked(config, group, output_dir, benchmark, network, device, settings)
 
 
@@ -343,13 +320,16 @@ def _evaluate_locked(config: Config, group: Optional[RankGroup], output_dir: Pat
     is_main = group is None or group.is_main
     writer = ResultWriter(output_dir, benchmark.layout)
     to_run: list[str] = []
-    changed: set[str] = set()
+    changed: dict[str, str] = {}
     if is_main:  # one rank decides what is left, so ranks never race over deleting stale videos
         writer.check_video_folders(benchmark.video_names)
         _check_rerun(writer, settings, options.overwrite)
         dump_config(config, output_dir / CONFIG_FILE)
         finished = [name for name in benchmark.video_names if not options.overwrite and writer.is_finished(name)]
-        changed = set(_inputs_changed(writer, benchmark, finished))
+        changed = changed_videos(finished, lambda name: writer.finished_record(name).get(INPUTS_KEY),
+                                 benchmark.fingerprint)
+        for name, what in changed.items():
+            logger.warning("video %s: its %s changed since it was finished; it is redone", name, what)
         to_run = [name for name in benchmark.video_names if name not in finished or name in changed]
     started = time.perf_counter()
     if group is None:

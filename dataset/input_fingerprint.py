@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 FINGERPRINT_VERSION = 1  # bump when what is hashed changes, so older fingerprints count as changed
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
 PARTS = ("frames", "masks")  # what a fingerprint holds, each a SHA-256 in hex
+PART_NAMES = {"frames": "frames", "masks": "masks or ground truth"}  # how messages name the parts
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -68,3 +69,15 @@ def changed_parts(recorded: Optional[Mapping[str, str]], current: Mapping[str, s
     if not isinstance(recorded, Mapping):
         return list(PARTS)
     return [part for part in PARTS if recorded.get(part) != current.get(part)]
+
+
+def changed_videos(names: Sequence[str], recorded: Callable[[str], Optional[Mapping[str, str]]],
+                   current: Callable[[str], Mapping[str, str]]) -> dict[str, str]:
+    """The videos among `names` whose recorded fingerprint differs from their current one, each with what
+    changed in words (e.g. `frames and masks or ground truth`)."""
+    changed = {}
+    for name in names:
+        parts = changed_parts(recorded(name), current(name))
+        if parts:
+            changed[name] = " and ".join(PART_NAMES[part] for part in parts)
+    return changed

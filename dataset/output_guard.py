@@ -8,13 +8,14 @@ the file names its holder (pid, host, start time), which a refused run prints.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import json
 import os
 import socket
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 LOCK_FILE = ".eval.lock"
 LOCK_FILE_MODE = 0o644
@@ -120,3 +121,19 @@ class OutputLock:
         if self._descriptor is not None:
             os.close(self._descriptor)  # closing the descriptor releases the lock
             self._descriptor = None
+
+
+@contextlib.contextmanager
+def held_output_folder(output_dir: str | os.PathLike, *, lock: bool) -> Iterator[None]:
+    """Make the output folder and hold its `OutputLock` for the body (with `lock`; otherwise do nothing: under
+    torchrun rank 0 holds the job's lock for every rank).
+
+    Raises:
+        OutputFolderBusyError: another process holds the lock.
+    """
+    if not lock:
+        yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with OutputLock(output_dir):
+        yield

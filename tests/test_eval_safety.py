@@ -153,8 +153,8 @@ def test_a_dangling_symlink_output_and_size_0_stop_with_one_line_and_write_nothi
 def test_a_rerun_redoes_the_videos_whose_inputs_changed_and_says_so(tmp_path, capsys, caplog,
                                                                     recipe_checkpoint_path):
     """A file of the user's in a video's output folder survives the video being redone. Mutation checked by
-    hand: `_inputs_changed` returning [] (finished means finished, whatever the inputs) keeps the old outputs of
-    synth0001 and skips it."""
+    hand: eval.py taking no video as changed (`changed = {}`: finished means finished, whatever the inputs)
+    keeps the old outputs of synth0001 and skips it."""
     root = _dataset(tmp_path / "data")
     output = tmp_path / "out"
     (output / "synth0001").mkdir(parents=True)
