@@ -9,16 +9,19 @@ On several GPUs or machines, start it with torchrun (each rank evaluates a share
 pixels on cuda:LOCAL_RANK, or the CPU; rank 0 writes the global outputs and the report):
     torchrun --nproc_per_node 4 eval.py --model saves/XMem.pth --dataset Y19 --y19_path ../YouTube
 
-Outputs are described in `dataset/writers.py`. A rerun skips finished videos unless `--overwrite`; each finished
-video records the settings that made it (configs/output_settings.py), and a rerun with other settings refuses,
-naming what changed (`--overwrite` redoes every video), so one folder never mixes settings. At the end a
+Outputs are described in `dataset/writers.py`; the output folder never meets an input and one run at a time writes
+it (`dataset/output_guard.py`). A rerun skips finished videos unless `--overwrite`; each finished video records
+the settings that made it (configs/output_settings.py), and a rerun with other settings refuses, naming what
+changed (`--overwrite` redoes every video), so one folder never mixes settings; a finished video whose inputs
+changed (`dataset/input_fingerprint.py`) is redone, with a warning. At the end a
 report gives J&F / J / F when the split has ground truth (DAVIS 2016/2017 val, Long-time Video, generic folders
 with annotations beyond the first frame), the FPS without data loading and the peak memory. YouTube-VOS, DAVIS
 test-dev and LVOS are scored by their servers / toolkits, from the zip or folder written here.
 
 A training snapshot's sidecar `<checkpoint>.yaml` (the `model:` switches it was trained with) is applied
 (configs/sidecar.py). Errors that stop the whole run print one `error:` line and exit 1 (`--debug` shows the
-traceback); a video that fails or cannot be scored is reported by name and the others go on.
+traceback); a video that fails or cannot be scored is reported by name and the others go on. Ctrl-C: one line,
+exit status 130; finished videos are kept.
 """
 from __future__ import annotations
 
@@ -43,6 +46,9 @@ from configs.schema import Config
 from configs.sidecar import apply_checkpoint_switches
 from dataset.eval_datasets import Benchmark, EmptyMaskError, align_ground_truth, open_benchmark
 from dataset.image_io import read_mask_ids
+from dataset.input_fingerprint import changed_videos
+from dataset.output_guard import (OutputFolderBusyError, check_output_not_locked, check_output_outside_inputs,
+                                  held_output_folder)
 from dataset.overlapped_io import BackgroundWriter, ReadAheadVideo, WriteBehind
 from dataset.work_split import WorkSplit, split_work, video_work
 from dataset.writers import ResultWriter, check_output_folder
@@ -70,6 +76,8 @@ VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
 SCORING_PROCESSES = 1  # scoring is cheap next to inference; one process keeps eval.py free of worker pools
 MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs")
 SETTINGS_KEY = "settings"  # where a finished video's record keeps the settings that made it
+INPUTS_KEY = "inputs"  # where it keeps the fingerprint of its inputs (dataset/input_fingerprint.py)
+INTERRUPTED_MESSAGE = "interrupted; rerun to continue (the videos finished so far are kept)"
 SERVER_SCORED = {
     "Y18": "YouTube-VOS 2018 is scored by its CodaLab server: upload {zip}",
     "Y19": "YouTube-VOS 2019 is scored by its CodaLab server: upload {zip}",
@@ -186,7 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     own device and writes their outputs; rank 0 then writes what is global (timings, summary, tables, zip, report).
 
     Returns:
-        dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names), `failed`
+        dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names),
+        `inputs_changed` (finished videos redone because their inputs changed), `failed`
         (video -> error message), `unscored` (video -> why its ground truth could not be scored), `frames`,
         `seconds`, `fps` (this run, data loading excluded: frames / summed per-video compute seconds of all ranks),
         `wall_seconds` and `fps_end_to_end` (frames / wall time of the video loop of all ranks together, reading
@@ -202,6 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         UnknownConfigKeyError, TypeError, ValueError: a bad setting, checkpoint, checkpoint sidecar or meta file;
             finished videos in the output folder made with other settings (without --overwrite).
         RankFailedError: under torchrun, another rank died or failed (the message names it).
+        OutputFolderBusyError: another run holds the output folder (the message names its pid, host, start).
     """
     config = resolve_config(argv)
     if not launched_distributed():
@@ -241,8 +251,11 @@ def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Conf
                 group.check()
             writer.start_video(name)
             try:
-                video = ReadAheadVideo(benchmark.video(name), options.io_queue_frames)
-                record = run_video(network, video, config, behind, device, size=benchmark.size)
+                inputs = benchmark.fingerprint(name)
+                video = benchmark.video(name)
+                writer.plan_video(name, video.saved_frame_names, scores=options.save_scores)
+                record = run_video(network, ReadAheadVideo(video, options.io_queue_frames), config, behind, device,
+                                   size=benchmark.size)
                 behind.flush()
             except EmptyMaskError as error:
                 warnings.warn(str(error), stacklevel=1)
@@ -255,7 +268,7 @@ def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Conf
                 behind.flush()  # its queued frames land before they are deleted
                 writer.start_video(name)  # leave nothing of it behind
                 continue
-            writer.finish_video(name, {**record, SETTINGS_KEY: settings})
+            writer.finish_video(name, {**record, SETTINGS_KEY: settings, INPUTS_KEY: inputs})
             outcome["records"][name] = record
             outcome["processed"].append(name)
     outcome["wall_seconds"] = time.perf_counter() - started
@@ -289,18 +302,37 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     output_dir = Path(options.output or DEFAULT_OUTPUT_PATTERN.format(dataset=options.dataset, split=options.split))
     check_output_folder(output_dir)
     benchmark = open_benchmark(options)
+    check_output_outside_inputs(output_dir, [*benchmark.input_folders, options.model])
+    if is_main:
+        check_output_not_locked(output_dir)  # before the minutes of loading the network
     device = resolve_device(options.device) if group is None else group.device
     network = load_network(options.model, device)
     config = apply_checkpoint_switches(config, options.model, network.hidden_dim)
     network = optimize_network(network, channels_last=config.inference.channels_last,
                                compile=config.inference.compile_network)
     settings = _run_settings(config, benchmark, device)
+    with held_output_folder(output_dir, lock=is_main):  # from before the first output to the end
+        return _evaluate_locked(config, group, output_dir, benchmark, network, device, settings)
+
+
+def _evaluate_locked(config: Config, group: Optional[RankGroup], output_dir: Path, benchmark: Benchmark, network,
+                     device: torch.device, settings: dict[str, Any]) -> dict[str, Any]:
+    """`_evaluate` once everything is read and checked and (on rank 0) the output folder is locked."""
+    options = config.eval
+    is_main = group is None or group.is_main
     writer = ResultWriter(output_dir, benchmark.layout)
     to_run: list[str] = []
+    changed: dict[str, str] = {}
     if is_main:  # one rank decides what is left, so ranks never race over deleting stale videos
+        writer.check_video_folders(benchmark.video_names)
         _check_rerun(writer, settings, options.overwrite)
         dump_config(config, output_dir / CONFIG_FILE)
-        to_run = [name for name in benchmark.video_names if options.overwrite or not writer.is_finished(name)]
+        finished = [name for name in benchmark.video_names if not options.overwrite and writer.is_finished(name)]
+        changed = changed_videos(finished, lambda name: writer.finished_record(name).get(INPUTS_KEY),
+                                 benchmark.fingerprint)
+        for name, what in changed.items():
+            logger.warning("video %s: its %s changed since it was finished; it is redone", name, what)
+        to_run = [name for name in benchmark.video_names if name not in finished or name in changed]
     started = time.perf_counter()
     if group is None:
         outcomes = [_run_share(network, benchmark, to_run, config, writer, device, settings, group)]
@@ -322,6 +354,7 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     summary: dict[str, Any] = {"output": output_dir, "world_size": len(outcomes)}
     records = {name: writer.finished_record(name) for name in benchmark.video_names if name not in to_run}
     summary["skipped_finished"] = list(records)
+    summary["inputs_changed"] = [name for name in benchmark.video_names if name in changed]
     for outcome in outcomes:
         records.update(outcome["records"])
     for key in ("processed", "skipped_empty"):
@@ -409,6 +442,8 @@ def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optio
         lines.append(f"memory at the end of a video (largest): {memory['working_elements']} working, "
                      f"{memory['long_term_elements']} long-term elements")
     lines.append(f"per-video timings: {summary['timings']}  config: {summary['config']}")
+    if summary["inputs_changed"]:
+        lines.append("redone, their inputs changed since they were finished: " + ", ".join(summary["inputs_changed"]))
     if summary["page"] is not None:
         lines.append(f"report page: {summary['page']}")
     for name, message in summary["failed"].items():
@@ -431,5 +466,7 @@ def _main_status(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    # Another rank of a torchrun job dying is expected too: one `error:` line naming it, as for a user's mistake.
-    sys.exit(run_cli(_main_status, expected=(RankFailedError,)))
+    # Another rank of a torchrun job dying, or another run holding the output folder, is expected too: one `error:`
+    # line naming it, as for a user's mistake.
+    sys.exit(run_cli(_main_status, expected=(RankFailedError, OutputFolderBusyError),
+                     interrupted_message=INTERRUPTED_MESSAGE))

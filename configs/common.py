@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -156,10 +157,17 @@ def per_rank_batch_size(global_batch_size: int, world_size: int, *, what: str = 
 EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
                    ValueError, KeyError, TypeError)
 DEBUG_FLAG = "--debug"
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour / bold codes some libraries put in messages
+
+
+def plain_text(message: str) -> str:
+    """`message` as one plain line: terminal escape codes removed, whitespace runs (newlines too) made one space."""
+    return " ".join(_TERMINAL_ESCAPE.sub("", message).split())
 
 
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None, *,
-            expected: tuple[type[BaseException], ...] = ()) -> int:
+            expected: tuple[type[BaseException], ...] = (), interrupted_message: str | None = None) -> int:
     """Run a command-line entry point under the project's error contract; returns the exit status.
 
     An expected failure (`EXPECTED_ERRORS`, or one of `expected`) prints `error: <message>` on stderr as one line
@@ -170,6 +178,8 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         main: takes the argument list (without the program name); returns an exit status or None (= 0).
         argv: the arguments; default sys.argv[1:].
         expected: further exception types the command expects (e.g. a torchrun job's dead rank).
+        interrupted_message: when given, Ctrl-C (KeyboardInterrupt) prints it as one line on stderr and returns
+            INTERRUPTED_STATUS instead of a traceback (for commands whose work survives an interruption).
     """
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = DEBUG_FLAG in arguments
@@ -180,6 +190,11 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         if debug:
             raise
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"error: {plain_text(message)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        if interrupted_message is None or debug:
+            raise
+        print(interrupted_message, file=sys.stderr)
+        return INTERRUPTED_STATUS
     return 0 if status is None else int(status)

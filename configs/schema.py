@@ -105,6 +105,10 @@ def _inference_problem(config: InferenceConfig) -> str | None:
     return None
 
 
+NATIVE_EVAL_SIZE = -1  # eval.size meaning "do not resize"
+MIN_EVAL_SIZE = 16  # the network's stride: a smaller shorter side leaves less than one feature pixel
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What `eval.py` reads, writes and reports."""
@@ -135,6 +139,14 @@ class EvalConfig:
     # decoder run once per object, so time and memory grow linearly with it; benchmark videos have at most a few
     # dozen, while hundreds of ids usually mean an instance or class map was given as masks. Raise it knowingly.
     max_objects: int = 32
+
+    def __post_init__(self) -> None:
+        """Range checks, so that a bad value fails where the config is loaded (one line naming the key)."""
+        if self.size != NATIVE_EVAL_SIZE and self.size < MIN_EVAL_SIZE:
+            raise ValueError(f"config key 'eval.size': got {self.size}, expected -1 (native resolution) or a shorter "
+                             f"side of at least {MIN_EVAL_SIZE} px")
+        if self.max_objects < 1:
+            raise ValueError(f"config key 'eval.max_objects': got {self.max_objects}, expected ≥ 1")
 
 
 @dataclass(frozen=True)

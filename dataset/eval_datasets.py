@@ -39,7 +39,8 @@ import numpy as np
 from PIL import Image
 
 from dataset.image_io import read_image
-from dataset.video_io import match_mask_to_frame, read_mask_any
+from dataset.input_fingerprint import video_fingerprint
+from dataset.video_io import check_index_mask, match_mask_to_frame, read_mask_any
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MASK_SUFFIX = ".png"
@@ -121,6 +122,11 @@ class EvalVideo:
         original decides long-term usage counting from)."""
         return self.frames_before_first_mask + len(self.frame_paths)
 
+    def saved_frame_names(self) -> list[str]:
+        """The names (stems) of the frames whose output is saved, in order."""
+        return [path.stem for index, path in enumerate(self.frame_paths)
+                if self.save_frames is None or index in self.save_frames]
+
     @property
     def num_saved_frames(self) -> int:
         return len(self.frame_paths) if self.save_frames is None else len(self.save_frames)
@@ -194,6 +200,8 @@ class Benchmark:
         ground_truth_dir: folder of `<video>/<frame>.png` ground truth to score against, or None.
         scoring_mode: `davis` (DAVIS 2017 toolkit: objects of the first ground-truth frame) or `appearance`
             (objects scored from where they appear, for benchmarks whose objects appear late).
+        frame_roots: the folders of `<video>/` frame folders the run reads.
+        mask_roots: the folders of `<video>/` mask folders it reads (input masks and ground truth).
     """
 
     dataset: str
@@ -205,6 +213,17 @@ class Benchmark:
     ground_truth_dir: Optional[Path]
     scoring_mode: Literal["davis", "appearance"]
     _make_video: Callable[[str], EvalVideo] = field(repr=False, compare=False)
+    frame_roots: tuple[Path, ...] = ()
+    mask_roots: tuple[Path, ...] = ()
+
+    @property
+    def input_folders(self) -> tuple[Path, ...]:
+        """Every folder of the dataset the run reads (frames, input masks, ground truth); outputs stay out of them."""
+        return tuple(dict.fromkeys(self.frame_roots + self.mask_roots))
+
+    def fingerprint(self, name: str) -> dict[str, str]:
+        """The fingerprint of one video's inputs (`dataset.input_fingerprint.video_fingerprint`)."""
+        return video_fingerprint(name, self.frame_roots, self.mask_roots)
 
     def video(self, name: str) -> EvalVideo:
         """Check and describe one video.
@@ -228,6 +247,23 @@ def _list_frames(folder: Path) -> list[Path]:
     if not frames:
         raise FileNotFoundError(f"no frames ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return frames
+
+
+def _check_unique_stems(name: str, frames: list[Path]) -> None:
+    """Outputs are named after the frame stems, so two frames with one stem would overwrite each other's."""
+    seen: dict[str, Path] = {}
+    for path in frames:
+        if path.stem in seen:
+            raise ValueError(f"video {name!r} has two frames named {path.stem}: {seen[path.stem]} and {path}; their "
+                             f"outputs would both be {path.stem}{MASK_SUFFIX}, so keep only one of them")
+        seen[path.stem] = path
+
+
+def _read_input_mask(path: Path) -> tuple[np.ndarray, Optional[bytes]]:
+    """An input mask file, refused when it looks smoothed rather than an index mask (`check_index_mask`)."""
+    mask, palette = read_mask_any(path)
+    check_index_mask(mask, f"mask {path}")
+    return mask, palette
 
 
 def _list_masks(folder: Path) -> list[Path]:
@@ -271,6 +307,7 @@ def _build_video(
     """
     frames = _list_frames(_require_dir(frame_dir, f"frame folder of video {name!r}"))
     stems = [p.stem for p in frames]
+    _check_unique_stems(name, frames)
     position = {stem: i for i, stem in enumerate(stems)}
     masks = _list_masks(mask_dir)
     if not masks:
@@ -296,7 +333,7 @@ def _build_video(
         raise FileNotFoundError(f"video {name!r} has no mask to start from in {mask_dir}")
 
     first = min(inputs)
-    first_mask, palette = read_mask_any(inputs[first].path)
+    first_mask, palette = _read_input_mask(inputs[first].path)
     restrict = inputs[first].objects
     ids = set(np.unique(first_mask).tolist()) - {0}
     if restrict is not None:
@@ -305,7 +342,7 @@ def _build_video(
         raise EmptyMaskError(f"the first mask of video {name!r}, {inputs[first].path}, holds no object (all 0); "
                              f"nothing to segment, the video is skipped")
     for index in sorted(inputs)[1:]:  # every input mask is read now, so bad ids stop the video before it runs
-        later, _ = read_mask_any(inputs[index].path)
+        later, _ = _read_input_mask(inputs[index].path)
         later_ids = set(np.unique(later).tolist()) - {0}
         ids |= later_ids if inputs[index].objects is None else later_ids & set(inputs[index].objects)
     save = None if save_stems is None else frozenset(position[s] - first for s in save_stems
@@ -355,7 +392,8 @@ def _davis_benchmark(dataset: str, split: str, root: Path, video_list: Path, siz
 
     ground_truth = masks_480 if outputs_at_480p or not full_resolution else mask_root
     return Benchmark(dataset, split, _read_video_list(video_list), size, "davis", zip_kind,
-                     ground_truth if scored else None, "davis", make)
+                     ground_truth if scored else None, "davis", make, frame_roots=(frame_root, frames_480),
+                     mask_roots=(mask_root, ground_truth))
 
 
 def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all: bool) -> Benchmark:
@@ -386,7 +424,8 @@ def _youtube_benchmark(dataset: str, split: str, root: Path, size: int, save_all
     # The real sets keep their ground truth on the server; a local `GroundTruth/` folder (synthetic data) is scored.
     ground_truth = split_dir / GROUND_TRUTH_DIR if (split_dir / GROUND_TRUTH_DIR).is_dir() else None
     return Benchmark(dataset, split, _list_videos(frame_root), size, "youtube", "youtube", ground_truth,
-                     "appearance", make)
+                     "appearance", make, frame_roots=(frame_root,),
+                     mask_roots=(mask_root,) + (() if ground_truth is None else (ground_truth,)))
 
 
 def _long_video_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmark:
@@ -400,7 +439,8 @@ def _long_video_benchmark(dataset: str, split: str, root: Path, size: int) -> Be
         stems = {m.stem for m in _list_masks(mask_root / name)}
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=False, save_stems=stems)
 
-    return Benchmark(dataset, split, _list_videos(frame_root), NATIVE_SIZE, "davis", None, mask_root, "davis", make)
+    return Benchmark(dataset, split, _list_videos(frame_root), NATIVE_SIZE, "davis", None, mask_root, "davis", make,
+                     frame_roots=(frame_root,), mask_roots=(mask_root,))
 
 
 def _lvos_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmark:
@@ -432,7 +472,8 @@ def _lvos_benchmark(dataset: str, split: str, root: Path, size: int) -> Benchmar
         return _build_video(name, frame_root / name, mask_root / name, all_masks_are_input=False,
                             object_start_stems={stem: frozenset(ids) for stem, ids in starts.items()})
 
-    return Benchmark(dataset, split, _list_videos(frame_root), size, "davis", None, None, "appearance", make)
+    return Benchmark(dataset, split, _list_videos(frame_root), size, "davis", None, None, "appearance", make,
+                     frame_roots=(frame_root,), mask_roots=(mask_root,))
 
 
 def _generic_benchmark(split: str, root: Path, size: int, use_all_masks: bool) -> Benchmark:
@@ -446,7 +487,8 @@ def _generic_benchmark(split: str, root: Path, size: int, use_all_masks: bool) -
     # go beyond the input masks). Objects that appear late are scored from their appearance.
     ground_truth = root / GROUND_TRUTH_DIR if (root / GROUND_TRUTH_DIR).is_dir() else mask_root
     mode = "appearance" if use_all_masks or ground_truth != mask_root else "davis"
-    return Benchmark("G", split, _list_videos(frame_root), size, "davis", None, ground_truth, mode, make)
+    return Benchmark("G", split, _list_videos(frame_root), size, "davis", None, ground_truth, mode, make,
+                     frame_roots=(frame_root,), mask_roots=(mask_root, ground_truth))
 
 
 def open_benchmark(config) -> Benchmark:

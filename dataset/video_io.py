@@ -32,6 +32,14 @@ WIDE_MASK_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16/32-bit grayscale PNGs: i
 # warning: DAVIS has 853-px-wide masks for 854-px frames. Anything further off is an error.
 MAX_MASK_SIZE_MISMATCH_PX = 4
 MAX_OBJECT_ID = PALETTE_COLOURS - 1  # result masks are 8-bit palette PNGs
+# Smoothing a mask (bilinear resizing, anti-aliased drawing, JPEG-like saving) turns the edge between objects a and b
+# into thin bands of in-between values, each of which would run as an object. An id is such an edge band when
+# nearly all its pixels have two other ids within EDGE_BAND_RADIUS_PX; a mask is refused when at least
+# MIN_EDGE_BAND_IDS of its ids, and at least half of them, are edge bands. A real object, however thin, touches at
+# most its surroundings on one side and the object it overlaps, so it stays below the fraction over its length.
+EDGE_BAND_RADIUS_PX = 2
+EDGE_BAND_PIXEL_FRACTION = 0.9
+MIN_EDGE_BAND_IDS = 3
 
 
 def read_mask(path: str | os.PathLike, frame_shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -67,6 +75,62 @@ def read_mask_any(path: Path, *, max_object_id: int | None = MAX_OBJECT_ID) -> t
                 raise
             rgb = np.asarray(image.convert("RGB"))
     return _rgb_to_index(rgb, path), DAVIS_PALETTE
+
+
+def edge_band_ids(mask: np.ndarray) -> list[int]:
+    """The ids of an index mask that are only thin bands between two other ids (the signature of smoothing).
+
+    Args:
+        mask: integer H×W of object ids (0 = background, never counted as a band).
+    Returns:
+        the ids (ascending) of which at least EDGE_BAND_PIXEL_FRACTION of the pixels have two different other ids
+        within EDGE_BAND_RADIUS_PX (a (2r+1)² window).
+    """
+    mask = np.asarray(mask)
+    height, width = mask.shape
+    radius = EDGE_BAND_RADIUS_PX
+    labels = mask.astype(np.int64)
+    padded = np.pad(labels, radius, mode="edge")
+    # The smallest and largest neighbouring id other than the pixel's own: two different ones exist where they differ.
+    smallest = np.full(labels.shape, np.iinfo(np.int64).max)
+    largest = np.full(labels.shape, np.iinfo(np.int64).min)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            neighbour = padded[dy:dy + height, dx:dx + width]
+            other = neighbour != labels
+            smallest = np.where(other, np.minimum(smallest, neighbour), smallest)
+            largest = np.where(other, np.maximum(largest, neighbour), largest)
+    between = smallest < largest
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape)
+    pixels = np.bincount(inverse.ravel(), minlength=len(ids))
+    pixels_between = np.bincount(inverse[between], minlength=len(ids))
+    return [int(object_id) for object_id, total, inside in zip(ids, pixels, pixels_between)
+            if object_id != 0 and inside >= EDGE_BAND_PIXEL_FRACTION * total]
+
+
+def check_index_mask(mask: np.ndarray, source: str) -> None:
+    """Refuse a mask whose ids are mostly edge bands of other ids (`edge_band_ids`): a smoothed mask, not an index
+    mask of objects.
+
+    Args:
+        mask: integer H×W of object ids.
+        source: what the mask is, for the message (e.g. `mask path/00000.png`).
+    Raises:
+        ValueError: the mask looks smoothed (one line naming `source`, the band ids and what to do).
+    """
+    present = np.unique(np.asarray(mask))
+    num_ids = int(np.count_nonzero(present))
+    if num_ids < MIN_EDGE_BAND_IDS:
+        return
+    bands = edge_band_ids(mask)
+    if len(bands) >= MIN_EDGE_BAND_IDS and 2 * len(bands) >= num_ids:
+        shown = ", ".join(map(str, bands[:5])) + (", ..." if len(bands) > 5 else "")
+        raise ValueError(
+            f"{source} is not an index mask of objects: {len(bands)} of its {num_ids} ids ({shown}) are only thin "
+            "bands along the edges of other ids, as smoothing (bilinear resizing, anti-aliasing) makes; save the "
+            "mask without smoothing (nearest-neighbour resizing, an indexed PNG of object ids)"
+        )
 
 
 def _wide_to_index(ids: np.ndarray, path: Path, max_object_id: int | None) -> np.ndarray:

@@ -4,20 +4,26 @@ Output layout of one run (`<out>` = the output folder):
 - masks: `<out>/<video>/<frame>.png` (DAVIS layout) or `<out>/Annotations/<video>/<frame>.png` (YouTube-VOS);
 - scores (`save_scores`): `<out>/Scores/<video>/<frame>.npz` with `prob` float16 (N+1)×H×W (background first,
   objects in ascending id order) and `labels` int64 N (the object id of rows 1..N);
-- `<out>/.progress/<video>.json`: written after a video's last frame, with its record (timings, memory, the settings
-  that made it); a video without it is redone on a rerun;
+- `<out>/.progress/<video>.json`: written once every output of a video is on disk, with its record (timings,
+  memory, the settings and the input fingerprint that made it, the outputs it owns); a video without it is redone
+  on a rerun;
+- `<out>/.progress/<video>.planned`: the outputs a video is about to write, written before the first of them
+  (and removed when it is finished), so that a rerun deletes what a killed run left and nothing else;
 - `<out>/timings.csv`: one row per finished video; `<out>/config.yaml` (written by eval.py);
 - zips: YouTube-VOS `<out>/<basename of out>.zip` holding `Annotations/`; DAVIS test-dev `<out>.zip` holding the
   video folders.
 Every file is written atomically (a temporary file renamed into place), so a killed run leaves no half-written file.
+Redoing a video deletes only the files its records name (and their temporaries), then its folders if empty: a
+folder the project did not make, or a file it did not write, is never removed (a record written before outputs
+were recorded names none: those files are overwritten by the redone video, never deleted).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Optional, Sequence
@@ -29,6 +35,8 @@ from dataset.image_io import write_index_mask
 
 SCORES_DIR = "Scores"
 PROGRESS_DIR = ".progress"
+PLANNED_SUFFIX = ".planned"  # `<out>/.progress/<video>.planned`: a JSON record, but never taken for a finished one
+OUTPUTS_KEY = "outputs"  # a record's list of the files a video owns, relative to the output folder
 ANNOTATIONS_DIR = "Annotations"
 TIMINGS_FILE = "timings.csv"
 SCORE_SUFFIX = ".npz"
@@ -100,10 +108,13 @@ def check_output_folder(path: str | os.PathLike) -> None:
     """Fail early, before any work, when `path` cannot become a writable output folder (nothing is created).
 
     Raises:
-        NotADirectoryError: `path` or one of its parents is a file.
+        NotADirectoryError: `path` or one of its parents is a file, or `path` is a dangling symbolic link.
         PermissionError: the folder (or its nearest existing parent) is not writable.
     """
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise NotADirectoryError(f"output folder {path} is a symbolic link to {os.readlink(path)}, which does not "
+                                 "exist; create that folder or pass another --output")
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -178,17 +189,81 @@ class ResultWriter:
             return []
         return sorted(path.stem for path in folder.glob("*.json") if not path.name.startswith("."))
 
+    def _planned_path(self, video: str) -> Path:
+        return self.output_dir / PROGRESS_DIR / f"{video}{PLANNED_SUFFIX}"
+
+    def _video_folders(self, video: str) -> tuple[Path, Path]:
+        return self.mask_root / video, self.output_dir / SCORES_DIR / video
+
+    def check_video_folders(self, videos: Sequence[str]) -> None:
+        """Refuse to run when an output folder of the run is a symbolic link: outputs go only into folders this
+        project makes, never through a link to somewhere else (perhaps the inputs).
+
+        Raises:
+            ValueError: the mask root, the scores root or a video's output folder is a symbolic link (named).
+        """
+        folders = [self.mask_root, self.output_dir / SCORES_DIR]
+        folders += [folder for video in videos for folder in self._video_folders(video)]
+        for folder in folders:
+            if folder.is_symlink():
+                raise ValueError(f"output folder {folder} is a symbolic link (to {os.readlink(folder)}); eval.py "
+                                 "writes only into folders it makes: remove the link or pass another --output")
+
+    def _recorded_outputs(self, video: str) -> list[Path]:
+        """The files `video`'s records (finished and planned) say it owns, each inside one of its folders."""
+        owned = []
+        for path in (self._marker_path(video), self._planned_path(video)):
+            with contextlib.suppress(OSError, ValueError):
+                record = json.loads(path.read_text())
+                owned += [self.output_dir / name for name in record.get(OUTPUTS_KEY, [])
+                          if isinstance(name, str)]
+        folders = self._video_folders(video)
+        return [path for path in owned if path.parent in folders]  # a tampered record reaches nothing else
+
     def start_video(self, video: str) -> None:
-        """Forget any earlier (finished or partial) outputs of `video`, so none of them is trusted."""
+        """Forget any earlier (finished or partial) outputs of `video`, so none of them is trusted: its completion
+        marker, the files its records name and their leftover temporaries, then its folders if that empties them."""
+        owned = self._recorded_outputs(video)
         self._marker_path(video).unlink(missing_ok=True)
-        for folder in (self.mask_root / video, self.output_dir / SCORES_DIR / video):
-            if folder.is_dir():
-                shutil.rmtree(folder)
+        for path in owned:
+            path.unlink(missing_ok=True)
+            # what atomic_output leaves of a killed write: `.<stem>.<random>.tmp<suffix>`
+            for temporary in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):
+                temporary.unlink(missing_ok=True)
+        for folder in self._video_folders(video):
+            if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                folder.rmdir()
+        self._planned_path(video).unlink(missing_ok=True)
+
+    def _outputs(self, frames: Sequence[str], scores: bool, video: str) -> list[Path]:
+        paths = [self.mask_path(video, frame) for frame in frames]
+        return paths + ([self.score_path(video, frame) for frame in frames] if scores else [])
+
+    def plan_video(self, video: str, frames: Sequence[str], *, scores: bool) -> None:
+        """Record the outputs `video` is about to write (a mask per frame in `frames`, and its scores with `scores`)
+        before the first of them, so that a rerun after a kill deletes exactly those."""
+        outputs = [path.relative_to(self.output_dir).as_posix() for path in self._outputs(frames, scores, video)]
+        with atomic_output(self._planned_path(video)) as temporary:
+            temporary.write_text(json.dumps({OUTPUTS_KEY: outputs}))
 
     def finish_video(self, video: str, record: Mapping[str, object]) -> None:
-        """Mark `video` finished (after its last frame is written), storing its timing `record`."""
+        """Mark `video` finished, storing its `record` and the outputs it owns; call it once every output planned
+        by `plan_video` is written.
+
+        Raises:
+            FileNotFoundError: a planned output is not on disk (the video is not marked finished).
+        """
+        owned = []
+        with contextlib.suppress(FileNotFoundError):
+            owned = json.loads(self._planned_path(video).read_text())[OUTPUTS_KEY]
+        missing = [name for name in owned if not (self.output_dir / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"video {video!r}: output {self.output_dir / missing[0]} is missing after its "
+                                    f"last frame ({len(missing)} of {len(owned)} outputs missing); it is redone on "
+                                    "a rerun")
         with atomic_output(self._marker_path(video)) as temporary:
-            temporary.write_text(json.dumps(dict(record)))
+            temporary.write_text(json.dumps({**record, OUTPUTS_KEY: owned}))
+        self._planned_path(video).unlink(missing_ok=True)
 
     def write_timings(self, records: Sequence[Mapping[str, object]]) -> Path:
         """Write `timings.csv` (columns TIMING_COLUMNS), one row per record, atomically; return its path."""

@@ -12,6 +12,7 @@ Departures are named modes of the config (configs/schema.py): `memory_frames='an
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import replace
 from typing import Iterable, Sequence
 
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from configs.common import IMAGENET_MEAN, IMAGENET_STD, resolve_device
-from configs.schema import InferenceConfig, ModelConfig
+from configs.schema import EvalConfig, InferenceConfig, ModelConfig
+from dataset.video_io import check_index_mask, match_mask_to_frame
 from inference.frame_schedule import FrameActions, FrameSchedule, plan_frame
 from inference.memory_manager import MemoryManager, resolve_long_term_count_usage
 from inference.object_manager import ObjectManager
@@ -30,6 +32,20 @@ from model.network import KeyEncoding, XMem
 UINT8_MAX = 255.0
 PAD_MULTIPLE = 16  # the key encoder's stride: inputs are zero-padded to multiples of it
 MASK_PRESENT_THRESHOLD = 0.5  # an annotation covers a pixel where its objects' masks sum above this
+DEFAULT_MAX_OBJECTS = EvalConfig.max_objects  # the Python API's object limit is eval.py's
+
+
+def too_many_objects_message(subject: str, object_ids: Sequence[int], max_objects: int, setting: str) -> str:
+    """The one-line refusal of more objects than `max_objects` (eval.py's and the Python API's alike).
+
+    Args:
+        subject: what has them, e.g. `video 'bike'` or `the masks given to InferenceCore`.
+        object_ids: every id, ascending.
+        setting: how to raise the limit, e.g. `eval.max_objects` or `InferenceCore(max_objects=...)`'s `max_objects`.
+    """
+    return (f"{subject} has {len(object_ids)} objects (ids {object_ids[0]}..{object_ids[-1]}), more than "
+            f"{setting}={max_objects}; time and memory grow with each object, so check that its masks hold objects "
+            f"(not a class or instance map), or pass {setting}={len(object_ids)} to run it anyway")
 
 
 def normalize_image(rgb: np.ndarray | torch.Tensor, *, device: str | torch.device | None = "cpu") -> torch.Tensor:
@@ -96,6 +112,8 @@ class InferenceCore:
         num_frames: the whole video's length when known (frames before the first annotation included);
             `long_term_count_usage='auto'` uses it as the original does.
         model_config: the similarity switches the network was trained with (default: XMem's).
+        max_objects: masks that would make more objects tracked are refused (as eval.py's `eval.max_objects`);
+            None = no limit.
     Raises:
         ValueError: an unknown device (the config checks its own ranges when it is built).
     """
@@ -108,8 +126,10 @@ class InferenceCore:
         device: str | torch.device | None = None,
         num_frames: int | None = None,
         model_config: ModelConfig | None = None,
+        max_objects: int | None = DEFAULT_MAX_OBJECTS,
     ):
         self.device = resolve_device(device, default=next(network.parameters()).device)
+        self.max_objects = max_objects
         self.network = network.to(self.device).eval()
         self.config = config
         self._schedule = FrameSchedule.from_config(config)
@@ -188,20 +208,23 @@ class InferenceCore:
 
         Args:
             image: float32 3×H×W, ImageNet-normalised RGB (`normalize_image`); every frame the same H×W.
-            mask: None; or an index mask (integer H×W of object ids, 0 = background); or soft masks (float N×H×W
-                in [0, 1]) with `objects` giving their N ids. New ids add objects; known ids re-annotate them on
-                this frame (their prediction is replaced); tracked objects not in `objects` keep their
-                prediction.
+            mask: None; or an index mask (integer H×W of object ids, 0 = background; one a few pixels off the
+                frame's size is resized (nearest) with a warning, one that looks smoothed is refused); or soft
+                masks (float N×H×W in [0, 1]) with `objects` giving their N ids. New ids add objects; known ids
+                re-annotate them on this frame (their prediction is replaced); tracked objects not in `objects`
+                keep their prediction. A first mask without any object gives a warning (nothing is tracked).
             objects: ids annotated by `mask` (required for soft masks; default for index masks: its non-zero ids).
             end: this is the video's last frame (nothing is written to memory, as in the original).
         Returns:
             float32 (N+1)×H×W probabilities summing to 1 over channels at the input resolution: channel 0 is
             background, channel i is object_ids[i − 1].
         Raises:
-            ValueError / TypeError: a malformed image, mask or object list (the message says what was expected).
+            ValueError / TypeError: a malformed image, mask or object list (the message says what was expected);
+                more objects than `max_objects`; a smoothed index mask.
         """
         height, width = self._check_image(image)
         annotated_ids, annotated_masks = self._parse_mask(mask, objects, height, width)
+        self._check_new_objects(annotated_ids, mask_given=mask is not None)
         if mask is None and self._memory.working_elements == 0:
             # Nothing to read yet (before the first annotation, or right after clear_memory): background only.
             prob = torch.zeros(self._objects.num_objects + 1, height, width, device=self.device)
@@ -305,6 +328,16 @@ class InferenceCore:
             )
         return size
 
+    def _check_new_objects(self, annotated_ids: list[int], *, mask_given: bool) -> None:
+        """Warn about a first mask without objects; refuse ids that would make more than `max_objects` objects."""
+        if mask_given and not annotated_ids and not self._objects.object_ids:
+            warnings.warn(f"the mask given on frame {self._frame_index + 1} holds no object (all 0): nothing is "
+                          "tracked until a mask with objects is given", stacklevel=3)
+        tracked = sorted(set(self._objects.object_ids) | set(annotated_ids))
+        if self.max_objects is not None and len(tracked) > self.max_objects:
+            raise ValueError(too_many_objects_message("the video given to InferenceCore", tracked, self.max_objects,
+                                                      "max_objects"))
+
     def _parse_mask(
         self, mask: torch.Tensor | np.ndarray | None, objects: Sequence[int] | None, height: int, width: int
     ) -> tuple[list[int], torch.Tensor | None]:
@@ -320,8 +353,11 @@ class InferenceCore:
                 raise TypeError(
                     f"a 2-D mask must be an integer index mask of object ids, got {mask.dtype}; soft masks are N×H×W"
                 )
-            if tuple(mask.shape) != (height, width):
-                raise ValueError(f"index mask is {tuple(mask.shape)}, expected the frame size ({height}, {width})")
+            source = f"given on frame {self._frame_index + 1}"
+            if tuple(mask.shape) != (height, width):  # within a few pixels: resized with a warning, as eval.py does
+                mask = torch.from_numpy(match_mask_to_frame(mask.cpu().numpy(), (height, width), source))
+                mask = mask.to(self.device)
+            check_index_mask(mask.cpu().numpy(), f"mask {source}")
             present = [int(value) for value in torch.unique(mask).tolist() if value != 0]
             ids = present if objects is None else [int(object_id) for object_id in objects]
             _check_ids(ids)

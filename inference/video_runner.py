@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from configs.schema import Config
-from inference.inference_core import InferenceCore, normalize_image
+from inference.inference_core import InferenceCore, normalize_image, too_many_objects_message
 from inference.memory_manager import MemoryManager
 from inference.resize import resize_image, resize_mask, resize_probabilities, resized_shape
 
@@ -103,12 +103,8 @@ def check_object_limit(video: Video, max_objects: int) -> None:
         ValueError: too many objects (names the video, the count and what to do).
     """
     if len(video.object_ids) > max_objects:
-        raise ValueError(
-            f"video {video.name!r} has {len(video.object_ids)} objects (ids {video.object_ids[0]}.."
-            f"{video.object_ids[-1]}), more than eval.max_objects={max_objects}; time and memory grow with each "
-            f"object, so check that its masks hold objects (not a class or instance map), or pass "
-            f"eval.max_objects={len(video.object_ids)} to run it anyway"
-        )
+        raise ValueError(too_many_objects_message(f"video {video.name!r}", video.object_ids, max_objects,
+                                                  "eval.max_objects"))
 
 
 class MemoryTrace:
@@ -163,7 +159,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     check_object_limit(video, options.max_objects)
     # The original decides long-term usage counting from the whole video's length, skipped frames included.
     core = InferenceCore(network, config.inference, device=device, num_frames=video.full_length,
-                         model_config=config.model)
+                         model_config=config.model, max_objects=options.max_objects)
     seconds = 0.0
     saved = 0
     sensory_peak = None

@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from configs.common import atomic_write, resolve_device
+from configs.common import atomic_write, plain_text, resolve_device
 from model.network import DEFAULT_HIDDEN_DIM, DEFAULT_KEY_DIM, DEFAULT_VALUE_DIM, XMem
 
 _KEY_DIM_KEY = "key_proj.key_proj.weight"
@@ -181,7 +181,7 @@ def _read_weights_file(path: Path, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = plain_text(str(error).strip().splitlines()[0]) if str(error).strip() else type(error).__name__
         raise ValueError(
             f"cannot read {what} {str(path)!r}: truncated, corrupt or not a weights-only PyTorch file ({reason}); "
             "download it again"

@@ -341,6 +341,7 @@ def test_scores_round_trip_and_bad_shapes(tmp_path):
 def test_writer_layouts_markers_timings_and_zips(tmp_path):
     out = tmp_path / "Y19_val"
     writer = ResultWriter(out, "youtube")
+    writer.plan_video("fish", ["00001"], scores=False)
     writer.write_mask("fish", "00001", _mask([(1, (2, 2))]), CUSTOM_PALETTE)
     mask, palette = read_index_mask(out / "Annotations/fish/00001.png")
     assert palette == CUSTOM_PALETTE and set(np.unique(mask)) == {0, 1}
@@ -358,6 +359,7 @@ def test_writer_layouts_markers_timings_and_zips(tmp_path):
     assert not writer.is_finished("fish") and not (out / "Annotations/fish").exists()
 
     davis = ResultWriter(tmp_path / "D17_test", "davis")
+    davis.plan_video("cows", ["00000"], scores=False)
     davis.write_mask("cows", "00000", _mask([(1, (2, 2))]), DAVIS_PALETTE)
     davis.finish_video("cows", {})
     zip_path = davis.write_submission_zip("davis", ["cows"])
@@ -365,6 +367,30 @@ def test_writer_layouts_markers_timings_and_zips(tmp_path):
     assert zipfile.ZipFile(zip_path).namelist() == ["cows/00000.png"]
     with pytest.raises(ValueError, match="unknown output layout 'flat'"):
         ResultWriter(tmp_path / "x", "flat")
+
+
+def test_redoing_a_video_deletes_only_the_files_its_records_name(tmp_path):
+    """Mutations checked by hand: `start_video` deleting the whole folder (shutil.rmtree, as before) fails the
+    user-file assertion; `finish_video` without its missing-output check marks a half-written video finished."""
+    out = tmp_path / "out"
+    writer = ResultWriter(out, "davis")
+    writer.plan_video("cows", ["00000", "00001"], scores=True)
+    writer.write_mask("cows", "00000", _mask([(1, (2, 2))]), DAVIS_PALETTE)
+    with pytest.raises(FileNotFoundError, match=f"video 'cows': output {out / 'cows/00001.png'} is missing after "
+                                                "its last frame \\(3 of 4 outputs missing\\)"):
+        writer.finish_video("cows", {})
+    assert not writer.is_finished("cows")
+    (out / "cows/.00000.abc123.tmp.png").write_bytes(b"half")  # what a killed atomic write leaves
+    (out / "cows/notes.txt").write_text("the user's own file")
+    writer.start_video("cows")  # a killed run's leftovers: only what the plan named goes
+    assert sorted(path.name for path in (out / "cows").iterdir()) == ["notes.txt"]
+    (out / "cows/notes.txt").unlink()
+    writer.plan_video("cows", ["00000"], scores=False)
+    writer.write_mask("cows", "00000", _mask([(1, (2, 2))]), DAVIS_PALETTE)
+    writer.finish_video("cows", {"frames": 1})
+    assert writer.finished_record("cows")["outputs"] == ["cows/00000.png"]
+    writer.start_video("cows")
+    assert not (out / "cows").exists() and not writer.is_finished("cows")
 
 
 def test_reader_needs_only_eval_fields():

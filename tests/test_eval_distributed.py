@@ -21,6 +21,7 @@ import yaml
 from PIL import Image
 
 import eval as eval_cli
+from dataset.output_guard import LOCK_FILE
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_youtube_valid
 from tests.test_report_page import mask_measured
@@ -28,7 +29,7 @@ from tests.test_report_page import mask_measured
 ROOT = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 64, 112
 RUN_TIMEOUT_S = 300
-VOLATILE_FILES = {"summary.json", "timings.csv"}  # hold measured seconds
+VOLATILE_FILES = {"summary.json", "timings.csv", LOCK_FILE}  # hold measured seconds, or the lock holder's pid
 
 
 def _videos(count, frames, *, first_index=0, seed=0, late=False):
@@ -126,6 +127,8 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path, 
     assert list(summary["failed"]) == list(single["failed"]) == ["synth0004"]
     assert "00001.jpg" in summary["failed"]["synth0004"] and "FAILED synth0004" in summary["report"]
     assert len(summary["peak_memory_mb_per_rank"]) == 2 and summary["fps_end_to_end"] > 0
+    # One lock for the job, taken by rank 0: the ranks never refuse each other.
+    assert (tmp_path / "two" / LOCK_FILE).is_file()
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
     assert sorted(one) == sorted(two) and any(name.endswith(".png") for name in one)
     assert "report.html" in one and any(name.startswith("report/") for name in one)  # the same page

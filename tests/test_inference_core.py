@@ -403,7 +403,9 @@ def test_propagate_errors(tmp_path):
         (torch.zeros(3, HEIGHT, WIDTH, dtype=torch.uint8), None, None, ValueError, "use normalize_image"),
         (None, None, [1], ValueError, "objects=\\[1\\] given without a mask"),
         (None, np.zeros((HEIGHT, WIDTH), dtype=np.float32), None, TypeError, "integer index mask of object ids, got"),
-        (None, np.zeros((10, 10), dtype=np.int64), None, ValueError, "index mask is \\(10, 10\\), expected the frame size"),
+        (None, np.zeros((10, 10), dtype=np.int64), None, ValueError,
+         "mask given on frame 0 is 10x10 but its frame is 112x64; a mask "
+         "must match its frame \\(within 4 px\\)"),
         (None, torch.zeros(2, HEIGHT, WIDTH), None, ValueError, "soft masks \\(2×H×W\\) need objects="),
         (None, torch.zeros(2, HEIGHT, WIDTH), [1], ValueError, "expected 1×64×112 \\(one mask per id"),
         (None, torch.zeros(2, HEIGHT, WIDTH), [3, 3], ValueError, "object ids in a mask repeat: \\[3, 3\\]"),
