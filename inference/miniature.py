@@ -8,8 +8,8 @@ of elements (about 6 in the paper), so long-term memory never fills on a few hun
 
 `miniature_memory_settings(elements_per_frame, num_frames)` keeps the paper's ratios instead:
 - T_max, T_min and r are the paper's (they count frames, not elements);
-- P keeps the paper's share of each consolidation's candidates: P = round(share · (T_max − T_min) · h·w), at least 1
-  (128 of 5 × 1,620 = 1.58 % in the paper; 5 of 300 at 60 elements a frame);
+- P keeps the paper's share of each consolidation's candidates: P = round(share · (T_max − T_min) · h·w), at
+  least 1 (128 of 5 × 1,620 = 1.58 % in the paper; 5 of 300 at 60 elements a frame);
 - LT_max makes long-term memory full, and pruned by usage at every consolidation, from `LONG_TERM_FULL_FRACTION` of
   the video on: LT_max = m·P where m is the number of consolidations by then (at least 1). Keeping LT_max at the
   paper's 6 frames' worth of elements would do the same only on videos of about 2,000 frames (as the paper's

@@ -237,7 +237,7 @@ def test_deep_update_rows_change_when_the_sensory_memory_is_deep_updated(recipe_
     assert every_memory_frame == [True, True, True]
     never = _deep_update_calls(recipe_network, _row_config("deep_update_never", **memory_every_3).inference,
                                monkeypatch)
-    assert never == [False, False, False]
+    assert never == [True, False, False]  # frame 0 initialises the sensory memory, then never again
     every_frame = _deep_update_calls(recipe_network, _row_config("deep_update_every_frame", **memory_every_3).inference,
                                      monkeypatch)
     assert every_frame == [True] * (NUM_FRAMES - 1)  # an extra value-encoder pass on each non-memory frame

@@ -128,7 +128,8 @@ def test_bootstrap_gives_object_weighted_means_and_paired_differences():
 
 def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
     row = load_config(run_study.BASELINE_DIR / "first_frame_only.yaml").inference
-    assert (row.enable_long_term, row.use_sensory_memory) == (False, False)
+    # the sensory memory works as trained: a network never trained with a zero sensory memory is not run with one
+    assert (row.enable_long_term, row.use_sensory_memory, row.deep_update) == (False, True, "on_memory_frames")
     # judged on the schedule the inference core follows, not on the flags: only frame 0 becomes a memory frame
     schedule = FrameSchedule.from_config(row)
     counters, memory_frames = schedule.initial_counters(), []
