@@ -129,6 +129,16 @@ class MemoryManager:
         """Elements (prototypes) in long-term memory."""
         return 0 if self.long_term is None else self.long_term.size
 
+    @property
+    def working_bytes(self) -> int:
+        """Bytes of the live working-memory elements (`MemoryStore.live_bytes`)."""
+        return 0 if self.working is None else self.working.live_bytes
+
+    @property
+    def long_term_bytes(self) -> int:
+        """Bytes of the live long-term elements (`MemoryStore.live_bytes`)."""
+        return 0 if self.long_term is None else self.long_term.live_bytes
+
     def initialize(
         self, feature_size: tuple[int, int], *, key_dim: int, value_dim: int, device: torch.device, dtype: torch.dtype
     ) -> None:

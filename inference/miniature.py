@@ -27,8 +27,7 @@ import math
 from dataclasses import dataclass
 
 from configs.schema import InferenceConfig
-
-FEATURE_STRIDE = 16  # the key encoder's stride: one memory element per 16×16 input pixels (input padded to 16)
+from inference.video_runner import FEATURE_STRIDE
 _PAPER = InferenceConfig()  # the schema's defaults are the paper's budgets
 PAPER_ELEMENTS_PER_FRAME = 30 * 54  # h·w of a 480p DAVIS frame (854×480, padded to 864×480, at stride 16)
 # P / ((T_max − T_min) · h·w) in the paper: the share of a consolidation's candidates kept as prototypes (1.58 %)

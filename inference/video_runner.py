@@ -27,6 +27,8 @@ BYTES_PER_ELEMENT_VALUE = 4  # float32 memory
 # A video whose memory estimate exceeds this is announced before it runs (with what to lower if it does not fit).
 LARGE_MEMORY_BYTES = 4 * 2**30
 BYTES_PER_GB = 2**30
+# A video record's peak store sizes: live elements and bytes of working and long-term memory, largest over frames.
+STORE_PEAK_KEYS = ("working_elements_peak", "long_term_elements_peak", "working_bytes_peak", "long_term_bytes_peak")
 
 
 class VideoFrame(Protocol):
@@ -125,7 +127,8 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         ValueError: too many objects (`check_object_limit`); FileNotFoundError, ValueError from reading the frames.
     Returns:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
-        (memory at the end of the video) and sensory_peak_abs (the largest absolute value the sensory memory took;
+        (memory at the end of the video), the STORE_PEAK_KEYS (the largest live element counts and bytes of the
+        working and long-term stores over the video) and sensory_peak_abs (the largest absolute value the sensory memory took;
         None without sensory memory). Timing covers normalisation, resizing, the network and the output
         resize/argmax (not reading or writing files).
     """
@@ -135,6 +138,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     seconds = 0.0
     saved = 0
     sensory_peak = None
+    store_peaks = dict.fromkeys(STORE_PEAK_KEYS, 0)
     progress = tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False)
     for index, frame in enumerate(progress):
         image, mask = frame.image, frame.mask
@@ -165,6 +169,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         if core.memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
             frame_peak = core.memory.sensory.detach().abs().amax().float()
             sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
+        for key, value in zip(STORE_PEAK_KEYS, (core.memory.working_elements, core.memory.long_term_elements,
+                                                core.memory.working_bytes, core.memory.long_term_bytes)):
+            store_peaks[key] = max(store_peaks[key], value)
         if frame.save:
             writer.write_mask(video.name, frame.name, output, video.palette)
             if options.save_scores:
@@ -174,4 +181,4 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
             "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
             "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6)}
+            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6), **store_peaks}

@@ -328,6 +328,16 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     assert int(table["long_term_off"]["long_term_elements"]) == 0
     assert int(table["long_term_off"]["working_elements"]) == (NUM_FRAMES - 1) * ELEMENTS_PER_FRAME
     assert int(table["long_term_random_prototypes"]["long_term_elements"]) > 0
+    # Store peaks, in elements and bytes (float32: C^k key, shrinkage, the objects' C^v values, then an int64 frame
+    # index and two float32 usage counters; selection too with long-term memory on).
+    peak = int(table["long_term_off"]["working_elements_peak"])
+    assert peak == (NUM_FRAMES - 1) * ELEMENTS_PER_FRAME and int(table["long_term_off"]["long_term_bytes_peak"]) == 0
+    num_objects = len(_video().object_ids)
+    assert int(table["long_term_off"]["working_bytes_peak"]) == peak * (4 * (64 + 1 + num_objects * 512) + 8 + 4 + 4)
+    consolidating = table["long_term_random_prototypes"]
+    assert int(consolidating["working_elements_peak"]) == (SMALL_MEMORY["max_working_frames"] - 1) * ELEMENTS_PER_FRAME
+    assert 0 < int(consolidating["long_term_elements_peak"]) <= SMALL_MEMORY["max_long_term_elements"]
+    assert f"{peak} / 0" in markdown
     # Sensory memory held at zero by the switch; it moves in the rows that keep it.
     assert float(table["stores_sensory_zeroed"]["sensory_peak_abs"]) == 0
     assert float(table["long_term_off"]["sensory_peak_abs"]) > 0
