@@ -154,8 +154,15 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
             assert entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
         assert rows["stores_all"]["delta"] == 0
         assert rows["first_frame_only"]["status"] == "done"
-    # the long benchmark is scored on its sparse ground truth: frames 4 and 8 (0 is the input, the last is excluded)
+    # the long benchmark is scored on its sparse ground truth (every 5th frame; 0 is the input)
     assert all(entry["videos"] == 2 for entry in result["entries"])
+    # each table's header gives the memory settings derived for its frame size and length
+    assert "memory settings for 15 elements a frame, 6 frames" in table  # held_out: 48x80
+    assert "memory settings for 6 elements a frame, 48 frames" in table  # long: 32x48
+    resolved = (tmp_path / "long" / "ablations" / "stores_all" / "config.yaml").read_text()
+    settings = run_study.miniature_memory_settings(6, 48)
+    assert f"num_prototypes: {settings.num_prototypes}\n" in resolved
+    assert f"max_long_term_elements: {settings.max_long_term_elements}\n" in resolved
     assert (tmp_path / "study.csv").is_file()
     assert result["plot"] == tmp_path / "study.png" and result["plot"].is_file()  # matplotlib: a dev requirement
     # the bootstrap's point estimate is eval.py's J&F (the same masks, the same DAVIS-mode scoring)
@@ -224,3 +231,41 @@ def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(t
     study_curve.main(["--run", str(run), "--out", str(tmp_path / "curve"), "--no_eval"])
     assert (tmp_path / "curve" / "training_curve.png").is_file()
     assert len((tmp_path / "curve" / "training_curve.csv").read_text().splitlines()) == 1 + len(losses)
+
+
+def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path,
+                                                                           monkeypatch):
+    """The selection sweep (one share, one random seed), a positive control, the store columns and the re-entry
+    columns on the tiny long benchmark (its objects are away for about 20 frames, so the returns here count from 10
+    frames). Mutations checked: sweep rows without their P (the paper's 128 everywhere), and the control row without
+    its bound, each fail here."""
+    monkeypatch.setattr(run_study, "REENTRY_MIN_ABSENCE_FRAMES", 10)
+    monkeypatch.setattr(run_study, "REENTRY_WINDOW_FRAMES", 15)
+    result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
+                             "--benchmarks", "long", "--rows", "stores_all", "control_two_recent_frames", "--sweep",
+                             "--sweep_shares", "0.43", "--sweep_seeds", "1", "--bootstrap", "50", "eval.device=cpu"])
+    rows = {entry["row"]: entry for entry in result["entries"]}
+    sweep = ["sweep_keep43_usage_potentiation", "sweep_keep43_random_seed0_potentiation",
+             "sweep_keep43_usage_no_potentiation", "sweep_keep43_random_seed0_no_potentiation"]
+    assert set(rows) == {"copy_first_mask", "stores_all", "control_two_recent_frames", *sweep}
+    for name in ["stores_all", "control_two_recent_frames", *sweep]:
+        entry = rows[name]
+        assert entry["status"] == "done" and entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
+        assert entry["delta_low"] <= entry["delta"] <= entry["delta_high"]
+        assert entry["returns"] == 4  # the four recorded returns of the two videos
+        assert entry["reentry_jf_low"] <= entry["reentry_jf"] <= entry["reentry_jf_high"]
+        assert 0 <= entry["away_fp_area"] <= 100
+    # the stores as configured: the controls bound them, the sweep's P = 13 of 30 candidates fills long-term memory
+    assert rows["control_two_recent_frames"]["working_elements_peak"] == 2 * 6
+    assert rows["control_two_recent_frames"]["long_term_elements_peak"] == 0
+    assert rows["sweep_keep43_usage_potentiation"]["long_term_elements_peak"] == 13
+    assert rows["stores_all"]["working_bytes_peak"] > rows["control_two_recent_frames"]["working_bytes_peak"] > 0
+    # the sweep's table and plot
+    (gap,) = result["sweeps"][""]
+    assert (gap["share"], gap["num_prototypes"]) == (13 / 30, 13)
+    assert gap["selection_gap"] == pytest.approx((rows[sweep[0]]["jf"] - rows[sweep[1]]["jf"]) / 100)
+    assert gap["potentiation_gap"] == pytest.approx((rows[sweep[0]]["jf"] - rows[sweep[2]]["jf"]) / 100)
+    table = (tmp_path / "study.md").read_text()
+    assert "### selection sweep: long" in table and "| 43.3% | 13 |" in table
+    assert "re-entry J&F" in table and "| control_two_recent_frames |" in table
+    assert result["sweep_plot"] == tmp_path / "study_sweep.png" and result["sweep_plot"].is_file()
