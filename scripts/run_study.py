@@ -1,4 +1,4 @@
-"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
+r"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
 networks on two synthetic benchmarks, with bootstrap intervals.
 
     python scripts/run_study.py --model /work/study_runs/saves/study/study_s03_1100.pth --out ../output/study
@@ -43,11 +43,8 @@ default rows take about 18 hours at full size. `--rows` (optionally per benchmar
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import fnmatch
-import io
-import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -55,21 +52,26 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
-from configs.common import atomic_write_text, run_cli
+from configs.common import run_cli
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
-from dataset.synthetic_layouts import write_davis
 from dataset.synthetic import Timing
+from dataset.synthetic_layouts import write_davis
 from dataset.synthetic_long import (LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark,
                                     long_benchmark, lookalike_pixels, read_absences, write_long_benchmark)
 from inference.folder_evaluation import evaluate_folders
 from inference.metrics import MODE_DAVIS, ObjectScores
-from inference.miniature import (PAPER_KEPT_SHARE, MiniatureSettings, feature_elements,
-                                 miniature_memory_settings)
+from inference.miniature import MiniatureSettings, feature_elements, miniature_memory_settings
 from inference.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WINDOW_FRAMES, Absence, ReentryScores,
                                score_reentry)
+from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
+                                        reentry_sums, resample_draws, row_sums, sweep_gaps)
 from scripts import run_ablations
 from scripts.quickstart import DAVIS_SPLIT_FOLDER
 from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET, held_out_videos
+from scripts.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
+                                no_sensory_rows, sweep_rows)
+from scripts.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
+                                  format_sweep, format_verdicts, write_plot, write_sweep_plot, write_tables)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
@@ -77,23 +79,11 @@ FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
 BENCHMARKS = ("held_out", "long")
 DEFAULT_BOOTSTRAP = 2000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
-PERCENT = 100
-KIB = 1024
-TABLE_FILE = "study"  # <out>/study.md, .csv, .png
-SWEEP_PLOT_FILE = "study_sweep.png"
 SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks
 MEMORY_BUDGETS = ("miniature", "paper")
-# The selection sweep: shares of each consolidation's candidates kept as prototypes (the paper keeps 1.6 %; the
-# paper's P = 128 at 96x160 keeps 43 %), random selection with this many seeds.
-DEFAULT_SWEEP_SHARES = (0.01, 0.03, 0.10, 0.43)
-DEFAULT_SWEEP_SEEDS = 3
-SWEEP_GROUP = "Selection sweep"
-SWEEP_FOLDER = "sweep_rows"  # generated row files, under <out>/[<network>/]<benchmark>/
-NO_SENSORY_FOLDER = "no_sensory_rows"
-# The paper's store rows that need a network trained without sensory memory (configs/study_no_sensory.yaml).
-NO_SENSORY_ROWS = ("stores_working_long_term", "stores_working_only", "stores_long_term_only")
+# Generated rows: their files go to <out>/[<network>/]<benchmark>/rows/<name>/, their outputs to .../<name>/.
+SWEEP_ROWS, NO_SENSORY_ROWS_NAME = "sweep", "no_sensory"
+GENERATED_ROWS_FOLDER = "rows"
 REENTRY_WINDOW_FRAMES = DEFAULT_WINDOW_FRAMES
 REENTRY_MIN_ABSENCE_FRAMES = DEFAULT_MIN_ABSENCE_FRAMES
 
@@ -190,76 +180,6 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     return {str(folder): rows for folder, rows in names.items() if rows}
 
 
-# ------------------------------------------------------------------------------------------- generated rows
-@dataclasses.dataclass(frozen=True)
-class GeneratedRow:
-    """A row written as a config file for run_ablations.py: its name, `# group: label` title and inference fields."""
-
-    name: str
-    group: str
-    label: str
-    inference: dict[str, Any]
-
-    def write(self, folder: Path) -> None:
-        text = f"# {self.group}: {self.label}\n" + yaml.safe_dump({"inference": self.inference}, sort_keys=True)
-        path = folder / f"{self.name}.yaml"
-        if not path.is_file() or path.read_text() != text:
-            atomic_write_text(path, text)
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepPoint:
-    """The sweep's rows at one share kept: {(selection, potentiation): row names} (random: one row per seed)."""
-
-    share: float
-    num_prototypes: int
-    rows: dict[tuple[str, bool], tuple[str, ...]]
-
-
-def sweep_rows(shares: Sequence[float], num_seeds: int, elements_per_frame: int,
-               num_frames: int) -> tuple[list[GeneratedRow], list[SweepPoint]]:
-    """The selection sweep's rows: at each share kept, P (and LT_max = the same number of consolidations' worth,
-    so that long-term memory fills at the same frame) from inference/miniature.py, x {usage, random with seeds
-    0..num_seeds-1} x {potentiation on, off}.
-
-    Raises:
-        ValueError: a share outside (0, 1], or fewer than one seed.
-    """
-    if num_seeds < 1:
-        raise ValueError(f"--sweep_seeds {num_seeds} is invalid; expected ≥ 1 random seed")
-    rows, points = [], []
-    for share in shares:
-        settings = miniature_memory_settings(elements_per_frame, num_frames, kept_share=share)
-        budget = dict(num_prototypes=settings.num_prototypes, max_long_term_elements=settings.max_long_term_elements)
-        tag = f"keep{share * PERCENT:g}".replace(".", "p")
-        point_rows: dict[tuple[str, bool], tuple[str, ...]] = {}
-        for potentiation in (True, False):
-            suffix = "potentiation" if potentiation else "no_potentiation"
-            variants = [("usage", f"{tag}_usage_{suffix}", {})] + [
-                ("random", f"{tag}_random_seed{seed}_{suffix}", dict(seed=seed)) for seed in range(num_seeds)]
-            for selection, name, extra in variants:
-                seed = f" seed {extra['seed']}" if extra else ""
-                label = (f"P = {settings.num_prototypes} ({settings.kept_share:.1%} kept), {selection}{seed}, "
-                         f"potentiation {'on' if potentiation else 'off'}")
-                rows.append(GeneratedRow(f"sweep_{name}", SWEEP_GROUP, label, dict(
-                    budget, prototype_selection=selection, use_potentiation=potentiation, **extra)))
-                point_rows[(selection, potentiation)] = point_rows.get((selection, potentiation), ()) + (
-                    f"sweep_{name}",)
-        points.append(SweepPoint(settings.kept_share, settings.num_prototypes, point_rows))
-    return rows, points
-
-
-def no_sensory_rows() -> list[GeneratedRow]:
-    """The paper's store rows for a network without sensory memory, with their own inference settings (their
-    files name a released checkpoint; here they run --no_sensory_model)."""
-    rows = []
-    for row in run_ablations.select_rows(list(NO_SENSORY_ROWS)):
-        inference = {key.split(".", 1)[1].split("=", 1)[0]: yaml.safe_load(key.split("=", 1)[1])
-                     for key in row.overrides if key.startswith("inference.")}
-        rows.append(GeneratedRow(row.name, row.group, f"{row.label} (retrained without sensory memory)", inference))
-    return rows
-
-
 def copy_first_mask(benchmark: BenchmarkData, output: Path) -> None:
     """Write frame 0's mask as the prediction of every ground-truth frame of every video."""
     for video in _videos(benchmark):
@@ -322,349 +242,6 @@ def score_reentry_folder(truth: dict[str, ReentryTruth], predictions: Path) -> l
     return scores
 
 
-# ------------------------------------------------------------------------------------------------ statistics
-def per_video_sums(objects: Sequence[ObjectScores], videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(J&F summed over each video's objects, objects per video), both (V,), in the order of `videos`."""
-    index = {video: position for position, video in enumerate(videos)}
-    sums, counts = np.zeros(len(videos)), np.zeros(len(videos))
-    for scores in objects:
-        sums[index[scores.sequence]] += (scores.j_mean + scores.f_mean) / 2
-        counts[index[scores.sequence]] += 1
-    return sums, counts
-
-
-def resample_draws(num_videos: int, num_resamples: int, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """num_resamples×V video indices drawn with replacement (the same draws for every row and network)."""
-    return np.random.default_rng(seed).integers(num_videos, size=(num_resamples, num_videos))
-
-
-def resampled_means(sums: np.ndarray, counts: np.ndarray, draws: np.ndarray) -> np.ndarray:
-    """The count-weighted mean on each resample (R,); NaN where a resample has nothing to count."""
-    totals, numbers = sums[draws].sum(axis=1), counts[draws].sum(axis=1)
-    return np.divide(totals, numbers, out=np.full(totals.shape, np.nan), where=numbers > 0)
-
-
-def _interval(values: np.ndarray) -> tuple[float, float]:
-    tail = (1 - CONFIDENCE) / 2 * PERCENT
-    low, high = np.nanpercentile(values, [tail, PERCENT - tail])
-    return float(low), float(high)
-
-
-def bootstrap_sums(rows: dict[str, tuple[np.ndarray, np.ndarray]], reference: Optional[str],
-                   draws: np.ndarray) -> dict[str, dict[str, float]]:
-    """Each row's mean (sums / counts over videos) with a percentile interval over the resamples `draws`, and its
-    paired difference from `reference` on the same resamples.
-
-    Args:
-        rows: {row: (per-video sums (V,), per-video counts (V,))}, videos in one order for every row.
-        reference: the row differences are taken from (None or absent: no differences).
-        draws: resample_draws(V, R).
-    Returns:
-        {row: {"jf", "jf_low", "jf_high", and with a reference "delta", "delta_low", "delta_high"}}, fractions.
-    """
-    resampled = {name: resampled_means(total, counts, draws) for name, (total, counts) in rows.items()}
-    result = {}
-    for name, (total, counts) in rows.items():
-        mean = float(total.sum() / counts.sum()) if counts.sum() > 0 else math.nan
-        low, high = _interval(resampled[name]) if counts.sum() > 0 else (math.nan, math.nan)
-        result[name] = {"jf": mean, "jf_low": low, "jf_high": high}
-        if reference is not None and reference in rows and counts.sum() > 0 and rows[reference][1].sum() > 0:
-            reference_total, reference_counts = rows[reference]
-            low, high = _interval(resampled[name] - resampled[reference])
-            result[name].update(delta=mean - float(reference_total.sum() / reference_counts.sum()), delta_low=low,
-                                delta_high=high)
-    return result
-
-
-def _row_sums(rows: dict[str, Sequence[ObjectScores]]) -> tuple[list[str], dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """The videos (sorted) and each row's per-video J&F sums and object counts.
-
-    Raises:
-        ValueError: a row has no score for some video.
-    """
-    videos = sorted({scores.sequence for objects in rows.values() for scores in objects})
-    sums = {name: per_video_sums(objects, videos) for name, objects in rows.items()}
-    for name, (_, counts) in sums.items():
-        if not counts.all():
-            missing = [video for video, count in zip(videos, counts) if not count]
-            raise ValueError(f"row {name!r} has no score for videos {missing}; rerun it (its eval.py run failed)")
-    return videos, sums
-
-
-def bootstrap(rows: dict[str, Sequence[ObjectScores]], reference: Optional[str], num_resamples: int,
-              seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, float]]:
-    """J&F of each row (object-weighted, as the global score) with a percentile interval over videos resampled
-    with replacement, and its difference from `reference` on the same resamples (paired).
-
-    Args:
-        rows: {row: per-object scores}; every row must cover the same videos.
-        reference: the row differences are taken from (None: no differences).
-        num_resamples: bootstrap resamples (the same index draws for every row).
-    Returns:
-        {row: {"jf", "jf_low", "jf_high", and with a reference "delta", "delta_low", "delta_high"}}, fractions.
-    Raises:
-        ValueError: rows cover different videos.
-    """
-    videos, sums = _row_sums(rows)
-    return bootstrap_sums(sums, reference, resample_draws(len(videos), num_resamples, seed))
-
-
-def _reentry_sums(scores: Sequence[ReentryScores], videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    by_video = {score.video: score for score in scores}
-    return (np.array([by_video[video].jf_sum for video in videos]),
-            np.array([by_video[video].reentry_frames for video in videos], dtype=float))
-
-
-def pooled_verdicts(per_network: Sequence[dict[str, tuple[np.ndarray, np.ndarray]]], reference: str,
-                    num_resamples: int) -> dict[str, dict[str, Any]]:
-    """Differences from `reference` pooled over networks (training seeds), with the study's rule.
-
-    Each network's difference is taken on the same video resamples; the pooled difference is their mean over
-    networks. A row's difference is "reproduced" only if its sign is the same for every network and the pooled
-    interval excludes zero.
-
-    Args:
-        per_network: per network, {row: (per-video sums, per-video counts)} over the same videos.
-    Returns:
-        {row: {"deltas": [per-network difference], "delta", "delta_low", "delta_high", "verdict"}} for the rows every
-        network has (reference excluded), fractions.
-    """
-    num_videos = len(next(iter(per_network[0].values()))[0])
-    draws = resample_draws(num_videos, num_resamples)
-    common = [name for name in per_network[0] if name != reference and all(name in rows for rows in per_network)]
-    verdicts = {}
-    for name in common:
-        deltas, resampled = [], []
-        for rows in per_network:
-            (total, counts), (reference_total, reference_counts) = rows[name], rows[reference]
-            deltas.append(float(total.sum() / counts.sum() - reference_total.sum() / reference_counts.sum()))
-            resampled.append(resampled_means(total, counts, draws)
-                             - resampled_means(reference_total, reference_counts, draws))
-        low, high = _interval(np.mean(resampled, axis=0))
-        signs = set(np.sign(deltas))
-        if len(signs) > 1 or 0 in signs:
-            verdict = "not reproduced: the sign differs between networks"
-        elif low <= 0 <= high:
-            verdict = "not reproduced: the pooled interval includes 0"
-        else:
-            verdict = f"reproduced: {'higher' if deltas[0] > 0 else 'lower'} than {reference} on every network"
-        verdicts[name] = {"deltas": deltas, "delta": float(np.mean(deltas)), "delta_low": low, "delta_high": high,
-                          "verdict": verdict}
-    return verdicts
-
-
-def sweep_gaps(points: Sequence[SweepPoint], sums: dict[str, tuple[np.ndarray, np.ndarray]],
-               draws: np.ndarray) -> list[dict[str, float]]:
-    """At each share kept: usage − random (potentiation on; random averaged over its seeds) and potentiation on −
-    off (usage selection), each with a paired bootstrap interval; fractions. Points with a missing row are left
-    out."""
-    gaps = []
-    for point in points:
-        names = [name for group in point.rows.values() for name in group]
-        if not all(name in sums for name in names):
-            continue
-
-        def averaged(key: tuple[str, bool]) -> tuple[np.ndarray, np.ndarray]:
-            group = [sums[name] for name in point.rows[key]]
-            return np.mean([total for total, _ in group], axis=0), group[0][1]
-
-        pseudo = {"usage": averaged(("usage", True)), "random": averaged(("random", True)),
-                  "usage_off": averaged(("usage", False)), "random_off": averaged(("random", False))}
-        selection = bootstrap_sums({"usage": pseudo["usage"], "random": pseudo["random"]}, "random", draws)
-        potentiation = bootstrap_sums({"on": pseudo["usage"], "off": pseudo["usage_off"]}, "off", draws)
-        gaps.append({"share": point.share, "num_prototypes": point.num_prototypes,
-                     "usage": selection["usage"]["jf"], "random": selection["random"]["jf"],
-                     "usage_off": potentiation["off"]["jf"],
-                     "selection_gap": selection["usage"]["delta"], "selection_low": selection["usage"]["delta_low"],
-                     "selection_high": selection["usage"]["delta_high"],
-                     "potentiation_gap": potentiation["on"]["delta"],
-                     "potentiation_low": potentiation["on"]["delta_low"],
-                     "potentiation_high": potentiation["on"]["delta_high"]})
-    return gaps
-
-
-# ---------------------------------------------------------------------------------------------------- tables
-CSV_COLUMNS = ("network", "benchmark", "row", "group", "label", "status", "jf", "jf_low", "jf_high", "delta",
-               "delta_low", "delta_high", "j", "f", "fps", "peak_memory_mb", "working_elements",
-               "long_term_elements", *run_ablations.STORE_PEAK_KEYS, "reentry_jf", "reentry_jf_low",
-               "reentry_jf_high", "reentry_delta", "reentry_delta_low", "reentry_delta_high", "returns",
-               "away_fp_area", "away_fp_lookalike", "videos")
-REENTRY_KEYS = {"jf": "reentry_jf", "jf_low": "reentry_jf_low", "jf_high": "reentry_jf_high",
-                "delta": "reentry_delta", "delta_low": "reentry_delta_low", "delta_high": "reentry_delta_high"}
-
-
-def _cell(value: Any, digits: int = 1) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def _range(entry: dict[str, Any], low: str, high: str, signed: bool = False) -> str:
-    values = [entry.get(low), entry.get(high)]
-    if not all(isinstance(value, float) and not math.isnan(value) for value in values):
-        return "–"
-    return f"{values[0]:+.1f} to {values[1]:+.1f}" if signed else f"{values[0]:.1f}–{values[1]:.1f}"
-
-
-def _signed(value: Any) -> str:
-    return f"{value:+.1f}" if isinstance(value, float) and not math.isnan(value) else "–"
-
-
-def _store(entry: dict[str, Any], unit: str) -> str:
-    values = [entry.get(f"{store}_{unit}_peak") for store in ("working", "long_term")]
-    if any(value in ("", None) for value in values):
-        return "–"
-    return " / ".join(f"{value / KIB:.1f}" if unit == "bytes" else str(value) for value in values)
-
-
-def _table_key(entry: dict[str, Any]) -> tuple[str, str]:
-    return entry.get("network", ""), entry["benchmark"]
-
-
-def format_markdown(entries: Sequence[dict[str, Any]], notes: Sequence[str] = (),
-                    headers: Optional[dict[str, str]] = None, sections: Sequence[str] = ()) -> str:
-    """One table per benchmark (and network): J&F, its interval and the difference from the full model, the stores'
-    peak sizes and, on the long benchmark, the re-entry columns (entries hold x 100). `headers`: {benchmark: a line
-    printed under its title (the memory settings)}; `sections`: more markdown (sweep, verdicts) after the tables."""
-    header = ["row", "setting", "J&F", "95% CI", "Δ vs full", "Δ 95% CI", "J", "F", "FPS",
-              "store el. (working / long-term)", "store KiB (working / long-term)"]
-    reentry_header = ["re-entry J&F", "re-entry 95% CI", "re-entry Δ 95% CI", "look-alikes taken while away %",
-                      "frame taken while away %"]
-    lines = []
-    for network, benchmark in dict.fromkeys(_table_key(entry) for entry in entries):
-        table = [entry for entry in entries if _table_key(entry) == (network, benchmark)]
-        reentry = any(isinstance(entry.get("reentry_jf"), float) for entry in table)
-        columns = header + (reentry_header if reentry else []) + ["status"]
-        title = benchmark + (f" ({network})" if network else "")
-        lines += [f"### {title}", ""]
-        if headers and benchmark in headers:
-            lines += [headers[benchmark], ""]
-        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-        for entry in table:
-            cells = [entry["row"], entry["label"], _cell(entry.get("jf")), _range(entry, "jf_low", "jf_high"),
-                     _signed(entry.get("delta")), _range(entry, "delta_low", "delta_high", signed=True),
-                     _cell(entry.get("j")), _cell(entry.get("f")), _cell(entry.get("fps"), 2),
-                     _store(entry, "elements"), _store(entry, "bytes")]
-            if reentry:
-                cells += [_cell(entry.get("reentry_jf")), _range(entry, "reentry_jf_low", "reentry_jf_high"),
-                          _range(entry, "reentry_delta_low", "reentry_delta_high", signed=True),
-                          _cell(entry.get("away_fp_lookalike")), _cell(entry.get("away_fp_area"), 2)]
-            cells.append(str(entry["status"]).replace("|", "/"))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    for section in sections:
-        lines += [section, ""]
-    lines += list(notes)
-    return "\n".join(lines) + "\n"
-
-
-def format_sweep(gaps: Sequence[dict[str, float]], title: str, num_seeds: int) -> str:
-    """The selection sweep as markdown: per share kept, the usage − random and potentiation gaps (x 100)."""
-    columns = ("share kept", "P", "usage", f"random (mean of {num_seeds} seeds)", "usage − random", "95% CI",
-               "usage, no potentiation", "potentiation on − off", "95% CI")
-    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for gap in gaps:
-        scaled = {key: PERCENT * value if key not in ("share", "num_prototypes") else value
-                  for key, value in gap.items()}
-        lines.append("| " + " | ".join([
-            f"{gap['share']:.1%}", str(gap["num_prototypes"]), _cell(scaled["usage"]), _cell(scaled["random"]),
-            _signed(scaled["selection_gap"]), _range(scaled, "selection_low", "selection_high", signed=True),
-            _cell(scaled["usage_off"]), _signed(scaled["potentiation_gap"]),
-            _range(scaled, "potentiation_low", "potentiation_high", signed=True)]) + " |")
-    return "\n".join(lines)
-
-
-def format_verdicts(verdicts: dict[str, dict[str, Any]], title: str, networks: Sequence[str]) -> str:
-    """The pooled differences over networks and the study's rule, as markdown (x 100)."""
-    columns = ("row", *[f"Δ {network}" for network in networks], "pooled Δ", "pooled 95% CI", "verdict")
-    lines = [f"### {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for name, verdict in verdicts.items():
-        scaled = {key: PERCENT * verdict[key] for key in ("delta", "delta_low", "delta_high")}
-        lines.append("| " + " | ".join([name, *[_signed(PERCENT * delta) for delta in verdict["deltas"]],
-                                         _signed(scaled["delta"]),
-                                         _range(scaled, "delta_low", "delta_high", signed=True),
-                                         verdict["verdict"]]) + " |")
-    return "\n".join(lines)
-
-
-def _matplotlib():
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    return plt
-
-
-def write_plot(entries: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:
-    """J&F with 95% intervals, one panel per benchmark (and network); None (nothing written) without matplotlib."""
-    plt = _matplotlib()
-    if plt is None:
-        return None
-    tables = list(dict.fromkeys(_table_key(entry) for entry in entries))
-    rows = max(sum(1 for entry in entries if _table_key(entry) == key) for key in tables)
-    figure, axes = plt.subplots(1, len(tables), figsize=(6 * len(tables), 0.3 * rows + 1.5), squeeze=False)
-    for axis, key in zip(axes[0], tables):
-        scored = [entry for entry in entries if _table_key(entry) == key and isinstance(entry["jf"], float)]
-        positions = np.arange(len(scored))
-        values = np.array([entry["jf"] for entry in scored])
-        errors = np.array([[entry["jf"] - entry["jf_low"], entry["jf_high"] - entry["jf"]]
-                           for entry in scored]).T.reshape(2, -1)
-        axis.errorbar(values, positions, xerr=errors, fmt="o", capsize=3)
-        axis.set_yticks(positions, [entry["row"] for entry in scored], fontsize=7)
-        axis.invert_yaxis()
-        axis.set_xlabel("J&F x 100 (95% bootstrap interval over videos)")
-        axis.set_title(key[1] + (f" ({key[0]})" if key[0] else ""))
-        axis.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def write_sweep_plot(sweeps: dict[str, Sequence[dict[str, float]]], path: Path) -> Optional[Path]:
-    """The usage − random gap and the potentiation gap (x 100, 95% intervals) against the share kept (log scale),
-    one line per network; None (nothing written) without matplotlib or without sweep points."""
-    plt = _matplotlib()
-    if plt is None or not any(sweeps.values()):
-        return None
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
-    for axis, (gap, title) in zip(axes[0], (("selection", "usage − random prototypes (potentiation on)"),
-                                            ("potentiation", "potentiation on − off (usage prototypes)"))):
-        for network, gaps in sweeps.items():
-            shares = np.array([point["share"] for point in gaps]) * PERCENT
-            values = np.array([point[f"{gap}_gap"] for point in gaps]) * PERCENT
-            errors = np.array([[point[f"{gap}_gap"] - point[f"{gap}_low"], point[f"{gap}_high"] - point[f"{gap}_gap"]]
-                               for point in gaps]).T.reshape(2, -1) * PERCENT
-            axis.errorbar(shares, values, yerr=errors, fmt="o-", capsize=3, label=network or None)
-        axis.axhline(0, color="grey", linewidth=0.8)
-        axis.axvline(PAPER_KEPT_SHARE * PERCENT, color="grey", linestyle=":", linewidth=0.8)
-        axis.set_xscale("log")
-        axis.set_xlabel("share of consolidation candidates kept as prototypes, % (dotted: the paper's)")
-        axis.set_ylabel("Δ J&F x 100 (95% bootstrap interval)")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-        if len(sweeps) > 1:
-            axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def write_tables(entries: Sequence[dict[str, Any]], out: Path, notes: Sequence[str],
-                 headers: Optional[dict[str, str]] = None, sections: Sequence[str] = ()) -> tuple[Path, Path]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(entries)
-    csv_path, markdown_path = out / f"{TABLE_FILE}.csv", out / f"{TABLE_FILE}.md"
-    atomic_write_text(csv_path, buffer.getvalue())
-    atomic_write_text(markdown_path, format_markdown(entries, notes, headers, sections))
-    return csv_path, markdown_path
-
-
 # ------------------------------------------------------------------------------------------------------ main
 @dataclasses.dataclass(frozen=True)
 class RowSource:
@@ -705,13 +282,13 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
     folders = {COPY_FIRST_MASK: copy_output}
     folders.update({entry["row"]: folder for entry, folder in ablation_entries if entry["status"].startswith("done")})
     scores = {name: score_folder(benchmark, folder) for name, folder in folders.items()}
-    videos, sums = _row_sums(scores)
+    videos, sums = row_sums(scores)
     draws = resample_draws(len(videos), num_resamples)
     statistics = bootstrap_sums(sums, FULL_MODEL_ROW, draws)
     reentry_statistics, reentry = {}, {}
     if truth is not None:
         reentry = {name: score_reentry_folder(truth, folder) for name, folder in folders.items()}
-        reentry_statistics = bootstrap_sums({name: _reentry_sums(rows, videos) for name, rows in reentry.items()},
+        reentry_statistics = bootstrap_sums({name: reentry_sums(rows, videos) for name, rows in reentry.items()},
                                             FULL_MODEL_ROW, draws)
     entries = []
     for entry in [copy_entry] + [entry for entry, _ in ablation_entries]:
@@ -747,11 +324,11 @@ def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Pa
         sweep, points = sweep_rows(args.sweep_shares, args.sweep_seeds, feature_elements(benchmark.height,
                                                                                          benchmark.width),
                                    benchmark.num_frames)
-        generated.append(("sweep", sweep, model))
+        generated.append((SWEEP_ROWS, sweep, model))
     if args.no_sensory_model is not None:
-        generated.append(("no_sensory", no_sensory_rows(), args.no_sensory_model.resolve()))
+        generated.append((NO_SENSORY_ROWS_NAME, no_sensory_rows(), args.no_sensory_model.resolve()))
     for name, row_list, checkpoint in generated:
-        folder = root / benchmark.name / "rows" / name
+        folder = root / benchmark.name / GENERATED_ROWS_FOLDER / name
         folder.mkdir(parents=True, exist_ok=True)
         for row in row_list:
             row.write(folder)

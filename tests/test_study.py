@@ -8,12 +8,15 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from configs.loader import load_config
 from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
+from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
-from scripts import quickstart, run_study, study_curve, study_prepare
+from inference import study_statistics
+from scripts import quickstart, run_study, study_curve, study_prepare, study_report, study_rows
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
@@ -115,7 +118,7 @@ def _object(sequence: str, jf: float, object_id: int = 1) -> ObjectScores:
 def test_bootstrap_gives_object_weighted_means_and_paired_differences():
     full = [_object("a", 0.8), _object("a", 0.6, 2), _object("b", 0.2)]
     better = [_object("a", 0.9), _object("a", 0.7, 2), _object("b", 0.3)]  # +0.1 on every object
-    statistics = run_study.bootstrap({"full": full, "better": better}, "full", num_resamples=500)
+    statistics = study_statistics.bootstrap({"full": full, "better": better}, "full", num_resamples=500)
     assert statistics["full"]["jf"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)
     assert statistics["full"]["jf_low"] < statistics["full"]["jf"] < statistics["full"]["jf_high"]
     # every resample moves both rows together, so the paired difference has no spread at all
@@ -123,7 +126,7 @@ def test_bootstrap_gives_object_weighted_means_and_paired_differences():
     assert statistics["better"]["delta_low"] == pytest.approx(0.1)
     assert statistics["better"]["delta_high"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="'partial' has no score for videos \\['b'\\]"):
-        run_study.bootstrap({"full": full, "partial": full[:2]}, "full", num_resamples=10)
+        study_statistics.bootstrap({"full": full, "partial": full[:2]}, "full", num_resamples=10)
 
 
 def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
@@ -269,3 +272,89 @@ def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_p
     assert "### selection sweep: long" in table and "| 43.3% | 13 |" in table
     assert "re-entry J&F" in table and "| control_two_recent_frames |" in table
     assert result["sweep_plot"] == tmp_path / "study_sweep.png" and result["sweep_plot"].is_file()
+
+
+def _sums(per_video: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(per_video), np.ones(len(per_video))
+
+
+def test_pooled_verdicts_need_the_same_sign_on_every_network_and_an_interval_without_zero():
+    """Mutations checked: a verdict from the pooled interval alone (ignoring the per-network signs) fails the
+    'mixed' row; a verdict from the signs alone fails the 'noisy' row."""
+    full = [0.5, 0.6, 0.7, 0.4]
+    networks = [
+        {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v + 0.2 for v in full]),
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+        {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v - 0.01 for v in full]),
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+    ]
+    verdicts = study_statistics.pooled_verdicts(networks, "full", num_resamples=500)
+    assert set(verdicts) == {"better", "mixed", "noisy"}
+    assert verdicts["better"]["deltas"] == pytest.approx([0.1, 0.1])
+    assert verdicts["better"]["verdict"] == "reproduced: higher than full on every network"
+    assert verdicts["better"]["delta_low"] == pytest.approx(0.1) == verdicts["better"]["delta_high"]
+    assert verdicts["mixed"]["verdict"] == "not reproduced: the sign differs between networks"
+    assert verdicts["mixed"]["delta"] == pytest.approx((0.2 - 0.01) / 2)
+    assert verdicts["mixed"]["delta_low"] > 0  # the pooled interval alone would have called it reproduced
+    assert verdicts["noisy"]["verdict"] == "not reproduced: the pooled interval includes 0"
+    markdown = study_report.format_verdicts(verdicts, "verdicts", ["network 1", "network 2"])
+    assert "| better | +10.0 | +10.0 | +10.0 | +10.0 to +10.0 | reproduced" in markdown
+
+
+def test_sweep_rows_set_p_and_lt_max_from_the_share_kept():
+    rows, points = study_rows.sweep_rows([0.01, 0.43], 3, elements_per_frame=60, num_frames=400)
+    assert len(rows) == 2 * (1 + 3) * 2 and len({row.name for row in rows}) == len(rows)
+    by_name = {row.name: row.inference for row in rows}
+    assert by_name["sweep_keep1_usage_potentiation"] == dict(
+        num_prototypes=3, max_long_term_elements=2 * 3, prototype_selection="usage", use_potentiation=True)
+    assert by_name["sweep_keep43_random_seed2_no_potentiation"] == dict(
+        num_prototypes=129, max_long_term_elements=2 * 129, prototype_selection="random", use_potentiation=False,
+        seed=2)
+    assert [(point.num_prototypes, point.share) for point in points] == [(3, 0.01), (129, 0.43)]
+    assert points[0].rows[("random", True)] == tuple(f"sweep_keep1_random_seed{seed}_potentiation" for seed in range(3))
+    for row in rows:  # every generated row is a valid config
+        load_config(overrides=[f"inference.{key}={value}" for key, value in row.inference.items()])
+    with pytest.raises(ValueError, match="--sweep_seeds 0"):
+        study_rows.sweep_rows([0.1], 0, 60, 400)
+
+
+def test_no_sensory_rows_keep_the_store_rows_settings_without_their_checkpoint(tmp_path):
+    rows = {row.name: row for row in study_rows.no_sensory_rows()}
+    assert set(rows) == set(study_rows.NO_SENSORY_ROWS)
+    assert rows["stores_working_only"].inference == {"enable_long_term": False}
+    assert rows["stores_long_term_only"].inference == {"min_working_frames": 1, "max_working_frames": 2}
+    assert rows["stores_working_long_term"].inference == {}
+    for row in rows.values():
+        row.write(tmp_path)
+    loaded = {row.name: row for row in run_study.run_ablations.select_rows(None, tmp_path)}
+    assert all(row.checkpoint is None for row in loaded.values())  # run with --no_sensory_model
+    assert loaded["stores_working_only"].overrides == ("inference.enable_long_term=false",)
+
+
+def test_study_no_sensory_preset_trains_the_study_recipe_without_sensory_memory():
+    study, no_sensory = load_config("study"), load_config("study_no_sensory")
+    assert no_sensory.model.hidden_dim == 0 and study.model.hidden_dim > 0
+    assert no_sensory.train.exp_id != study.train.exp_id
+    same_budget = dataclasses.replace(no_sensory.train, exp_id=study.train.exp_id)
+    assert same_budget == study.train  # the same data, schedule and iterations
+
+
+def test_the_no_sensory_network_starts_from_a_calibrated_init_without_sensory_weights(tmp_path):
+    """study_prepare.py --config study_no_sensory: its initial network has no hidden-state updaters (so train.py
+    with model.hidden_dim 0 loads it), and the printed command trains that preset."""
+    plan = dataclasses.replace(quickstart.DEFAULT_PLAN, preset=study_prepare.NO_SENSORY_PRESET, height=32, width=48,
+                               static_images_per_source=4, train_videos=0, held_out_videos=0, calibration_clips=2)
+    folders = quickstart.make_data(plan, tmp_path)
+    path = quickstart.calibrated_initial_network(plan, folders, 32, tmp_path / "init.pth", torch.device("cpu"),
+                                                 hidden_dim=load_config(plan.preset).model.hidden_dim)
+    network = build_network_from_state_dict(torch.load(path, weights_only=True))
+    assert network.hidden_dim == 0
+    arguments = study_prepare.train_arguments(folders, path, tmp_path / "saves", [], study_prepare.NO_SENSORY_PRESET)
+    assert arguments[:2] == ["--config", "study_no_sensory"]
+
+
+def test_statistics_module_docstring_example_runs():
+    import doctest
+
+    results = doctest.testmod(study_statistics, extraglobs={"np": np})
+    assert results.attempted > 0 and results.failed == 0
