@@ -29,6 +29,9 @@ LARGE_MEMORY_BYTES = 4 * 2**30
 BYTES_PER_GB = 2**30
 # A video record's peak store sizes: live elements and bytes of working and long-term memory, largest over frames.
 STORE_PEAK_KEYS = ("working_elements_peak", "long_term_elements_peak", "working_bytes_peak", "long_term_bytes_peak")
+# A video record's memory trace: [frame, working elements, long-term elements] on the first frame and wherever
+# either count changes (memory frames, consolidations, prunings), so it stays small on long videos.
+MEMORY_TRACE_KEY = "memory_trace"
 
 
 class VideoFrame(Protocol):
@@ -128,9 +131,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     Returns:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
         (memory at the end of the video), the STORE_PEAK_KEYS (the largest live element counts and bytes of the
-        working and long-term stores over the video) and sensory_peak_abs (the largest absolute value the sensory memory took;
-        None without sensory memory). Timing covers normalisation, resizing, the network and the output
-        resize/argmax (not reading or writing files).
+        working and long-term stores over the video), the MEMORY_TRACE_KEY trace and sensory_peak_abs (the
+        largest absolute value the sensory memory took; None without sensory memory). Timing covers
+        normalisation, resizing, the network and the output resize/argmax (not reading or writing files).
     """
     options = config.eval
     check_object_limit(video, options.max_objects)
@@ -139,6 +142,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     saved = 0
     sensory_peak = None
     store_peaks = dict.fromkeys(STORE_PEAK_KEYS, 0)
+    memory_trace: list[list[int]] = []
     progress = tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False)
     for index, frame in enumerate(progress):
         image, mask = frame.image, frame.mask
@@ -172,6 +176,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         for key, value in zip(STORE_PEAK_KEYS, (core.memory.working_elements, core.memory.long_term_elements,
                                                 core.memory.working_bytes, core.memory.long_term_bytes)):
             store_peaks[key] = max(store_peaks[key], value)
+        counts = [core.memory.working_elements, core.memory.long_term_elements]
+        if not memory_trace or memory_trace[-1][1:] != counts:
+            memory_trace.append([index, *counts])
         if frame.save:
             writer.write_mask(video.name, frame.name, output, video.palette)
             if options.save_scores:
@@ -181,4 +188,5 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
             "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
             "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6), **store_peaks}
+            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6), **store_peaks,
+            MEMORY_TRACE_KEY: memory_trace}

@@ -27,18 +27,20 @@ Every row's masks are scored per object (inference/metrics.py, DAVIS mode) and t
 replacement (`--bootstrap` times, the same resamples for every row): each row gets a 95% interval for its J&F and
 for its difference from the full model (`stores_all`), so a difference whose interval excludes 0 is more than the
 luck of which videos were drawn. The long table adds the re-entry J&F (inference/reentry.py: the ground-truth
-frames within REENTRY_WINDOW_FRAMES after an object comes back from an absence of at least
+frames within study_benchmarks.REENTRY_WINDOW_FRAMES after an object comes back from an absence of at least
 REENTRY_MIN_ABSENCE_FRAMES), with its interval, and the share of the look-alikes labelled as an object while it is
 away. Memory columns are the stores' own (largest live elements and KiB of working and long-term memory).
 With several --model networks (training seeds) every row is reported per network, and a verdicts table pools them:
 a difference is "reproduced" only if its sign holds for every network and its pooled interval (the same video
 resamples for every network, differences averaged over networks) excludes zero.
 Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with intervals, if matplotlib is installed),
-and run_ablations.py's own tables under <out>/[<network>/]<benchmark>/.
+<out>/[<network>/]memory_trace_long.csv and .png (the full model's working and long-term elements against frame,
+per long video), and run_ablations.py's own tables under <out>/[<network>/]<benchmark>/.
 
 Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held_out, 900 frames), 12 min (long
-at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames); the 22 distinct runs of the
-default rows take about 18 hours at full size. `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
+at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames). The default rows are about 30
+per benchmark (rows with the same settings run once), the sweep adds 8 rows per share on the long benchmark (32 by
+default), each network runs them all: `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
 """
 from __future__ import annotations
 
@@ -50,28 +52,24 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from configs.common import run_cli
-from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
-from dataset.synthetic import Timing
-from dataset.synthetic_layouts import write_davis
-from dataset.synthetic_long import (LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark,
-                                    long_benchmark, lookalike_pixels, read_absences, write_long_benchmark)
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS, ObjectScores
-from inference.miniature import MiniatureSettings, feature_elements, miniature_memory_settings
-from inference.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WINDOW_FRAMES, Absence, ReentryScores,
-                               score_reentry)
+from configs.loader import load_config
+from dataset.writers import ResultWriter
+from inference.metrics import ObjectScores
+from inference.miniature import feature_elements
 from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
                                         reentry_sums, resample_draws, row_sums, sweep_gaps)
-from scripts import run_ablations
-from scripts.quickstart import DAVIS_SPLIT_FOLDER
-from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET, held_out_videos
+from inference.video_runner import MEMORY_TRACE_KEY
+from scripts import run_ablations, study_benchmarks
+from scripts.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,
+                                      score_folder, score_reentry_folder, write_benchmark)
+from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
+from scripts.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
+                                  format_sweep, format_verdicts, write_memory_traces, write_plot, write_sweep_plot,
+                                  write_tables)
 from scripts.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
                                 no_sensory_rows, sweep_rows)
-from scripts.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
-                                  format_sweep, format_verdicts, write_plot, write_sweep_plot, write_tables)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
@@ -79,78 +77,11 @@ FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
 BENCHMARKS = ("held_out", "long")
 DEFAULT_BOOTSTRAP = 2000
-SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks
 MEMORY_BUDGETS = ("miniature", "paper")
 # Generated rows: their files go to <out>/[<network>/]<benchmark>/rows/<name>/, their outputs to .../<name>/.
 SWEEP_ROWS, NO_SENSORY_ROWS_NAME = "sweep", "no_sensory"
 GENERATED_ROWS_FOLDER = "rows"
-REENTRY_WINDOW_FRAMES = DEFAULT_WINDOW_FRAMES
-REENTRY_MIN_ABSENCE_FRAMES = DEFAULT_MIN_ABSENCE_FRAMES
-
-
-@dataclasses.dataclass(frozen=True)
-class StudySize:
-    """The benchmarks' sizes: `full` is the study as designed, `reduced` what fits a few hours of two cores (the
-    long benchmark as 8 x 400 frames), `tiny` checks the pipeline in a minute (its long videos are just long enough
-    for one consolidation, at frame 45, and their objects leave and come back)."""
-
-    held_out_videos: int
-    held_out_frames: int
-    height: int
-    width: int
-    long: LongBenchmark
-
-
-# The tiny long videos: objects leave after 6-18 frames and come back about 20 frames later.
-TINY_TIMING = Timing(exit_period_frames=40, exit_ramp_fraction=LONG_TIMING.exit_ramp_fraction,
-                     exit_hold_fraction=LONG_TIMING.exit_hold_fraction, appearance_period_frames=(20.0, 60.0))
-SIZES = {
-    "full": StudySize(STUDY_PLAN.held_out_videos, STUDY_PLAN.held_out_video_frames, STUDY_PLAN.height,
-                      STUDY_PLAN.width, LONG_BENCHMARK),
-    "reduced": StudySize(STUDY_PLAN.held_out_videos, STUDY_PLAN.held_out_video_frames, STUDY_PLAN.height,
-                         STUDY_PLAN.width, LONG_BENCHMARK_REDUCED),
-    "tiny": StudySize(2, 6, 48, 80, LongBenchmark(num_videos=2, num_frames=48, height=32, width=48,
-                                                  annotation_every=5, timing=TINY_TIMING)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkData:
-    """Where a benchmark's ground truth is, the eval.py arguments that run it, and its frame size and length."""
-
-    name: str
-    eval_arguments: tuple[str, ...]
-    ground_truth: Path  # <video>/<frame>.png
-    imageset: Optional[Path]
-    sparse: bool
-    height: int
-    width: int
-    num_frames: int
-    long_size: Optional[LongBenchmark] = None  # the long benchmark's generator settings (re-entry truth)
-    root: Optional[Path] = None  # the long benchmark's --lv_path
-
-    def memory_settings(self, budgets: str = "miniature") -> Optional[MiniatureSettings]:
-        """The benchmark's memory budgets (inference/miniature.py), or None for the paper's numbers as they are."""
-        if budgets == "paper":
-            return None
-        return miniature_memory_settings(feature_elements(self.height, self.width), self.num_frames)
-
-
-def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkData:
-    """Write (or reuse: the writers skip finished videos) one benchmark under `data_root`."""
-    if name == "held_out":
-        root = data_root / "held_out"
-        videos = held_out_videos(size.held_out_videos, size.held_out_frames, size.height, size.width)
-        split = root / DAVIS_SPLIT_FOLDER
-        write_davis(split, {}, videos)
-        return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(root), "--size", "-1"),
-                             split / "Annotations" / "480p", split / "ImageSets" / "2017" / "val.txt", sparse=False,
-                             height=size.height, width=size.width, num_frames=size.held_out_frames)
-    root = data_root / "long"
-    write_long_benchmark(root, size.long)
-    return BenchmarkData(name, ("--dataset", "LV1", "--lv_path", str(root), "--size", "-1"),
-                         root / "long_video" / "Annotations", None, sparse=True, height=size.long.height,
-                         width=size.long.width, num_frames=size.long.num_frames, long_size=size.long, root=root)
+MEMORY_TRACE_FILE = "memory_trace"  # <out>/[<network>/]memory_trace_long.csv/.png: the full model's stores
 
 
 def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, list[str]]:
@@ -180,68 +111,6 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     return {str(folder): rows for folder, rows in names.items() if rows}
 
 
-def copy_first_mask(benchmark: BenchmarkData, output: Path) -> None:
-    """Write frame 0's mask as the prediction of every ground-truth frame of every video."""
-    for video in _videos(benchmark):
-        masks = sorted((benchmark.ground_truth / video).glob("*.png"))
-        first, palette = read_index_mask(masks[0])
-        for mask in masks:
-            if not (output / video / mask.name).is_file():
-                write_index_mask(output / video / mask.name, first, palette)
-
-
-def _videos(benchmark: BenchmarkData) -> list[str]:
-    return (benchmark.imageset.read_text().split() if benchmark.imageset
-            else sorted(path.name for path in benchmark.ground_truth.iterdir() if path.is_dir()))
-
-
-def score_folder(benchmark: BenchmarkData, predictions: Path) -> tuple[ObjectScores, ...]:
-    """Per-object scores of a folder of predicted masks (DAVIS mode, as eval.py scores D17 and LV1)."""
-    results = evaluate_folders(benchmark.ground_truth, predictions, read_mask=read_mask_ids,
-                               imageset=benchmark.imageset, mode=MODE_DAVIS, sparse=benchmark.sparse,
-                               output_dir=predictions / SCORES_FOLDER, num_processes=1)
-    return results.objects
-
-
-# ------------------------------------------------------------------------------------------------ re-entry
-@dataclasses.dataclass(frozen=True)
-class ReentryTruth:
-    """One long video's ground truth on its annotated frames, its absences and its look-alike pixels."""
-
-    ground_truth: dict[int, np.ndarray]
-    absences: list[Absence]
-    lookalikes: dict[int, np.ndarray]
-
-
-def reentry_truth(benchmark: BenchmarkData) -> dict[str, ReentryTruth]:
-    """{video: ReentryTruth} of the long benchmark (absences from its absences file, look-alikes from the
-    generator)."""
-    absences = read_absences(benchmark.root)
-    specs = long_benchmark(benchmark.long_size)
-    truth = {}
-    for video in _videos(benchmark):
-        ground_truth = {int(path.stem): read_mask_ids(path) for path in sorted((benchmark.ground_truth / video).glob(
-            "*.png"))}
-        spans = [Absence(object_id, gone, back) for object_id, object_spans in absences[video].items()
-                 for gone, back in object_spans]
-        truth[video] = ReentryTruth(ground_truth, spans, {frame: lookalike_pixels(specs[video], frame)
-                                                          for frame in ground_truth})
-    return truth
-
-
-def score_reentry_folder(truth: dict[str, ReentryTruth], predictions: Path) -> list[ReentryScores]:
-    """Re-entry scores of every video of a folder of predicted masks (frame 0, the input, is not scored)."""
-    scores = []
-    for video, video_truth in truth.items():
-        predicted = {frame: read_mask_ids(predictions / video / f"{frame:05d}.png")
-                     for frame in video_truth.ground_truth if frame > 0
-                     and (predictions / video / f"{frame:05d}.png").is_file()}
-        scores.append(score_reentry(video, video_truth.ground_truth, predicted, video_truth.absences,
-                                    window_frames=REENTRY_WINDOW_FRAMES,
-                                    min_absence_frames=REENTRY_MIN_ABSENCE_FRAMES, lookalikes=video_truth.lookalikes))
-    return scores
-
-
 # ------------------------------------------------------------------------------------------------------ main
 @dataclasses.dataclass(frozen=True)
 class RowSource:
@@ -261,6 +130,7 @@ class BenchmarkResult:
     sums: dict[str, tuple[np.ndarray, np.ndarray]]
     videos: list[str]
     scores: dict[str, Sequence[ObjectScores]]
+    folders: dict[str, Path]  # each scored row's masks
 
 
 def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: Path, forwarded: Sequence[str],
@@ -311,7 +181,33 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
                           f=PERCENT * float(np.mean([s.f_mean for s in objects])),
                           videos=len({s.sequence for s in objects}))
         entries.append(merged)
-    return BenchmarkResult(entries, sums, videos, scores)
+    return BenchmarkResult(entries, sums, videos, scores, folders)
+
+
+def runnable_rows(rows: dict[str, list[str]], overrides: Sequence[str], notes: list[str],
+                  benchmark: str) -> dict[str, list[str]]:
+    """`rows` without those whose settings do not resolve over `overrides` (e.g. the paper's P = 256 row above the
+    miniature LT_max); each one left out gets a note with the reason."""
+    kept = {}
+    for folder, names in rows.items():
+        kept[folder] = []
+        for row in run_ablations.select_rows(names, Path(folder)):
+            try:
+                load_config(STUDY_PRESET, [*overrides, *row.overrides])
+            except ValueError as error:
+                notes.append(f"{benchmark}: {row.name} left out, its settings conflict with these memory budgets "
+                             f"({error}).")
+                continue
+            kept[folder].append(row.name)
+    return {folder: names for folder, names in kept.items() if names}
+
+
+def memory_traces(row_folder: Path, videos: Sequence[str]) -> dict[str, list[list[int]]]:
+    """{video: [[frame, working elements, long-term elements], ...]} from a row's finished-video records (videos
+    finished by a version that kept no trace are left out)."""
+    writer = ResultWriter(row_folder, "davis")
+    records = {video: writer.finished_record(video) for video in videos if writer.is_finished(video)}
+    return {video: record[MEMORY_TRACE_KEY] for video, record in records.items() if MEMORY_TRACE_KEY in record}
 
 
 def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, root: Path,
@@ -380,6 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         headers[name] = (settings.describe() if settings is not None
                          else "memory settings: the paper's (T_max 10, T_min 5, r 5, P 128, LT_max 10000)")
         budget_overrides = settings.overrides() if settings is not None else []
+        key_values = [argument for argument in forwarded if "=" in argument and not argument.startswith("-")]
+        rows[name] = runnable_rows(rows[name], [*budget_overrides, *key_values], notes, name)
         truth = reentry_truth(benchmark) if name == "long" else None
         per_network = []
         for network, model in zip(networks, args.model):
@@ -395,6 +293,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 sweeps[network] = gaps
                 sections.append(format_sweep(gaps, f"selection sweep: {name}" + (f" ({network})" if network else ""),
                                              args.sweep_seeds))
+            if truth is not None and FULL_MODEL_ROW in result.folders:
+                traces = memory_traces(result.folders[FULL_MODEL_ROW], result.videos)
+                write_memory_traces(traces, root / f"{MEMORY_TRACE_FILE}_{name}",
+                                    settings.max_long_term_elements if settings is not None else None)
             if name == "held_out" and args.size != "tiny" and FULL_MODEL_ROW in result.scores:
                 quickstart_videos = {f"synth{index:04d}" for index in range(QUICKSTART_HELD_OUT_VIDEOS)}
                 objects = [s for s in result.scores[FULL_MODEL_ROW] if s.sequence in quickstart_videos]
@@ -406,12 +308,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             verdicts[name] = pooled_verdicts(per_network, FULL_MODEL_ROW, args.bootstrap)
             sections.append(format_verdicts(verdicts[name], f"verdicts over {len(networks)} networks: {name}",
                                             networks))
+    window, min_absence = study_benchmarks.REENTRY_WINDOW_FRAMES, study_benchmarks.REENTRY_MIN_ABSENCE_FRAMES
     notes.append(f"J&F x 100; intervals: {CONFIDENCE:.0%} percentile bootstrap over videos ({args.bootstrap} "
                  f"resamples, paired across rows); Δ: difference from {FULL_MODEL_ROW}. Store sizes: the largest "
                  "live elements and KiB of working / long-term memory over frames and videos. Re-entry: J&F on the "
-                 f"ground-truth frames within {REENTRY_WINDOW_FRAMES} frames after an object comes back from an "
-                 f"absence of at least {REENTRY_MIN_ABSENCE_FRAMES} frames; while away: the share of the look-alikes' "
-                 "visible pixels (and of the frame) labelled as the absent object.")
+                 f"ground-truth frames within {window} frames after an object comes back from an absence of at "
+                 f"least {min_absence} frames; while away: the share of the look-alikes' visible pixels (and of the "
+                 "frame) labelled as the absent object.")
     csv_path, markdown_path = write_tables(entries, out, notes, headers, sections)
     plot = write_plot(entries, out / f"{TABLE_FILE}.png")
     sweep_plot = write_sweep_plot(sweeps, out / SWEEP_PLOT_FILE) if sweeps else None

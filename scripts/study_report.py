@@ -199,3 +199,36 @@ def write_tables(entries: Sequence[dict[str, Any]], out: Path, notes: Sequence[s
     atomic_write_text(csv_path, buffer.getvalue())
     atomic_write_text(markdown_path, format_markdown(entries, notes, headers, sections))
     return csv_path, markdown_path
+
+
+def write_memory_traces(traces: dict[str, Sequence[Sequence[int]]], stem: Path,
+                        max_long_term_elements: Optional[int]) -> tuple[Path, Optional[Path]]:
+    """Working and long-term elements against frame for every video: `<stem>.csv` (video, frame, working_elements,
+    long_term_elements, at each change) and `<stem>.png` (one panel per video, LT_max dotted; None without
+    matplotlib)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("video", "frame", "working_elements", "long_term_elements"))
+    for video, trace in traces.items():
+        writer.writerows((video, *point) for point in trace)
+    csv_path = stem.with_suffix(".csv")
+    atomic_write_text(csv_path, buffer.getvalue())
+    plt = _matplotlib()
+    if plt is None or not traces:
+        return csv_path, None
+    figure, axes = plt.subplots(len(traces), 1, figsize=(8, 1.8 * len(traces) + 0.6), squeeze=False, sharex=True)
+    for axis, (video, trace) in zip(axes[:, 0], traces.items()):
+        frames, working, long_term = np.array(trace).T
+        axis.step(frames, working, where="post", label="working")
+        axis.step(frames, long_term, where="post", label="long-term")
+        if max_long_term_elements is not None:
+            axis.axhline(max_long_term_elements, color="grey", linestyle=":", linewidth=0.8)
+        axis.set_ylabel(f"{video}\nelements", fontsize=7)
+        axis.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[-1, 0].set_xlabel("frame (dotted: LT_max)")
+    figure.tight_layout()
+    png_path = stem.with_suffix(".png")
+    figure.savefig(png_path, dpi=120)
+    plt.close(figure)
+    return csv_path, png_path

@@ -110,3 +110,14 @@ def test_initial_counters_make_a_deep_update_due_at_step_zero():
 def test_module_docstring_example_runs():
     results = doctest.testmod(frame_schedule_module)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_the_r_rows_differ_only_in_their_memory_frames():
+    """configs/ablations/sizes_mem_every_{3,5,10}: deep updates on frames 0, 5, 10, ... whatever r (mutation
+    checked: the rows without `deep_update: immediate` deep-update on their memory frames and fail here)."""
+    lists = {r: _simulate(FrameSchedule.from_config(load_config(f"ablations/sizes_mem_every_{r}").inference), 41)
+             for r in (3, 5, 10)}
+    for r, frames in lists.items():
+        assert frames["deep"] == list(range(0, 40, 5)), r
+        assert frames["memory"] == list(range(0, 40, r)), r
+        assert frames["normal"] == list(range(40)), r

@@ -13,10 +13,11 @@ import torch
 from configs.loader import load_config
 from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
+from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
 from inference import study_statistics
-from scripts import quickstart, run_study, study_curve, study_prepare, study_report, study_rows
+from scripts import quickstart, run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
@@ -163,7 +164,7 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
     assert "memory settings for 15 elements a frame, 6 frames" in table  # held_out: 48x80
     assert "memory settings for 6 elements a frame, 48 frames" in table  # long: 32x48
     resolved = (tmp_path / "long" / "ablations" / "stores_all" / "config.yaml").read_text()
-    settings = run_study.miniature_memory_settings(6, 48)
+    settings = miniature_memory_settings(6, 48)
     assert f"num_prototypes: {settings.num_prototypes}\n" in resolved
     assert f"max_long_term_elements: {settings.max_long_term_elements}\n" in resolved
     assert (tmp_path / "study.csv").is_file()
@@ -242,8 +243,8 @@ def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_p
     columns on the tiny long benchmark (its objects are away for about 20 frames, so the returns here count from 10
     frames). Mutations checked: sweep rows without their P (the paper's 128 everywhere), and the control row without
     its bound, each fail here."""
-    monkeypatch.setattr(run_study, "REENTRY_MIN_ABSENCE_FRAMES", 10)
-    monkeypatch.setattr(run_study, "REENTRY_WINDOW_FRAMES", 15)
+    monkeypatch.setattr(study_benchmarks, "REENTRY_MIN_ABSENCE_FRAMES", 10)
+    monkeypatch.setattr(study_benchmarks, "REENTRY_WINDOW_FRAMES", 15)
     result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
                              "--benchmarks", "long", "--rows", "stores_all", "control_two_recent_frames", "--sweep",
                              "--sweep_shares", "0.43", "--sweep_seeds", "1", "--bootstrap", "50", "eval.device=cpu"])
@@ -272,6 +273,16 @@ def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_p
     assert "### selection sweep: long" in table and "| 43.3% | 13 |" in table
     assert "re-entry J&F" in table and "| control_two_recent_frames |" in table
     assert result["sweep_plot"] == tmp_path / "study_sweep.png" and result["sweep_plot"].is_file()
+    # the full model's memory trace: working memory fills to T_max - 1 frames, consolidates on frame 45 (its tenth
+    # memory frame) into long-term memory, which stays within LT_max
+    with open(tmp_path / "memory_trace_long.csv", newline="") as handle:
+        trace = [row for row in csv.DictReader(handle) if row["video"] == "synth0000"]
+    settings = miniature_memory_settings(6, 48)
+    working = {int(row["frame"]): int(row["working_elements"]) for row in trace}
+    long_term = {int(row["frame"]): int(row["long_term_elements"]) for row in trace}
+    assert working[0] == 6 and working[40] == 9 * 6 and working[45] == 5 * 6
+    assert long_term[45] == settings.num_prototypes == max(long_term.values()) <= settings.max_long_term_elements
+    assert (tmp_path / "memory_trace_long.png").is_file()
 
 
 def _sums(per_video: list[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -358,3 +369,15 @@ def test_statistics_module_docstring_example_runs():
 
     results = doctest.testmod(study_statistics, extraglobs={"np": np})
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_rows_that_conflict_with_the_miniature_budgets_are_left_out_with_a_note():
+    notes: list[str] = []
+    overrides = miniature_memory_settings(60, 400).overrides()  # P 5, LT_max 10
+    rows = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*", "stores_all"], "long"),
+                                   overrides, notes, "long")
+    assert rows == {str(run_study.run_ablations.ABLATION_DIR): ["stores_all"]}
+    assert len(notes) == 2 and "sizes_num_prototypes_256 left out" in notes[0] and "got 256 and 10" in notes[0]
+    paper = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*"], "long"), [], [], "long")
+    assert sorted(paper[str(run_study.run_ablations.ABLATION_DIR)]) == ["sizes_num_prototypes_256",
+                                                                       "sizes_num_prototypes_64"]
