@@ -138,13 +138,30 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
     """Run the rows on one benchmark (run_ablations.py), score them (and their re-entries, with `truth`) and
     bootstrap."""
     ablation_entries = []
+    scheduled: dict[tuple, str] = {}  # (checkpoint, settings) -> the first row run with them, over every folder
+    duplicates: dict[str, tuple[run_ablations.AblationRow, str]] = {}
     for source in sources:
+        names = []
+        for row in run_ablations.select_rows(list(source.names), source.folder):
+            settings = (str(source.model), tuple(sorted(row.overrides)))
+            if settings in scheduled:  # e.g. first_frame_only and stores_sensory_only: run once
+                duplicates[row.name] = (row, scheduled[settings])
+            else:
+                scheduled[settings] = row.name
+                names.append(row.name)
+        if not names:
+            continue
         output = root / benchmark.name / source.output_name
-        result = run_ablations.main(["--model", str(source.model), "--rows", *source.names, "--ablation_dir",
+        result = run_ablations.main(["--model", str(source.model), "--rows", *names, "--ablation_dir",
                                      str(source.folder), "--output", str(output), "--config", STUDY_PRESET,
                                      *benchmark.eval_arguments, *forwarded])
         for entry in result["entries"]:
             ablation_entries.append((entry, output / (entry["same_as"] or entry["row"])))
+    by_row = {entry["row"]: (entry, folder) for entry, folder in ablation_entries}
+    for row, original in duplicates.values():
+        entry, folder = by_row[original]
+        ablation_entries.append(({**entry, "row": row.name, "group": row.group, "label": row.label,
+                                  "status": f"{entry['status']} (same settings as {original})"}, folder))
     copy_output = root / benchmark.name / COPY_FIRST_MASK
     copy_first_mask(benchmark, copy_output)
     copy_entry = {"row": COPY_FIRST_MASK, "group": "Calibration", "label": "copy the first-frame mask",

@@ -148,16 +148,21 @@ def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
 
 def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path):
     result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
-                             "--rows", "stores_all", "first_frame_only", "--bootstrap", "50", "eval.device=cpu"])
+                             "--rows", "stores_all", "stores_sensory_only", "first_frame_only", "--bootstrap", "50",
+                             "eval.device=cpu"])
     table = (tmp_path / "study.md").read_text()
     for benchmark in ("held_out", "long"):
         assert f"### {benchmark}" in table
         rows = {entry["row"]: entry for entry in result["entries"] if entry["benchmark"] == benchmark}
-        assert set(rows) == {"copy_first_mask", "stores_all", "first_frame_only"}
+        assert set(rows) == {"copy_first_mask", "stores_all", "stores_sensory_only", "first_frame_only"}
         for entry in rows.values():
             assert entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
         assert rows["stores_all"]["delta"] == 0
-        assert rows["first_frame_only"]["status"] == "done"
+        # first frame only has the sensory-only row's settings: it is run once and reported under both names
+        assert rows["stores_sensory_only"]["status"] == "done"
+        assert rows["first_frame_only"]["status"] == "done (same settings as stores_sensory_only)"
+        assert rows["first_frame_only"]["jf"] == rows["stores_sensory_only"]["jf"]
+        assert not (tmp_path / benchmark / "study_baselines" / "first_frame_only").exists()
     # the long benchmark is scored on its sparse ground truth (every 5th frame; 0 is the input)
     assert all(entry["videos"] == 2 for entry in result["entries"])
     # each table's header gives the memory settings derived for its frame size and length
