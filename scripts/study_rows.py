@@ -25,15 +25,18 @@ NO_SENSORY_ROWS = ("stores_working_long_term", "stores_working_only", "stores_lo
 
 @dataclasses.dataclass(frozen=True)
 class GeneratedRow:
-    """A row written as a config file for run_ablations.py: its name, `# group: label` title and inference fields."""
+    """A row written as a config file for run_ablations.py: its name, `# group: label` title, inference fields and
+    model fields (which eval.py checks against the checkpoint, e.g. hidden_dim 0)."""
 
     name: str
     group: str
     label: str
     inference: dict[str, Any]
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def write(self, folder: Path) -> None:
-        text = f"# {self.group}: {self.label}\n" + yaml.safe_dump({"inference": self.inference}, sort_keys=True)
+        sections = {"inference": self.inference, **({"model": self.model} if self.model else {})}
+        text = f"# {self.group}: {self.label}\n" + yaml.safe_dump(sections, sort_keys=True)
         path = folder / f"{self.name}.yaml"
         if not path.is_file() or path.read_text() != text:
             atomic_write_text(path, text)
@@ -77,7 +80,12 @@ def no_sensory_rows() -> list[GeneratedRow]:
     files name a released checkpoint; here they run --no_sensory_model)."""
     rows = []
     for row in run_ablations.select_rows(list(NO_SENSORY_ROWS)):
-        inference = {key.split(".", 1)[1].split("=", 1)[0]: yaml.safe_load(key.split("=", 1)[1])
-                     for key in row.overrides if key.startswith("inference.")}
-        rows.append(GeneratedRow(row.name, row.group, f"{row.label} (retrained without sensory memory)", inference))
+        sections: dict[str, dict[str, Any]] = {"inference": {}, "model": {}}
+        for override in row.overrides:
+            key, _, value = override.partition("=")
+            section, _, field = key.partition(".")
+            if section in sections:
+                sections[section][field] = yaml.safe_load(value)
+        rows.append(GeneratedRow(row.name, row.group, f"{row.label} (retrained without sensory memory)",
+                                 sections["inference"], sections["model"]))
     return rows

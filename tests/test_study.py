@@ -340,11 +340,12 @@ def test_no_sensory_rows_keep_the_store_rows_settings_without_their_checkpoint(t
     assert rows["stores_working_only"].inference == {"enable_long_term": False}
     assert rows["stores_long_term_only"].inference == {"min_working_frames": 1, "max_working_frames": 2}
     assert rows["stores_working_long_term"].inference == {}
+    assert all(row.model == {"hidden_dim": 0} for row in rows.values())  # eval.py checks the checkpoint has none
     for row in rows.values():
         row.write(tmp_path)
     loaded = {row.name: row for row in run_study.run_ablations.select_rows(None, tmp_path)}
     assert all(row.checkpoint is None for row in loaded.values())  # run with --no_sensory_model
-    assert loaded["stores_working_only"].overrides == ("inference.enable_long_term=false",)
+    assert loaded["stores_working_only"].overrides == ("inference.enable_long_term=false", "model.hidden_dim=0")
 
 
 def test_study_no_sensory_preset_trains_the_study_recipe_without_sensory_memory():
@@ -386,3 +387,29 @@ def test_rows_that_conflict_with_the_miniature_budgets_are_left_out_with_a_note(
     paper = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*"], "long"), [], [], "long")
     assert sorted(paper[str(run_study.run_ablations.ABLATION_DIR)]) == ["sizes_num_prototypes_256",
                                                                        "sizes_num_prototypes_64"]
+
+
+NO_SENSORY_PREFIXES = ("decoder.hidden_update.", "value_encoder.hidden_reinforce.")
+DECODER_FUSER_INPUTS_WITHOUT_HIDDEN = 1024 + 512  # [f16 | readout]; the hidden channels come last
+
+
+def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_state_dict, recipe_checkpoint_path):
+    """--no_sensory_model: the paper's store rows run with a network without sensory memory, in the main table
+    (a random-weight stand-in: the recipe weights without the hidden-state updaters)."""
+    from model.checkpoint import save_network
+
+    weights = {key: tensor for key, tensor in recipe_state_dict.items() if not key.startswith(NO_SENSORY_PREFIXES)}
+    for key in ("decoder.fuser.block1.conv1.weight", "decoder.fuser.block1.downsample.weight"):
+        weights[key] = weights[key][:, :DECODER_FUSER_INPUTS_WITHOUT_HIDDEN]
+    no_sensory = tmp_path / "no_sensory.pth"
+    save_network(build_network_from_state_dict(weights), no_sensory)
+    result = run_study.main(["--model", str(recipe_checkpoint_path), "--no_sensory_model", str(no_sensory), "--out",
+                             str(tmp_path / "study"), "--size", "tiny", "--benchmarks", "held_out", "--rows",
+                             "stores_all", "--bootstrap", "20", "eval.device=cpu"])
+    rows = {entry["row"]: entry for entry in result["entries"]}
+    assert set(rows) == {"copy_first_mask", "stores_all", *study_rows.NO_SENSORY_ROWS}
+    for name in study_rows.NO_SENSORY_ROWS:
+        assert rows[name]["status"] == "done" and "retrained without sensory memory" in rows[name]["label"]
+        assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
+    resolved = (tmp_path / "study" / "held_out" / "no_sensory" / "stores_working_only" / "config.yaml").read_text()
+    assert str(no_sensory) in resolved and "hidden_dim: 0" in resolved
