@@ -59,7 +59,7 @@ from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, Fo
 from inference.report_page import (RunHeader, VideoSources, differing_settings, utc_now, write_page_or_warn,
                                    write_run_page)
 from inference.resize import resized_shape
-from inference.video_runner import run_video
+from inference.video_runner import STORE_PEAK_KEYS, run_video
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
 
@@ -74,7 +74,7 @@ MIN_SCORED_SEQUENCE_FRAMES = 3  # the first and last ground-truth frames are nev
 # Video errors that stop one video and let the others run (bad files, missing masks, mismatched sizes).
 VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
 SCORING_PROCESSES = 1  # scoring is cheap next to inference; one process keeps eval.py free of worker pools
-MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs")
+MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs", *STORE_PEAK_KEYS)
 SETTINGS_KEY = "settings"  # where a finished video's record keeps the settings that made it
 INPUTS_KEY = "inputs"  # where it keeps the fingerprint of its inputs (dataset/input_fingerprint.py)
 INTERRUPTED_MESSAGE = "interrupted; rerun to continue (the videos finished so far are kept)"
@@ -118,8 +118,9 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Largest final working / long-term element counts and sensory peak over the videos' records (None where no
-    record has the entry, e.g. records written by an older version, or no sensory memory)."""
+    """Largest final working / long-term element counts, peak store sizes (elements and bytes) and sensory peak
+    over the videos' records (None where no record has the entry, e.g. records written by an older version, or no
+    sensory memory)."""
     summary = {}
     for key in MEMORY_RECORD_KEYS:
         values = [record[key] for record in records if record.get(key) is not None]

@@ -48,10 +48,19 @@ class InferenceConfig:
     # every frame.
     deep_update_every: int = -1
     # on_memory_frames: as the original (above); immediate: a due deep update (n >= 0) runs on its own frame, with an
-    # extra value-encoder pass off memory frames (n = 1: the paper's "deep update every frame"); never: only the
-    # decoder's update changes the sensory memory.
-    deep_update: Literal["on_memory_frames", "immediate", "never"] = "on_memory_frames"
+    # extra value-encoder pass off memory frames (n = 1: the paper's "deep update every frame"); first_frame_only: the
+    # deep update initialises the sensory memory from the annotation on step 0 and never runs again, the decoder
+    # updates it on every frame (the original with a very large n); never: only the decoder's update changes the
+    # sensory memory, which starts from zero.
+    deep_update: Literal["on_memory_frames", "immediate", "first_frame_only", "never"] = "on_memory_frames"
     enable_long_term: bool = True  # false: unbounded working memory, never consolidated (STCN-like)
+    # Bounded baselines (with enable_long_term false): working memory alone, its oldest frames dropped to stay within
+    # max_working_frames (T_max frames) or xmem_elements (T_max·h·w + LT_max elements, as many as the full XMem's
+    # working and long-term memory together, in whole frames); off: unbounded, as the original's --disable_long_term.
+    working_memory_bound: Literal["off", "max_working_frames", "xmem_elements"] = "off"
+    # With a bound: the permanent annotation frames (frame 0 included) are never dropped (true), or are dropped like
+    # any other frame when they are the oldest (false).
+    bound_keeps_annotations: bool = True
     min_working_frames: int = 5  # T_min: working memory keeps this many frames after a consolidation
     max_working_frames: int = 10  # T_max: working memory is consolidated when it reaches this many frames
     max_long_term_elements: int = 10000  # LT_max: long-term memory is pruned by usage to stay within this
@@ -89,6 +98,12 @@ def _inference_problem(config: InferenceConfig) -> str | None:
     if config.deep_update == "immediate" and config.deep_update_every < 0:
         return (f"config key 'inference.deep_update': 'immediate' needs inference.deep_update_every ≥ 0 (the frames "
                 f"between deep updates), got {config.deep_update_every}")
+    if config.working_memory_bound != "off" and config.enable_long_term:
+        return (f"config key 'inference.working_memory_bound': {config.working_memory_bound!r} bounds working memory "
+                "alone; set inference.enable_long_term=false with it (or working_memory_bound=off)")
+    if config.working_memory_bound != "off" and config.max_working_frames < 2:
+        return (f"config key 'inference.max_working_frames': got {config.max_working_frames}, a bounded working "
+                "memory needs ≥ 2 frames (the annotation and the newest frame)")
     if config.top_k is not None and config.top_k < 1:
         return f"config key 'inference.top_k': got {config.top_k}, expected ≥ 1 (or null for all elements)"
     if config.enable_long_term and not 1 <= config.min_working_frames < config.max_working_frames:

@@ -122,6 +122,7 @@ class EvalVideo:
         original decides long-term usage counting from)."""
         return self.frames_before_first_mask + len(self.frame_paths)
 
+    @property
     def saved_frame_names(self) -> list[str]:
         """The names (stems) of the frames whose output is saved, in order."""
         return [path.stem for index, path in enumerate(self.frame_paths)

@@ -21,12 +21,21 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
+import numpy as np
+
+from configs.common import atomic_write_text
 from dataset.synthetic import Difficulty, SyntheticVideo, Timing, video_name, video_seed
-from dataset.synthetic_layouts import ProgressCallback, WriteReport, write_long_video
+from dataset.synthetic_layouts import LONG_VIDEO_DIR, ProgressCallback, WriteReport, write_long_video
+
+# <lv_path>/long_video/absences.json: {video: {object id: [[first frame absent, first frame back or null], ...]}},
+# every absence from the ground truth judged on every frame (the generator knows them; the sparse annotations do not).
+ABSENCES_FILE = "absences.json"
 
 LONG_DIFFICULTY = Difficulty(
     min_objects=2, max_objects=3,
@@ -108,8 +117,61 @@ def long_benchmark(size: LongBenchmark = LONG_BENCHMARK,
 def write_long_benchmark(out: str | os.PathLike, size: LongBenchmark = LONG_BENCHMARK,
                          progress: ProgressCallback | None = None) -> WriteReport:
     """Write (or finish writing) the benchmark as a Long-time Video set: `out/long_video/{JPEGImages,Annotations}/`
-    (eval.py: `--dataset LV1 --lv_path out --size -1`). Resumable, as every synthetic writer."""
-    return write_long_video(out, long_benchmark(size), annotation_every=size.annotation_every, progress=progress)
+    (eval.py: `--dataset LV1 --lv_path out --size -1`), and every object's absences to
+    `out/long_video/absences.json` (ABSENCES_FILE; rewritten each time, a few seconds). Resumable, as every synthetic
+    writer."""
+    videos = long_benchmark(size)
+    report = write_long_video(out, videos, annotation_every=size.annotation_every, progress=progress)
+    record = {name: {str(object_id): spans for object_id, spans in object_absences(video).items()}
+              for name, video in videos.items()}
+    atomic_write_text(Path(out) / LONG_VIDEO_DIR / ABSENCES_FILE, json.dumps(record, indent=1))
+    return report
+
+
+def object_absences(video: SyntheticVideo) -> dict[int, list[tuple[int, int | None]]]:
+    """Every stretch of frames on which an object is missing from the ground truth (out of the frame or fully
+    occluded), judged on every frame after frame 0.
+
+    Returns:
+        {object id: [(first frame absent, first frame visible again, or None when it never comes back), ...]}.
+    """
+    spans: dict[int, list[tuple[int, int | None]]] = {object_id: [] for object_id in video.object_ids}
+    gone: dict[int, int] = {}
+    for index, _, mask in video.frames():
+        present = set(int(value) for value in np.unique(mask))
+        for object_id in video.object_ids:
+            if object_id in present and object_id in gone:
+                spans[object_id].append((gone.pop(object_id), index))
+            elif object_id not in present and object_id not in gone:
+                gone[object_id] = index
+    for object_id, start in gone.items():
+        spans[object_id].append((start, None))
+    return spans
+
+
+def lookalike_pixels(video: SyntheticVideo, index: int) -> np.ndarray:
+    """bool H×W: where a look-alike distractor is the front-most drawn layer of frame `index` (its visible part)."""
+    _, mask = video.render(index)
+    covered = np.zeros(mask.shape, dtype=bool)
+    for label, layer_covered in video.layer_coverage(index):
+        if label == 0:  # a distractor
+            covered |= layer_covered
+    return covered & (mask == 0)  # a distractor drawn over an object resets the mask to 0 there
+
+
+def read_absences(lv_root: str | os.PathLike) -> dict[str, dict[int, list[tuple[int, int | None]]]]:
+    """The absences `write_long_benchmark` recorded under `lv_root` ({video: {object id: [(gone, back), ...]}}).
+
+    Raises:
+        FileNotFoundError: no absences file (the benchmark was written by an older version: write it again).
+    """
+    path = Path(lv_root) / LONG_VIDEO_DIR / ABSENCES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; rerun write_long_benchmark (scripts/run_study.py does) to record "
+                                "the long benchmark's absences")
+    record = json.loads(path.read_text())
+    return {video: {int(object_id): [(gone, back) for gone, back in spans] for object_id, spans in objects.items()}
+            for video, objects in record.items()}
 
 
 def absences(video: SyntheticVideo, frames: range) -> dict[int, list[tuple[int, int]]]:

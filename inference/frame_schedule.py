@@ -14,7 +14,8 @@ The original's rules (reference §2.3), with r = `mem_every` and n = `deep_updat
   nothing.
 This project's departures are named modes of `configs.schema.InferenceConfig`: `memory_frames='annotated_only'`
 (memory frames on annotated frames only), `deep_update='immediate'` (a due deep update runs on its own frame, with
-an extra value-encoder pass off memory frames) and `deep_update='never'`.
+an extra value-encoder pass off memory frames), `deep_update='first_frame_only'` (step 0 only, as the original with
+a very large n) and `deep_update='never'`.
 
 Example (the defaults: r = 5, deep updates with memory frames):
 
@@ -46,6 +47,7 @@ class DeepUpdateMode(enum.Enum):
     WITH_MEMORY_FRAMES = "with_memory_frames"  # original n < 0: every memory frame, instead of the decoder's update
     EVERY_N_DEFERRED = "every_n_deferred"  # original n ≥ 0: due every n frames, run on the next memory frame
     EVERY_N_IMMEDIATE = "every_n_immediate"  # due every n frames, run on that frame (extra pass off memory frames)
+    FIRST_FRAME_ONLY = "first_frame_only"  # step 0 only (the original with a huge n); decoder update on every frame
     NEVER = "never"  # only the decoder's normal update
 
 
@@ -64,6 +66,8 @@ class FrameSchedule:
         memory_frames = MemoryFrameMode(config.memory_frames)
         if config.deep_update == "never":
             deep_update = DeepUpdateMode.NEVER
+        elif config.deep_update == "first_frame_only":
+            deep_update = DeepUpdateMode.FIRST_FRAME_ONLY
         elif config.deep_update == "immediate":
             deep_update = DeepUpdateMode.EVERY_N_IMMEDIATE
         elif config.deep_update_every < 0:  # the original's test: any negative n syncs with memory frames
@@ -147,6 +151,8 @@ def plan_frame(
         is_deep_update = deep_update_due and is_memory_frame
     elif mode is DeepUpdateMode.EVERY_N_IMMEDIATE:
         is_deep_update = deep_update_due
+    elif mode is DeepUpdateMode.FIRST_FRAME_ONLY:
+        is_deep_update = frame_index == 0 and is_memory_frame
     else:
         is_deep_update = False
     return FrameActions(is_memory_frame, need_segment, is_deep_update, True)

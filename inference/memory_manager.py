@@ -16,6 +16,8 @@ whose frame budgets are turned into element budgets once, in `initialize`, when 
 - potentiate: each prototype's value (per object) and shrinkage become the softmax-weighted average of the
   candidates its key and selection attend to (full softmax, no top-k).
 - prune (`prune_long_term`): before consolidating, long-term memory is cut to LT_max − P elements by usage.
+- bounded baselines (`working_memory_bound`, long-term memory off): working memory drops its oldest frames, with or
+  without the permanent annotation frames, to stay within T_max frames or the full XMem's element budget.
 
 Departures from the original, with the runs whose numbers they change (float32 runs whose objects are all given
 on one frame: none of them changes a number beyond float rounding; the goldens check this):
@@ -104,6 +106,7 @@ class MemoryManager:
         self.elements_per_frame = 0
         self.max_working_elements = 0  # T_max frames: consolidate when working memory reaches this
         self.recent_elements = 0  # the newest T_min − 1 frames, never consolidation candidates
+        self.max_bounded_frames: int | None = None  # a bounded working memory's frames (None: no bound)
         # Permanent frames beyond T_max − T_min would leave no candidate to consolidate.
         self.max_permanent_frames = max(
             1, min(config.max_permanent_frames, config.max_working_frames - config.min_working_frames)
@@ -134,6 +137,16 @@ class MemoryManager:
         """Elements (prototypes) in long-term memory."""
         return 0 if self.long_term is None else self.long_term.size
 
+    @property
+    def working_bytes(self) -> int:
+        """Bytes of the live working-memory elements (`MemoryStore.live_bytes`)."""
+        return 0 if self.working is None else self.working.live_bytes
+
+    @property
+    def long_term_bytes(self) -> int:
+        """Bytes of the live long-term elements (`MemoryStore.live_bytes`)."""
+        return 0 if self.long_term is None else self.long_term.live_bytes
+
     def initialize(
         self, feature_size: tuple[int, int], *, key_dim: int, value_dim: int, device: torch.device, dtype: torch.dtype
     ) -> None:
@@ -144,15 +157,22 @@ class MemoryManager:
         self.max_working_elements = self.config.max_working_frames * self.elements_per_frame
         self.recent_elements = (self.config.min_working_frames - 1) * self.elements_per_frame
         long_term = self.config.enable_long_term
+        bound = self.config.working_memory_bound
+        if bound != "off":  # whole frames within T_max frames, or within the full XMem's working + long-term elements
+            extra_elements = self.config.max_long_term_elements if bound == "xmem_elements" else 0
+            extra_frames = extra_elements // self.elements_per_frame
+            self.max_bounded_frames = self.config.max_working_frames + extra_frames
+        capacity = self.max_working_elements if self.max_bounded_frames is None else (
+            self.max_bounded_frames * self.elements_per_frame)
         self.working = MemoryStore(
             key_dim=key_dim,
             value_dim=value_dim,
-            capacity=self.max_working_elements,
+            capacity=capacity,
             device=device,
             dtype=dtype,
             count_usage=long_term,
             store_selection=long_term,
-            growable=not long_term,
+            growable=not long_term and self.max_bounded_frames is None,
         )
         self.working.add_objects(self.num_objects, first_frame=self.next_memory_frame)
         if long_term:
@@ -294,6 +314,8 @@ class MemoryManager:
         keys = key.flatten(start_dim=2)[0].t()
         values = value[0].flatten(start_dim=2).permute(2, 0, 1)
         frame_selection = None if selection is None else selection.flatten(start_dim=2)[0].t()
+        if self.max_bounded_frames is not None:
+            self._drop_oldest_frames(self.max_bounded_frames - 1)  # room for this frame
         working.append(keys, shrinkage.flatten(), frame_selection, values, frame)
         introduces_objects = frame in working.first_frame
         if introduces_objects and (self.config.permanent_annotations or frame == FIRST_MEMORY_FRAME):
@@ -308,6 +330,24 @@ class MemoryManager:
         if working.size >= self.max_working_elements:
             self.prune_long_term(self.config.max_long_term_elements - self.config.num_prototypes)
             self._consolidate()
+
+    def _drop_oldest_frames(self, max_frames: int) -> None:
+        """Bounded working memory: drop its oldest frames until at most `max_frames` remain. With
+        `bound_keeps_annotations` the permanent frames stay (unless nothing else is left to drop)."""
+        frames = self.working.live_frame_index()
+        held = torch.unique_consecutive(frames)  # ascending: the store keeps frame order
+        excess = held.numel() - max_frames
+        if excess <= 0:
+            return
+        droppable = held
+        if self.config.bound_keeps_annotations:
+            permanent = torch.tensor(self.permanent_frames, dtype=held.dtype, device=held.device)
+            ordinary = held[~torch.isin(held, permanent)]
+            droppable = ordinary if ordinary.numel() >= excess else held
+        dropped = droppable[:excess]
+        self.working.compact(~torch.isin(frames, dropped))
+        gone = set(dropped.tolist())
+        self.permanent_frames = [frame for frame in self.permanent_frames if frame not in gone]
 
     def prune_long_term(self, max_elements: int) -> None:
         """Shrink long-term memory to at most `max_elements` by usage (no-op when it already fits).

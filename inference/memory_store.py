@@ -115,6 +115,16 @@ class MemoryStore:
         """Object slots (N)."""
         return self.values.shape[1]
 
+    @property
+    def bytes_per_element(self) -> int:
+        """Bytes one element takes in the store's buffers (key, shrinkage, selection, N values, frame, counters)."""
+        return sum(buffer[0].numel() * buffer.element_size() for buffer in self._element_buffers())
+
+    @property
+    def live_bytes(self) -> int:
+        """Bytes of the live elements (`size` × `bytes_per_element`; the preallocated rest is not counted)."""
+        return self.size * self.bytes_per_element
+
     def live_keys(self) -> torch.Tensor:
         """size×C^k keys of the live elements (a view)."""
         return self.keys[: self.size]

@@ -30,6 +30,9 @@ LARGE_MEMORY_BYTES = 4 * 2**30
 BYTES_PER_GB = 2**30
 MEMORY_TRACE_COLUMNS = ("frame", "working_elements", "long_term_elements", "consolidations", "pruned_elements")
 """A memory trace row: the frame index, then the memory's sizes and running event totals after that frame."""
+# A video record's peak store sizes: live elements and bytes of working and long-term memory, largest over frames.
+STORE_PEAK_KEYS = ("working_elements_peak", "long_term_elements_peak", "working_bytes_peak", "long_term_bytes_peak")
+MEMORY_TRACE_KEY = "memory_trace"  # where a video record keeps its `MemoryTrace.as_record`
 MAX_ID = 255  # saved masks hold 8-bit object ids
 
 
@@ -150,10 +153,11 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         ValueError: too many objects (`check_object_limit`); FileNotFoundError, ValueError from reading the frames.
     Returns:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
-        (memory at the end of the video), sensory_peak_abs (the largest absolute value the sensory memory took;
-        None without sensory memory), memory_trace (`MemoryTrace.as_record`) and object_frames (object id as a
-        string -> [first, last] frame index where the saved outputs hold it). Timing covers normalisation,
-        resizing, the network and the output resize/argmax (not reading or writing files).
+        (memory at the end of the video), the STORE_PEAK_KEYS (the largest live element counts and bytes of the
+        working and long-term stores over the video), sensory_peak_abs (the largest absolute value the sensory
+        memory took; None without sensory memory), MEMORY_TRACE_KEY (`MemoryTrace.as_record`) and object_frames
+        (object id as a string -> [first, last] frame index where the saved outputs hold it). Timing covers
+        normalisation, resizing, the network and the output resize/argmax (not reading or writing files).
     """
     options = config.eval
     check_object_limit(video, options.max_objects)
@@ -164,6 +168,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     saved = 0
     sensory_peak = None
     trace, object_frames = MemoryTrace(), {}
+    store_peaks = dict.fromkeys(STORE_PEAK_KEYS, 0)
     progress = tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False)
     for index, frame in enumerate(progress):
         image, mask = frame.image, frame.mask
@@ -195,6 +200,9 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
             frame_peak = core.memory.sensory.detach().abs().amax().float()
             sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
         trace.observe(index, core.memory)
+        for key, value in zip(STORE_PEAK_KEYS, (core.memory.working_elements, core.memory.long_term_elements,
+                                                core.memory.working_bytes, core.memory.long_term_bytes)):
+            store_peaks[key] = max(store_peaks[key], value)
         if frame.save:
             _note_objects(object_frames, index, output)
             writer.write_mask(video.name, frame.name, output, video.palette)
@@ -205,5 +213,5 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
             "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
             "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6),
-            "memory_trace": trace.as_record(core.memory.elements_per_frame), "object_frames": object_frames}
+            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6), **store_peaks,
+            MEMORY_TRACE_KEY: trace.as_record(core.memory.elements_per_frame), "object_frames": object_frames}

@@ -37,6 +37,7 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from configs import common, load_config
+from configs.schema import ModelConfig
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES, StaticImageDataset, reference_static_sources
 from dataset.synthetic import get_preset, make_videos, without_late_entries
@@ -216,11 +217,11 @@ def calibrate_batchnorm(network: XMem, clips: Sequence[dict[str, Any]]) -> None:
 
 
 def calibrated_initial_network(plan: QuickstartPlan, folders: DataFolders, crop_size: int, path: Path,
-                               device: torch.device) -> Path:
+                               device: torch.device, *, hidden_dim: int = ModelConfig.hidden_dim) -> Path:
     """Write the random-init single-object XMem with calibrated BatchNorm that training starts from (a few seconds;
-    always redone, so that it follows the crop size and the plan)."""
+    always redone, so that it follows the crop size and the plan). hidden_dim: C^h (0: no sensory memory)."""
     torch.manual_seed(CALIBRATION_SEED)
-    network = XMem(single_object=True).to(device)
+    network = XMem(single_object=True, hidden_dim=hidden_dim).to(device)
     static = StaticImageDataset(reference_static_sources(folders.static_root), crop_size=crop_size,
                                 seed=CALIBRATION_SEED)
     clips = [static[index] for index in range(min(plan.calibration_clips, len(static)))]

@@ -46,6 +46,7 @@ from configs.common import atomic_output, run_cli
 from inference.folder_evaluation import PER_OBJECT_RESULTS_FILE
 from inference.report_page import (PAGE_FILE, ComparisonRow, video_jf_from_table, write_comparison_page,
                                    write_page_or_warn)
+from inference.video_runner import STORE_PEAK_KEYS
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 ABLATION_DIR = REPOSITORY / "configs" / "ablations"
@@ -65,7 +66,8 @@ OTHER_GROUP = "Other"
 PERCENT = 100
 TABLE_COLUMNS = ("row", "group", "label", "status", "checkpoint", "same_as", "jf", "j", "f", "fps",
                  "peak_memory_mb", "peak_memory_kind", "working_elements", "long_term_elements",
-                 "sensory_peak_abs", "videos", "frames")
+                 "sensory_peak_abs", *STORE_PEAK_KEYS, "videos", "frames")
+KIB = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +233,7 @@ def _table_entry(row: AblationRow, status: str, checkpoint: Optional[str],
     videos, frames, seconds = _timing_totals(Path(summary["timings"]))
     entry.update(videos=videos, frames=frames, fps=round(frames / seconds, 2) if seconds > 0 else "",
                  peak_memory_mb=round(summary["peak_memory_mb"]), peak_memory_kind=summary["peak_memory_kind"])
-    for key in ("working_elements", "long_term_elements", "sensory_peak_abs"):
+    for key in ("working_elements", "long_term_elements", "sensory_peak_abs", *STORE_PEAK_KEYS):
         value = summary["memory"].get(key)
         entry[key] = "" if value is None else value
     return entry
@@ -270,9 +272,20 @@ def _format_number(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def store_peaks(entry: dict[str, Any], unit: str = "elements") -> str:
+    """'working / long-term' peak store size of a table entry, in elements or KiB ('–' when not recorded)."""
+    values = [entry.get(f"{store}_{unit}_peak") for store in ("working", "long_term")]
+    if any(value in ("", None) for value in values):
+        return "–"
+    if unit == "bytes":
+        return " / ".join(f"{value / KIB:.1f}" for value in values)
+    return " / ".join(str(value) for value in values)
+
+
 def format_markdown(entries: Sequence[dict[str, Any]]) -> str:
     """The table as markdown, one section per group."""
-    header = ("row", "setting", "J&F", "J", "F", "FPS", "peak MB", "working el.", "long-term el.", "max abs sensory",
+    header = ("row", "setting", "J&F", "J", "F", "FPS", "peak MB", "working el.", "long-term el.",
+              "store peak el. (working / long-term)", "store peak KiB (working / long-term)", "max abs sensory",
               "status")
     lines = []
     for group in dict.fromkeys(entry["group"] for entry in entries):
@@ -282,14 +295,16 @@ def format_markdown(entries: Sequence[dict[str, Any]]) -> str:
             cells = (entry["row"], entry["label"], _format_number(entry["jf"]), _format_number(entry["j"]),
                      _format_number(entry["f"]), _format_number(entry["fps"], 2),
                      _format_number(entry["peak_memory_mb"]), _format_number(entry["working_elements"]),
-                     _format_number(entry["long_term_elements"]), _format_number(entry["sensory_peak_abs"], 4),
+                     _format_number(entry["long_term_elements"]), store_peaks(entry),
+                     store_peaks(entry, "bytes"), _format_number(entry["sensory_peak_abs"], 4),
                      status.replace("|", "/"))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     kinds = sorted({entry["peak_memory_kind"] for entry in entries if entry["peak_memory_kind"]})
     if kinds:
         lines.append(f"Peak memory: {', '.join(kinds)}. FPS excludes data loading. Element counts and "
-                     "max abs sensory are at the end of a video (largest over videos).")
+                     "max abs sensory are at the end of a video (largest over videos); store peaks are the live "
+                     "elements and bytes of the memory stores, largest over frames and videos.")
     return "\n".join(lines) + "\n"
 
 

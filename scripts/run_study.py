@@ -1,53 +1,78 @@
-"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one trained network on
-two synthetic benchmarks, with bootstrap intervals.
+r"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
+networks on two synthetic benchmarks, with bootstrap intervals.
 
-    python scripts/run_study.py --model /work/study_runs/saves/study/study_s03_2750.pth --out ../output/study
+    python scripts/run_study.py --model /work/study_runs/saves/study/study_s03_1100.pth --out ../output/study
+    python scripts/run_study.py --model seed1.pth seed2.pth seed3.pth --no_sensory_model no_sensory.pth \
+        --sweep --out ../output/study
 
 Benchmarks (written under <out>/data/ on first use; deterministic by seed):
 - `held_out`: STUDY_PLAN.held_out_videos DAVIS-style videos of the quickstart's held-out kind (scripts/
   study_prepare.py; the first 8 are the quickstart's own held-out videos), every frame annotated, eval.py D17;
 - `long`: the long benchmark of dataset/synthetic_long.py (LONG_BENCHMARK: 5 videos x 2000 frames, objects away
-  for hundreds of frames, sparse ground truth), eval.py LV1.
+  for hundreds of frames, sparse ground truth, every absence recorded), eval.py LV1.
+Memory budgets: the paper's ratios at each benchmark's frame size and length (inference/miniature.py: T_max, T_min,
+r as the paper, P keeping 1.6 % of each consolidation's candidates, LT_max full from a quarter of the video on),
+printed above each table; `--memory_budgets paper` uses the paper's numbers as they are.
 Rows: every row of configs/ablations/ that runs with --model (rows naming a retrained checkpoint are left out),
-plus the calibration rows of configs/study_baselines/ (the trained network reading only the first frame), each
-run by scripts/run_ablations.py (one eval.py process per row; finished rows are reused, interrupted ones resume),
-and copy-the-first-frame-mask, scored here.
+plus configs/study_baselines/ (first frame only, the bounded working-memory baselines, the positive controls),
+each run by scripts/run_ablations.py (one eval.py process per row; finished rows are reused, interrupted ones
+resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
+- `--sweep` (long benchmark): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
+  {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the usage - random gap and the
+  potentiation gap against the share kept (and <out>/study_sweep.png);
+- `--no_sensory_model`: the paper's store rows that need a network trained without sensory memory
+  (configs/study_no_sensory.yaml), run with that checkpoint beside the main network's rows.
 
 Every row's masks are scored per object (inference/metrics.py, DAVIS mode) and the videos are resampled with
 replacement (`--bootstrap` times, the same resamples for every row): each row gets a 95% interval for its J&F and
 for its difference from the full model (`stores_all`), so a difference whose interval excludes 0 is more than the
-luck of which videos were drawn. Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with intervals,
-if matplotlib is installed), <out>/study.html (the table, the plot and per video every row's J&F, linking to each
-row's report page), and run_ablations.py's own tables and page under <out>/<benchmark>/.
+luck of which videos were drawn. The long table adds the re-entry J&F (inference/reentry.py: the ground-truth
+frames within study_benchmarks.REENTRY_WINDOW_FRAMES after an object comes back from an absence of at least
+REENTRY_MIN_ABSENCE_FRAMES), with its interval, and the share of the look-alikes labelled as an object while it is
+away. Memory columns are the stores' own (largest live elements and KiB of working and long-term memory).
+With several --model networks (training seeds) every row is reported per network, and a verdicts table pools them:
+a difference is "reproduced" only if its sign holds for every network and its pooled interval (the same video
+resamples for every network, differences averaged over networks) excludes zero.
+Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with intervals, if matplotlib is installed),
+<out>/study.html (the tables, the plots and per video every row's J&F, linking to each row's report page),
+<out>/[<network>/]memory_trace_long.csv and .png (the full model's working and long-term elements against frame,
+per long video), and run_ablations.py's own tables under <out>/[<network>/]<benchmark>/.
 
 Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held_out, 900 frames), 12 min (long
-at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames); the 22 distinct runs of the
-default rows take about 18 hours at full size. `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
+at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames). The default rows are about 30
+per benchmark (rows with the same settings run once), the sweep adds 8 rows per share on the long benchmark (32 by
+default), each network runs them all: `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-import csv
 import dataclasses
 import fnmatch
-import io
-import math
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from configs.common import atomic_write_text, run_cli
-from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
-from dataset.synthetic_layouts import write_davis
-from dataset.synthetic_long import LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LongBenchmark, write_long_benchmark
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS, ObjectScores
-from inference.report_page import PAGE_FILE, ComparisonRow, video_jf, write_comparison_page, write_page_or_warn
-from scripts import run_ablations
-from scripts.quickstart import DAVIS_SPLIT_FOLDER
-from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET, held_out_videos
+from configs.common import run_cli
+from configs.loader import load_config
+from dataset.writers import ResultWriter
+from inference.metrics import ObjectScores
+from inference.miniature import feature_elements
+from inference.report_page import (PAGE_FILE, ComparisonRow, video_jf, write_comparison_page,
+                                   write_page_or_warn)
+from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
+                                        reentry_sums, resample_draws, row_sums, sweep_gaps)
+from inference.video_runner import MEMORY_TRACE_KEY
+from scripts import run_ablations, study_benchmarks
+from scripts.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,
+                                      score_folder, score_reentry_folder, write_benchmark)
+from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
+from scripts.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
+                                  format_sweep, format_verdicts, write_memory_traces, write_plot, write_sweep_plot,
+                                  write_tables)
+from scripts.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
+                                no_sensory_rows, sweep_rows)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
@@ -55,59 +80,11 @@ FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
 BENCHMARKS = ("held_out", "long")
 DEFAULT_BOOTSTRAP = 2000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
-PERCENT = 100
-TABLE_FILE = "study"  # <out>/study.md, .csv, .png
-SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks
-
-
-@dataclasses.dataclass(frozen=True)
-class StudySize:
-    """The benchmarks' sizes: `full` is the study as designed, `reduced` what fits a few hours of two cores (the
-    long benchmark as 8 x 400 frames), `tiny` checks the pipeline in a minute."""
-
-    held_out_videos: int
-    held_out_frames: int
-    height: int
-    width: int
-    long: LongBenchmark
-
-
-SIZES = {
-    "full": StudySize(STUDY_PLAN.held_out_videos, STUDY_PLAN.held_out_video_frames, STUDY_PLAN.height,
-                      STUDY_PLAN.width, LONG_BENCHMARK),
-    "reduced": StudySize(STUDY_PLAN.held_out_videos, STUDY_PLAN.held_out_video_frames, STUDY_PLAN.height,
-                         STUDY_PLAN.width, LONG_BENCHMARK_REDUCED),
-    "tiny": StudySize(2, 6, 48, 80, LongBenchmark(num_videos=2, num_frames=12, height=48, width=80,
-                                                  annotation_every=4)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkData:
-    """Where a benchmark's ground truth is, and the eval.py arguments that run it."""
-
-    name: str
-    eval_arguments: tuple[str, ...]
-    ground_truth: Path  # <video>/<frame>.png
-    imageset: Optional[Path]
-    sparse: bool
-
-
-def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkData:
-    """Write (or reuse: the writers skip finished videos) one benchmark under `data_root`."""
-    if name == "held_out":
-        root = data_root / "held_out"
-        videos = held_out_videos(size.held_out_videos, size.held_out_frames, size.height, size.width)
-        split = root / DAVIS_SPLIT_FOLDER
-        write_davis(split, {}, videos)
-        return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(root), "--size", "-1"),
-                             split / "Annotations" / "480p", split / "ImageSets" / "2017" / "val.txt", sparse=False)
-    root = data_root / "long"
-    write_long_benchmark(root, size.long)
-    return BenchmarkData(name, ("--dataset", "LV1", "--lv_path", str(root), "--size", "-1"),
-                         root / "long_video" / "Annotations", None, sparse=True)
+MEMORY_BUDGETS = ("miniature", "paper")
+# Generated rows: their files go to <out>/[<network>/]<benchmark>/rows/<name>/, their outputs to .../<name>/.
+SWEEP_ROWS, NO_SENSORY_ROWS_NAME = "sweep", "no_sensory"
+GENERATED_ROWS_FOLDER = "rows"
+MEMORY_TRACE_FILE = "memory_trace"  # <out>/[<network>/]memory_trace_long.csv/.png: the full model's stores
 
 
 def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, list[str]]:
@@ -137,229 +114,246 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     return {str(folder): rows for folder, rows in names.items() if rows}
 
 
-def copy_first_mask(benchmark: BenchmarkData, output: Path) -> None:
-    """Write frame 0's mask as the prediction of every ground-truth frame of every video."""
-    videos = (benchmark.imageset.read_text().split() if benchmark.imageset
-              else sorted(path.name for path in benchmark.ground_truth.iterdir() if path.is_dir()))
-    for video in videos:
-        masks = sorted((benchmark.ground_truth / video).glob("*.png"))
-        first, palette = read_index_mask(masks[0])
-        for mask in masks:
-            if not (output / video / mask.name).is_file():
-                write_index_mask(output / video / mask.name, first, palette)
-
-
-def score_folder(benchmark: BenchmarkData, predictions: Path) -> tuple[ObjectScores, ...]:
-    """Per-object scores of a folder of predicted masks (DAVIS mode, as eval.py scores D17 and LV1)."""
-    results = evaluate_folders(benchmark.ground_truth, predictions, read_mask=read_mask_ids,
-                               imageset=benchmark.imageset, mode=MODE_DAVIS, sparse=benchmark.sparse,
-                               output_dir=predictions / SCORES_FOLDER, num_processes=1)
-    return results.objects
-
-
-# ------------------------------------------------------------------------------------------------ statistics
-def per_video_sums(objects: Sequence[ObjectScores], videos: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(J&F summed over each video's objects, objects per video), both (V,), in the order of `videos`."""
-    index = {video: position for position, video in enumerate(videos)}
-    sums, counts = np.zeros(len(videos)), np.zeros(len(videos))
-    for scores in objects:
-        sums[index[scores.sequence]] += (scores.j_mean + scores.f_mean) / 2
-        counts[index[scores.sequence]] += 1
-    return sums, counts
-
-
-def bootstrap(rows: dict[str, Sequence[ObjectScores]], reference: Optional[str], num_resamples: int,
-              seed: int = BOOTSTRAP_SEED) -> dict[str, dict[str, float]]:
-    """J&F of each row (object-weighted, as the global score) with a percentile interval over videos resampled
-    with replacement, and its difference from `reference` on the same resamples (paired).
-
-    Args:
-        rows: {row: per-object scores}; every row must cover the same videos.
-        reference: the row differences are taken from (None: no differences).
-        num_resamples: bootstrap resamples (the same index draws for every row).
-    Returns:
-        {row: {"jf", "jf_low", "jf_high", and with a reference "delta", "delta_low", "delta_high"}}, fractions.
-    Raises:
-        ValueError: rows cover different videos.
-    """
-    videos = sorted({scores.sequence for objects in rows.values() for scores in objects})
-    sums = {name: per_video_sums(objects, videos) for name, objects in rows.items()}
-    for name, (_, counts) in sums.items():
-        if not counts.all():
-            missing = [video for video, count in zip(videos, counts) if not count]
-            raise ValueError(f"row {name!r} has no score for videos {missing}; rerun it (its eval.py run failed)")
-    draws = np.random.default_rng(seed).integers(len(videos), size=(num_resamples, len(videos)))
-    resampled = {name: total[draws].sum(axis=1) / counts[draws].sum(axis=1) for name, (total, counts) in sums.items()}
-    tail = (1 - CONFIDENCE) / 2 * PERCENT
-    result = {}
-    for name, (total, counts) in sums.items():
-        low, high = np.percentile(resampled[name], [tail, PERCENT - tail])
-        result[name] = {"jf": total.sum() / counts.sum(), "jf_low": low, "jf_high": high}
-        if reference is not None and reference in sums:
-            reference_total, reference_counts = sums[reference]
-            differences = resampled[name] - resampled[reference]
-            low, high = np.percentile(differences, [tail, PERCENT - tail])
-            result[name].update(delta=result[name]["jf"] - reference_total.sum() / reference_counts.sum(),
-                                delta_low=low, delta_high=high)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------- tables
-CSV_COLUMNS = ("benchmark", "row", "group", "label", "status", "jf", "jf_low", "jf_high", "delta", "delta_low",
-               "delta_high", "j", "f", "fps", "peak_memory_mb", "working_elements", "long_term_elements", "videos")
-
-
-def _cell(value: Any, digits: int = 1) -> str:
-    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
-
-
-def format_markdown(entries: Sequence[dict[str, Any]], notes: Sequence[str] = ()) -> str:
-    """One table per benchmark: J&F, its interval and the difference from the full model (entries hold x 100)."""
-    header = ("row", "setting", "J&F", "95% CI", "Δ vs full", "Δ 95% CI", "J", "F", "FPS", "peak MB",
-              "working el.", "long-term el.", "status")
-    lines = []
-    for benchmark in dict.fromkeys(entry["benchmark"] for entry in entries):
-        lines += [f"### {benchmark}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for entry in (entry for entry in entries if entry["benchmark"] == benchmark):
-            scaled = {key: entry[key] if isinstance(entry.get(key), float) else None
-                      for key in ("jf", "jf_low", "jf_high", "delta", "delta_low", "delta_high")}
-            interval = (f"{scaled['jf_low']:.1f}–{scaled['jf_high']:.1f}" if scaled["jf_low"] is not None else "–")
-            delta_interval = (f"{scaled['delta_low']:+.1f} to {scaled['delta_high']:+.1f}"
-                              if scaled["delta_low"] is not None else "–")
-            delta = f"{scaled['delta']:+.1f}" if scaled["delta"] is not None else "–"
-            cells = (entry["row"], entry["label"], _cell(scaled["jf"]), interval, delta, delta_interval,
-                     _cell(entry.get("j")), _cell(entry.get("f")), _cell(entry.get("fps"), 2),
-                     _cell(entry.get("peak_memory_mb")), _cell(entry.get("working_elements")),
-                     _cell(entry.get("long_term_elements")), str(entry["status"]).replace("|", "/"))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += list(notes)
-    return "\n".join(lines) + "\n"
-
-
-def write_plot(entries: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:
-    """J&F with 95% intervals, one panel per benchmark; None (nothing written) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    benchmarks = list(dict.fromkeys(entry["benchmark"] for entry in entries))
-    rows = max(sum(1 for entry in entries if entry["benchmark"] == name) for name in benchmarks)
-    figure, axes = plt.subplots(1, len(benchmarks), figsize=(6 * len(benchmarks), 0.3 * rows + 1.5), squeeze=False)
-    for axis, benchmark in zip(axes[0], benchmarks):
-        scored = [entry for entry in entries if entry["benchmark"] == benchmark and isinstance(entry["jf"], float)]
-        positions = np.arange(len(scored))
-        values = np.array([entry["jf"] for entry in scored])
-        errors = np.array([[entry["jf"] - entry["jf_low"], entry["jf_high"] - entry["jf"]]
-                           for entry in scored]).T.reshape(2, -1)
-        axis.errorbar(values, positions, xerr=errors, fmt="o", capsize=3)
-        axis.set_yticks(positions, [entry["row"] for entry in scored], fontsize=7)
-        axis.invert_yaxis()
-        axis.set_xlabel("J&F x 100 (95% bootstrap interval over videos)")
-        axis.set_title(benchmark)
-        axis.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
-
-
-def write_tables(entries: Sequence[dict[str, Any]], out: Path, notes: Sequence[str]) -> tuple[Path, Path]:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(entries)
-    csv_path, markdown_path = out / f"{TABLE_FILE}.csv", out / f"{TABLE_FILE}.md"
-    atomic_write_text(csv_path, buffer.getvalue())
-    atomic_write_text(markdown_path, format_markdown(entries, notes))
-    return csv_path, markdown_path
-
-
 # ------------------------------------------------------------------------------------------------------ main
-def run_benchmark(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, out: Path,
-                  forwarded: Sequence[str], num_resamples: int
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any], list[ComparisonRow]]:
-    """Run the rows on one benchmark (run_ablations.py), score them and bootstrap. Returns (table entries, the
-    per-object scores by row, the rows of the comparison page: J&F per video and each row's run page)."""
+@dataclasses.dataclass(frozen=True)
+class RowSource:
+    """Rows run_ablations.py runs from one folder of row files with one checkpoint, into <root>/<output_name>/."""
+
+    folder: Path
+    names: tuple[str, ...]
+    model: Path
+    output_name: str
+
+
+@dataclasses.dataclass
+class BenchmarkResult:
+    """One network's rows on one benchmark: table entries, per-video J&F sums (and re-entry sums) by row."""
+
+    entries: list[dict[str, Any]]
+    sums: dict[str, tuple[np.ndarray, np.ndarray]]
+    videos: list[str]
+    scores: dict[str, Sequence[ObjectScores]]
+    folders: dict[str, Path]  # each scored row's masks
+
+
+def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: Path, forwarded: Sequence[str],
+                  num_resamples: int, truth: Optional[dict[str, ReentryTruth]] = None) -> BenchmarkResult:
+    """Run the rows on one benchmark (run_ablations.py), score them (and their re-entries, with `truth`) and
+    bootstrap."""
     ablation_entries = []
-    for folder, names in rows.items():
-        result = run_ablations.main(["--model", str(model), "--rows", *names, "--ablation_dir", folder,
-                                     "--output", str(out / benchmark.name / Path(folder).name),
-                                     "--config", STUDY_PRESET, *benchmark.eval_arguments, *forwarded])
+    scheduled: dict[tuple, str] = {}  # (checkpoint, settings) -> the first row run with them, over every folder
+    duplicates: dict[str, tuple[run_ablations.AblationRow, str]] = {}
+    for source in sources:
+        names = []
+        for row in run_ablations.select_rows(list(source.names), source.folder):
+            settings = (str(source.model), tuple(sorted(row.overrides)))
+            if settings in scheduled:  # e.g. first_frame_only and stores_sensory_only: run once
+                duplicates[row.name] = (row, scheduled[settings])
+            else:
+                scheduled[settings] = row.name
+                names.append(row.name)
+        if not names:
+            continue
+        output = root / benchmark.name / source.output_name
+        result = run_ablations.main(["--model", str(source.model), "--rows", *names, "--ablation_dir",
+                                     str(source.folder), "--output", str(output), "--config", STUDY_PRESET,
+                                     *benchmark.eval_arguments, *forwarded])
         for entry in result["entries"]:
-            source = entry["same_as"] or entry["row"]
-            ablation_entries.append((entry, out / benchmark.name / Path(folder).name / source))
-    copy_output = out / benchmark.name / COPY_FIRST_MASK
+            ablation_entries.append((entry, output / (entry["same_as"] or entry["row"])))
+    by_row = {entry["row"]: (entry, folder) for entry, folder in ablation_entries}
+    for row, original in duplicates.values():
+        entry, folder = by_row[original]
+        ablation_entries.append(({**entry, "row": row.name, "group": row.group, "label": row.label,
+                                  "status": f"{entry['status']} (same settings as {original})"}, folder))
+    copy_output = root / benchmark.name / COPY_FIRST_MASK
     copy_first_mask(benchmark, copy_output)
     copy_entry = {"row": COPY_FIRST_MASK, "group": "Calibration", "label": "copy the first-frame mask",
                   "status": "done"}
-    scores = {COPY_FIRST_MASK: score_folder(benchmark, copy_output)}
-    pages = {COPY_FIRST_MASK: None}
-    for entry, folder in ablation_entries:
-        if entry["status"].startswith("done"):
-            scores[entry["row"]] = score_folder(benchmark, folder)
-            pages[entry["row"]] = folder / PAGE_FILE
-    statistics = bootstrap(scores, FULL_MODEL_ROW, num_resamples)
+    folders = {COPY_FIRST_MASK: copy_output}
+    folders.update({entry["row"]: folder for entry, folder in ablation_entries if entry["status"].startswith("done")})
+    scores = {name: score_folder(benchmark, folder) for name, folder in folders.items()}
+    videos, sums = row_sums(scores)
+    draws = resample_draws(len(videos), num_resamples)
+    statistics = bootstrap_sums(sums, FULL_MODEL_ROW, draws)
+    reentry_statistics, reentry = {}, {}
+    if truth is not None:
+        reentry = {name: score_reentry_folder(truth, folder) for name, folder in folders.items()}
+        reentry_statistics = bootstrap_sums({name: reentry_sums(rows, videos) for name, rows in reentry.items()},
+                                            FULL_MODEL_ROW, draws)
     entries = []
     for entry in [copy_entry] + [entry for entry, _ in ablation_entries]:
         merged = {key: value for key, value in entry.items() if key in CSV_COLUMNS}
         merged.update({"benchmark": benchmark.name, "jf": ""})
         merged.update({key: PERCENT * float(value) for key, value in statistics.get(entry["row"], {}).items()})
+        merged.update({REENTRY_KEYS[key]: PERCENT * float(value)
+                       for key, value in reentry_statistics.get(entry["row"], {}).items()})
+        if entry["row"] in reentry:
+            rows = reentry[entry["row"]]
+            away = sum(score.away_frames for score in rows)
+            lookalike = sum(score.lookalike_frames for score in rows)
+            merged.update(returns=sum(score.returns for score in rows),
+                          away_fp_area=PERCENT * sum(s.away_area_sum for s in rows) / away if away else "",
+                          away_fp_lookalike=(PERCENT * sum(s.lookalike_fp_sum for s in rows) / lookalike
+                                             if lookalike else ""))
         if entry["row"] in scores:
             objects = scores[entry["row"]]
             merged.update(j=PERCENT * float(np.mean([s.j_mean for s in objects])),
                           f=PERCENT * float(np.mean([s.f_mean for s in objects])),
                           videos=len({s.sequence for s in objects}))
         entries.append(merged)
-    comparison = [ComparisonRow(row, pages[row], video_jf(objects)) for row, objects in scores.items()]
-    return entries, scores, comparison
+    return BenchmarkResult(entries, sums, videos, scores, folders)
+
+
+def comparison_rows(result: BenchmarkResult) -> list[ComparisonRow]:
+    """The comparison page's rows of one benchmark: each row's J&F per video, linking to its run page."""
+    return [ComparisonRow(row, None if row == COPY_FIRST_MASK else result.folders[row] / PAGE_FILE,
+                          video_jf(objects)) for row, objects in result.scores.items()]
+
+
+def runnable_rows(rows: dict[str, list[str]], overrides: Sequence[str], notes: list[str],
+                  benchmark: str) -> dict[str, list[str]]:
+    """`rows` without those whose settings do not resolve over `overrides` (e.g. the paper's P = 256 row above the
+    miniature LT_max); each one left out gets a note with the reason."""
+    kept = {}
+    for folder, names in rows.items():
+        kept[folder] = []
+        for row in run_ablations.select_rows(names, Path(folder)):
+            try:
+                load_config(STUDY_PRESET, [*overrides, *row.overrides])
+            except ValueError as error:
+                notes.append(f"{benchmark}: {row.name} left out, its settings conflict with these memory budgets "
+                             f"({error}).")
+                continue
+            kept[folder].append(row.name)
+    return {folder: names for folder, names in kept.items() if names}
+
+
+def memory_traces(row_folder: Path, videos: Sequence[str]) -> dict[str, list[list[int]]]:
+    """{video: [[frame, working elements, long-term elements], ...]} from a row's finished-video records (videos
+    finished by a version that kept no trace are left out)."""
+    writer = ResultWriter(row_folder, "davis")
+    records = {video: writer.finished_record(video) for video in videos if writer.is_finished(video)}
+    return {video: [row[:3] for row in record[MEMORY_TRACE_KEY]["rows"]]
+            for video, record in records.items() if MEMORY_TRACE_KEY in record}
+
+
+def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, root: Path,
+                 args: argparse.Namespace) -> tuple[list[RowSource], list[SweepPoint]]:
+    """The row folders to run for one network on one benchmark, writing the generated rows' files."""
+    sources = [RowSource(Path(folder), tuple(names), model, Path(folder).name) for folder, names in rows.items()]
+    points: list[SweepPoint] = []
+    generated: list[tuple[str, list[GeneratedRow], Path]] = []
+    if args.sweep and benchmark.name == "long":
+        sweep, points = sweep_rows(args.sweep_shares, args.sweep_seeds, feature_elements(benchmark.height,
+                                                                                         benchmark.width),
+                                   benchmark.num_frames)
+        generated.append((SWEEP_ROWS, sweep, model))
+    if args.no_sensory_model is not None:
+        generated.append((NO_SENSORY_ROWS_NAME, no_sensory_rows(), args.no_sensory_model.resolve()))
+    for name, row_list, checkpoint in generated:
+        folder = root / benchmark.name / GENERATED_ROWS_FOLDER / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in row_list:
+            row.write(folder)
+        sources.append(RowSource(folder, tuple(row.name for row in row_list), checkpoint, name))
+    return sources, points
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run the study; returns {'entries', 'markdown', 'csv', 'plot', 'notes', 'page'}."""
+    """Run the study; returns {'entries', 'markdown', 'csv', 'plot', 'sweep_plot', 'sweeps', 'verdicts', 'notes',
+    'page'}."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True, help="the study network (a snapshot with its sidecar)")
+    parser.add_argument("--model", type=Path, nargs="+", required=True,
+                        help="the study network, or several (training seeds), each a snapshot with its sidecar")
+    parser.add_argument("--no_sensory_model", type=Path, default=None,
+                        help="a study network trained without sensory memory (configs/study_no_sensory.yaml): "
+                             f"adds the rows {', '.join(NO_SENSORY_ROWS)}")
     parser.add_argument("--out", type=Path, default=Path("../output/study"), help="data, row outputs, tables")
     parser.add_argument("--benchmarks", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                         help="row names or shell patterns, optionally scoped to one benchmark (long:long_term_*) "
                              "(default: every row that needs no retraining, on both benchmarks)")
     parser.add_argument("--size", choices=sorted(SIZES), default="full",
-                        help="benchmark sizes: full (the study) or tiny (a pipeline check)")
+                        help="benchmark sizes: full (the study), reduced or tiny (a pipeline check)")
+    parser.add_argument("--memory_budgets", choices=MEMORY_BUDGETS, default="miniature",
+                        help="miniature: the paper's ratios at each benchmark's frame size and length "
+                             "(inference/miniature.py); paper: the paper's numbers as they are")
+    parser.add_argument("--sweep", action="store_true", help="add the selection sweep's rows (long benchmark)")
+    parser.add_argument("--sweep_shares", type=float, nargs="+", default=list(DEFAULT_SWEEP_SHARES),
+                        help="shares of each consolidation's candidates kept as prototypes")
+    parser.add_argument("--sweep_seeds", type=int, default=DEFAULT_SWEEP_SEEDS, help="random-selection seeds")
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples")
     args, forwarded = parser.parse_known_args(argv)
-    if not args.model.is_file():
-        parser.error(f"--model {args.model} is not a file; train the study network first (scripts/study_prepare.py)")
+    for model in [*args.model, *([args.no_sensory_model] if args.no_sensory_model else [])]:
+        if not model.is_file():
+            parser.error(f"--model {model} is not a file; train the study network first (scripts/study_prepare.py)")
     if args.bootstrap < 1:
         parser.error(f"--bootstrap {args.bootstrap} is invalid; expected a positive number of resamples")
+    if args.sweep_seeds < 1 or not all(0 < share <= 1 for share in args.sweep_shares):
+        parser.error(f"--sweep_shares {args.sweep_shares} / --sweep_seeds {args.sweep_seeds}: expected shares in "
+                     "(0, 1] and ≥ 1 seed")
     rows = {name: study_rows(args.rows, name) for name in args.benchmarks}
     size, out = SIZES[args.size], args.out.resolve()
-    entries, notes, comparison = [], [], {}
+    networks = [""] if len(args.model) == 1 else [f"network {index + 1}" for index in range(len(args.model))]
+    entries, notes, headers, sections, comparison = [], [], {}, [], {}
+    sweeps: dict[str, list[dict[str, float]]] = {}
+    verdicts: dict[str, dict[str, dict[str, Any]]] = {}
     for name in args.benchmarks:
         benchmark = write_benchmark(name, size, out / "data")
-        benchmark_entries, scores, comparison[name] = run_benchmark(benchmark, rows[name], args.model.resolve(), out,
-                                                                    forwarded, args.bootstrap)
-        entries += benchmark_entries
-        if name == "held_out" and args.size != "tiny" and FULL_MODEL_ROW in scores:
-            quickstart_videos = {f"synth{index:04d}" for index in range(QUICKSTART_HELD_OUT_VIDEOS)}
-            objects = [s for s in scores[FULL_MODEL_ROW] if s.sequence in quickstart_videos]
-            jf = PERCENT * float(np.mean([(s.j_mean + s.f_mean) / 2 for s in objects]))
-            notes.append(f"Full model on the quickstart's {QUICKSTART_HELD_OUT_VIDEOS} held-out videos: {jf:.1f} J&F.")
-        write_tables(entries, out, notes)
+        settings = benchmark.memory_settings(args.memory_budgets)
+        headers[name] = (settings.describe() if settings is not None
+                         else "memory settings: the paper's (T_max 10, T_min 5, r 5, P 128, LT_max 10000)")
+        budget_overrides = settings.overrides() if settings is not None else []
+        key_values = [argument for argument in forwarded if "=" in argument and not argument.startswith("-")]
+        rows[name] = runnable_rows(rows[name], [*budget_overrides, *key_values], notes, name)
+        truth = reentry_truth(benchmark) if name == "long" else None
+        per_network = []
+        for network, model in zip(networks, args.model):
+            root = out / network.replace(" ", "") if network else out
+            sources, points = _row_sources(benchmark, rows[name], model.resolve(), root, args)
+            result = run_benchmark(benchmark, sources, root, [*budget_overrides, *forwarded], args.bootstrap, truth)
+            for entry in result.entries:
+                entry["network"] = network
+            entries += result.entries
+            per_network.append(result.sums)
+            comparison[f"{name} ({network})" if network else name] = comparison_rows(result)
+            if points:
+                gaps = sweep_gaps(points, result.sums, resample_draws(len(result.videos), args.bootstrap))
+                sweeps[network] = gaps
+                sections.append(format_sweep(gaps, f"selection sweep: {name}" + (f" ({network})" if network else ""),
+                                             args.sweep_seeds))
+            if truth is not None and FULL_MODEL_ROW in result.folders:
+                traces = memory_traces(result.folders[FULL_MODEL_ROW], result.videos)
+                write_memory_traces(traces, root / f"{MEMORY_TRACE_FILE}_{name}",
+                                    settings.max_long_term_elements if settings is not None else None)
+            if name == "held_out" and args.size != "tiny" and FULL_MODEL_ROW in result.scores:
+                quickstart_videos = {f"synth{index:04d}" for index in range(QUICKSTART_HELD_OUT_VIDEOS)}
+                objects = [s for s in result.scores[FULL_MODEL_ROW] if s.sequence in quickstart_videos]
+                jf = PERCENT * float(np.mean([(s.j_mean + s.f_mean) / 2 for s in objects]))
+                notes.append(f"Full model{' (' + network + ')' if network else ''} on the quickstart's "
+                             f"{QUICKSTART_HELD_OUT_VIDEOS} held-out videos: {jf:.1f} J&F.")
+            write_tables(entries, out, notes, headers, sections)
+        if len(per_network) > 1 and all(FULL_MODEL_ROW in sums for sums in per_network):
+            verdicts[name] = pooled_verdicts(per_network, FULL_MODEL_ROW, args.bootstrap)
+            sections.append(format_verdicts(verdicts[name], f"verdicts over {len(networks)} networks: {name}",
+                                            networks))
+    window, min_absence = study_benchmarks.REENTRY_WINDOW_FRAMES, study_benchmarks.REENTRY_MIN_ABSENCE_FRAMES
     notes.append(f"J&F x 100; intervals: {CONFIDENCE:.0%} percentile bootstrap over videos ({args.bootstrap} "
-                 f"resamples, paired across rows); Δ: difference from {FULL_MODEL_ROW}.")
-    csv_path, markdown_path = write_tables(entries, out, notes)
+                 f"resamples, paired across rows); Δ: difference from {FULL_MODEL_ROW}. Store sizes: the largest "
+                 "live elements and KiB of working / long-term memory over frames and videos. Re-entry: J&F on the "
+                 f"ground-truth frames within {window} frames after an object comes back from an absence of at "
+                 f"least {min_absence} frames; while away: the share of the look-alikes' visible pixels (and of the "
+                 "frame) labelled as the absent object.")
+    csv_path, markdown_path = write_tables(entries, out, notes, headers, sections)
     plot = write_plot(entries, out / f"{TABLE_FILE}.png")
+    sweep_plot = write_sweep_plot(sweeps, out / SWEEP_PLOT_FILE) if sweeps else None
+    markdown = format_markdown(entries, notes, headers, sections)
     page = write_page_or_warn(lambda: write_comparison_page(
-        out / f"{TABLE_FILE}.html", title="Ablations in miniature", markdown=format_markdown(entries, notes),
-        plots=[] if plot is None else [plot], sections=comparison))
-    print(format_markdown(entries, notes))
-    return {"entries": entries, "markdown": markdown_path, "csv": csv_path, "plot": plot, "notes": notes,
-            "page": page}
+        out / f"{TABLE_FILE}.html", title="Ablations in miniature", markdown=markdown,
+        plots=[path for path in (plot, sweep_plot) if path is not None], sections=comparison))
+    print(markdown)
+    return {"entries": entries, "markdown": markdown_path, "csv": csv_path, "plot": plot, "sweep_plot": sweep_plot,
+            "sweeps": sweeps, "verdicts": verdicts, "notes": notes, "page": page}
 
 
 def _cli(arguments: list[str]) -> int:

@@ -1,6 +1,7 @@
 """Prepare the ablation study's training run: synthetic data, the calibrated initial network, the train command.
 
     python scripts/study_prepare.py --out /work/study_runs     # then run the printed train.py command
+    python scripts/study_prepare.py --out /work/study_runs_no_sensory --config study_no_sensory   # hidden_dim 0
 
 The study network (configs/study.yaml) is trained like the quickstart's (scripts/quickstart.py: a random-init
 XMem with calibrated BatchNorm, stage 0 on static pseudo-videos, stage 3 on videos) with more and harder data and
@@ -42,7 +43,7 @@ from scripts.quickstart import (
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_PRESET = "study"
-STUDY_EXP_ID = "study"  # train.exp_id of configs/study.yaml
+NO_SENSORY_PRESET = "study_no_sensory"  # configs/study_no_sensory.yaml: the same recipe with hidden_dim 0
 INIT_CHECKPOINT = "calibrated_init.pth"
 README_FILE = "README.txt"
 TRAIN_LOG = "train.log"
@@ -118,9 +119,10 @@ def make_study_data(plan: StudyPlan, out: Path) -> DataFolders:
     return folders
 
 
-def train_arguments(folders: DataFolders, init_path: Path, save_dir: Path, overrides: Sequence[str]) -> list[str]:
+def train_arguments(folders: DataFolders, init_path: Path, save_dir: Path, overrides: Sequence[str],
+                    preset: str = STUDY_PRESET) -> list[str]:
     """train.py's arguments for the study run (without --resume)."""
-    return ["--config", STUDY_PRESET, f"train.save_dir={save_dir.resolve()}",
+    return ["--config", preset, f"train.save_dir={save_dir.resolve()}",
             f"train.load_network={init_path.resolve()}", f"train.data.static_root={folders.static_root.resolve()}",
             f"train.data.generic_root={folders.train_root.resolve()}", *overrides]
 
@@ -160,19 +162,23 @@ def watcher_script(run_root: Path, final_snapshot: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for data, the run and its log")
+    parser.add_argument("--config", default=STUDY_PRESET,
+                        help=f"the training preset: {STUDY_PRESET} (default) or {NO_SENSORY_PRESET} (the same recipe "
+                             "without sensory memory, for run_study.py --no_sensory_model)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="intra-op threads for training (default: every core)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for training")
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads {args.threads} is invalid; expected a positive number of threads")
-    arguments_check = load_config(STUDY_PRESET, list(args.overrides))  # fails before any work on a bad override
+    arguments_check = load_config(args.config, list(args.overrides))  # fails before any work on a bad override
     out = args.out.resolve()
     folders = make_study_data(STUDY_PLAN, out)
-    plan = QuickstartPlan(preset=STUDY_PRESET, calibration_clips=STUDY_PLAN.calibration_clips)
+    plan = QuickstartPlan(preset=args.config, calibration_clips=STUDY_PLAN.calibration_clips)
     init_path = calibrated_initial_network(plan, folders, arguments_check.train.data.crop_size,
-                                           out / INIT_CHECKPOINT, device="cpu")
-    arguments = train_arguments(folders, init_path, out / "saves", args.overrides)
+                                           out / INIT_CHECKPOINT, device="cpu",
+                                           hidden_dim=arguments_check.model.hidden_dim)
+    arguments = train_arguments(folders, init_path, out / "saves", args.overrides, args.config)
     train = arguments_check.train
     last_stage = train.stage(train.stages[-1])
     run = RunDirectory(out / "saves", train.exp_id)
@@ -186,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
         f"XMem ablation study run (configs/study.yaml), prepared by scripts/study_prepare.py.\n"
         f"data/static, data/train: training data; data/held_out/{DAVIS_SPLIT_FOLDER}: held-out videos (DAVIS 2017 "
         f"val layout; synth0000-synth{QUICKSTART_HELD_OUT_VIDEOS - 1:04d} are the quickstart's)\n"
-        f"saves/{STUDY_EXP_ID}/: snapshots, resume checkpoints, TensorBoard logs; {TRAIN_LOG}: the trainer's output\n\n"
+        f"saves/{train.exp_id}/: snapshots, resume checkpoints, TensorBoard logs; {TRAIN_LOG}: the trainer's output\n\n"
         f"final network: {final_snapshot} (with its sidecar .yaml)\n\n"
         f"start:\n{commands['start']}\n\ncheckpoint watcher (start it again after a stop, with the resume):\n"
         f"{commands['watcher']}\n\nresume after a stop (continues from the latest resume checkpoint):\n"

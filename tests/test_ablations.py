@@ -239,7 +239,7 @@ def test_deep_update_rows_change_when_the_sensory_memory_is_deep_updated(recipe_
     assert every_memory_frame == [True, True, True]
     never = _deep_update_calls(recipe_network, _row_config("deep_update_never", **memory_every_3).inference,
                                monkeypatch)
-    assert never == [False, False, False]
+    assert never == [True, False, False]  # frame 0 initialises the sensory memory, then never again
     every_frame = _deep_update_calls(recipe_network, _row_config("deep_update_every_frame", **memory_every_3).inference,
                                      monkeypatch)
     assert every_frame == [True] * (NUM_FRAMES - 1)  # an extra value-encoder pass on each non-memory frame
@@ -330,6 +330,16 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     assert int(table["long_term_off"]["long_term_elements"]) == 0
     assert int(table["long_term_off"]["working_elements"]) == (NUM_FRAMES - 1) * ELEMENTS_PER_FRAME
     assert int(table["long_term_random_prototypes"]["long_term_elements"]) > 0
+    # Store peaks, in elements and bytes (float32: C^k key, shrinkage, the objects' C^v values, then an int64 frame
+    # index and two float32 usage counters; selection too with long-term memory on).
+    peak = int(table["long_term_off"]["working_elements_peak"])
+    assert peak == (NUM_FRAMES - 1) * ELEMENTS_PER_FRAME and int(table["long_term_off"]["long_term_bytes_peak"]) == 0
+    num_objects = len(_video().object_ids)
+    assert int(table["long_term_off"]["working_bytes_peak"]) == peak * (4 * (64 + 1 + num_objects * 512) + 8 + 4 + 4)
+    consolidating = table["long_term_random_prototypes"]
+    assert int(consolidating["working_elements_peak"]) == (SMALL_MEMORY["max_working_frames"] - 1) * ELEMENTS_PER_FRAME
+    assert 0 < int(consolidating["long_term_elements_peak"]) <= SMALL_MEMORY["max_long_term_elements"]
+    assert f"{peak} / 0" in markdown
     # Sensory memory held at zero by the switch; it moves in the rows that keep it.
     assert float(table["stores_sensory_zeroed"]["sensory_peak_abs"]) == 0
     assert float(table["long_term_off"]["sensory_peak_abs"]) > 0

@@ -92,7 +92,7 @@ def test_original_schedule_values_and_named_modes_load():
     named = load_config(overrides=["inference.memory_frames=annotated_only", "inference.deep_update=never"]).inference
     assert (named.memory_frames, named.deep_update) == ("annotated_only", "never")
     with pytest.raises(ValueError, match="config key 'inference.deep_update': got 'sometimes', expected one of "
-                                         "'on_memory_frames', 'immediate', 'never'"):
+                                         "'on_memory_frames', 'immediate', 'first_frame_only', 'never'"):
         load_config(overrides=["inference.deep_update=sometimes"])
     without_long_term = load_config(overrides=["inference.enable_long_term=false", "inference.max_working_frames=2"])
     assert without_long_term.inference.max_working_frames == 2  # the budgets are checked only when they are used

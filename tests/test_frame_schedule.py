@@ -12,12 +12,14 @@ import pytest
 
 import inference.frame_schedule as frame_schedule_module
 from configs.schema import InferenceConfig
+from configs.loader import load_config
 from inference.frame_schedule import (DeepUpdateMode, FrameActions, FrameCounters, FrameSchedule, MemoryFrameMode,
                                       plan_frame)
 
 EVERY_R, ANNOTATED_ONLY = MemoryFrameMode.EVERY_R, MemoryFrameMode.ANNOTATED_ONLY
 WITH_MEMORY, DEFERRED = DeepUpdateMode.WITH_MEMORY_FRAMES, DeepUpdateMode.EVERY_N_DEFERRED
 IMMEDIATE, NEVER = DeepUpdateMode.EVERY_N_IMMEDIATE, DeepUpdateMode.NEVER
+FIRST_FRAME_ONLY = DeepUpdateMode.FIRST_FRAME_ONLY
 
 
 def _simulate(schedule: FrameSchedule, num_frames: int, mask_frames=(0,)) -> dict[str, list[int]]:
@@ -71,6 +73,12 @@ SCHEDULES = [
      [1, 2, 3, 4, 6, 7, 8, 9]),
     ("never: only the decoder updates the sensory memory",
      FrameSchedule(EVERY_R, 5, NEVER, -1), (0,), [0, 5, 10], [], ALL_BUT_LAST, []),
+    ("first frame only (the repaired 'never' row): frame 0 initialises the sensory memory, the decoder does the rest",
+     FrameSchedule(EVERY_R, 5, FIRST_FRAME_ONLY, -1), (0,), [0, 5, 10], [0], ALL_BUT_LAST, []),
+    ("first frame only: a later annotation is a memory frame but no deep update",
+     FrameSchedule(EVERY_R, 5, FIRST_FRAME_ONLY, -1), (0, 3), [0, 3, 8], [0], ALL_BUT_LAST, []),
+    ("immediate every 5 frames with r = 3 (the r rows): deep updates on 0, 5, 10 whatever r",
+     FrameSchedule(EVERY_R, 3, IMMEDIATE, 5), (0,), [0, 3, 6, 9], [0, 5, 10], ALL_BUT_LAST, [5, 10]),
     ("annotated frames only: r is ignored",
      FrameSchedule(ANNOTATED_ONLY, 1, WITH_MEMORY, -1), (0, 6), [0, 6], [0, 6], [1, 2, 3, 4, 5, 7, 8, 9, 10], []),
 ]
@@ -97,6 +105,16 @@ def test_segmentation_skips_step_zero_and_frames_annotating_every_object():
     assert lists["segment"] == [1, 2, 4, 5, 6, 7]
 
 
+def test_the_repaired_never_row_deep_updates_frame_0_and_only_frame_0():
+    """configs/ablations/deep_update_never.yaml on a long video with re-annotations (mutation checked: the mode
+    returning no deep update at all, as the old row, fails here)."""
+    schedule = FrameSchedule.from_config(load_config("ablations/deep_update_never").inference)
+    assert schedule.deep_update is FIRST_FRAME_ONLY
+    lists = _simulate(schedule, 200, mask_frames=(0, 50, 120))
+    assert lists["deep"] == [0] and len(lists["memory"]) > 3
+    assert lists["normal"] == list(range(199))  # the decoder updates the sensory memory everywhere
+
+
 def test_initial_counters_make_a_deep_update_due_at_step_zero():
     assert FrameSchedule(EVERY_R, 5, DEFERRED, 7).initial_counters() == FrameCounters(0, -7)
     assert FrameSchedule(EVERY_R, 5, WITH_MEMORY, -1).initial_counters() == FrameCounters(0, 0)
@@ -106,3 +124,14 @@ def test_initial_counters_make_a_deep_update_due_at_step_zero():
 def test_module_docstring_example_runs():
     results = doctest.testmod(frame_schedule_module)
     assert results.attempted > 0 and results.failed == 0
+
+
+def test_the_r_rows_differ_only_in_their_memory_frames():
+    """configs/ablations/sizes_mem_every_{3,5,10}: deep updates on frames 0, 5, 10, ... whatever r (mutation
+    checked: the rows without `deep_update: immediate` deep-update on their memory frames and fail here)."""
+    lists = {r: _simulate(FrameSchedule.from_config(load_config(f"ablations/sizes_mem_every_{r}").inference), 41)
+             for r in (3, 5, 10)}
+    for r, frames in lists.items():
+        assert frames["deep"] == list(range(0, 40, 5)), r
+        assert frames["memory"] == list(range(0, 40, r)), r
+        assert frames["normal"] == list(range(40)), r

@@ -8,12 +8,16 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
 
 from configs.loader import load_config
 from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
+from inference.miniature import miniature_memory_settings
+from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
-from scripts import quickstart, run_study, study_curve, study_prepare
+from inference import study_statistics
+from scripts import quickstart, run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.synthetic_long import (
@@ -116,7 +120,7 @@ def _object(sequence: str, jf: float, object_id: int = 1) -> ObjectScores:
 def test_bootstrap_gives_object_weighted_means_and_paired_differences():
     full = [_object("a", 0.8), _object("a", 0.6, 2), _object("b", 0.2)]
     better = [_object("a", 0.9), _object("a", 0.7, 2), _object("b", 0.3)]  # +0.1 on every object
-    statistics = run_study.bootstrap({"full": full, "better": better}, "full", num_resamples=500)
+    statistics = study_statistics.bootstrap({"full": full, "better": better}, "full", num_resamples=500)
     assert statistics["full"]["jf"] == pytest.approx((0.8 + 0.6 + 0.2) / 3)
     assert statistics["full"]["jf_low"] < statistics["full"]["jf"] < statistics["full"]["jf_high"]
     # every resample moves both rows together, so the paired difference has no spread at all
@@ -124,12 +128,13 @@ def test_bootstrap_gives_object_weighted_means_and_paired_differences():
     assert statistics["better"]["delta_low"] == pytest.approx(0.1)
     assert statistics["better"]["delta_high"] == pytest.approx(0.1)
     with pytest.raises(ValueError, match="'partial' has no score for videos \\['b'\\]"):
-        run_study.bootstrap({"full": full, "partial": full[:2]}, "full", num_resamples=10)
+        study_statistics.bootstrap({"full": full, "partial": full[:2]}, "full", num_resamples=10)
 
 
 def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
     row = load_config(run_study.BASELINE_DIR / "first_frame_only.yaml").inference
-    assert (row.enable_long_term, row.use_sensory_memory) == (False, False)
+    # the sensory memory works as trained: a network never trained with a zero sensory memory is not run with one
+    assert (row.enable_long_term, row.use_sensory_memory, row.deep_update) == (False, True, "on_memory_frames")
     # judged on the schedule the inference core follows, not on the flags: only frame 0 becomes a memory frame
     schedule = FrameSchedule.from_config(row)
     counters, memory_frames = schedule.initial_counters(), []
@@ -144,18 +149,30 @@ def test_first_frame_only_row_reads_nothing_but_the_annotated_frame():
 
 def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path):
     result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
-                             "--rows", "stores_all", "first_frame_only", "--bootstrap", "50", "eval.device=cpu"])
+                             "--rows", "stores_all", "stores_sensory_only", "first_frame_only", "--bootstrap", "50",
+                             "eval.device=cpu"])
     table = (tmp_path / "study.md").read_text()
     for benchmark in ("held_out", "long"):
         assert f"### {benchmark}" in table
         rows = {entry["row"]: entry for entry in result["entries"] if entry["benchmark"] == benchmark}
-        assert set(rows) == {"copy_first_mask", "stores_all", "first_frame_only"}
+        assert set(rows) == {"copy_first_mask", "stores_all", "stores_sensory_only", "first_frame_only"}
         for entry in rows.values():
             assert entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
         assert rows["stores_all"]["delta"] == 0
-        assert rows["first_frame_only"]["status"] == "done"
-    # the long benchmark is scored on its sparse ground truth: frames 4 and 8 (0 is the input, the last is excluded)
+        # first frame only has the sensory-only row's settings: it is run once and reported under both names
+        assert rows["stores_sensory_only"]["status"] == "done"
+        assert rows["first_frame_only"]["status"] == "done (same settings as stores_sensory_only)"
+        assert rows["first_frame_only"]["jf"] == rows["stores_sensory_only"]["jf"]
+        assert not (tmp_path / benchmark / "study_baselines" / "first_frame_only").exists()
+    # the long benchmark is scored on its sparse ground truth (every 5th frame; 0 is the input)
     assert all(entry["videos"] == 2 for entry in result["entries"])
+    # each table's header gives the memory settings derived for its frame size and length
+    assert "memory settings for 15 elements a frame, 6 frames" in table  # held_out: 48x80
+    assert "memory settings for 6 elements a frame, 48 frames" in table  # long: 32x48
+    resolved = (tmp_path / "long" / "ablations" / "stores_all" / "config.yaml").read_text()
+    settings = miniature_memory_settings(6, 48)
+    assert f"num_prototypes: {settings.num_prototypes}\n" in resolved
+    assert f"max_long_term_elements: {settings.max_long_term_elements}\n" in resolved
     assert (tmp_path / "study.csv").is_file()
     assert result["plot"] == tmp_path / "study.png" and result["plot"].is_file()  # matplotlib: a dev requirement
     page = _check_links(result["page"])  # the comparison page: the plot, and every eval.py row's run page
@@ -230,3 +247,176 @@ def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(t
     study_curve.main(["--run", str(run), "--out", str(tmp_path / "curve"), "--no_eval"])
     assert (tmp_path / "curve" / "training_curve.png").is_file()
     assert len((tmp_path / "curve" / "training_curve.csv").read_text().splitlines()) == 1 + len(losses)
+
+
+def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path,
+                                                                           monkeypatch):
+    """The selection sweep (one share, one random seed), a positive control, the store columns and the re-entry
+    columns on the tiny long benchmark (its objects are away for about 20 frames, so the returns here count from 10
+    frames). Mutations checked: sweep rows without their P (the paper's 128 everywhere), and the control row without
+    its bound, each fail here."""
+    monkeypatch.setattr(study_benchmarks, "REENTRY_MIN_ABSENCE_FRAMES", 10)
+    monkeypatch.setattr(study_benchmarks, "REENTRY_WINDOW_FRAMES", 15)
+    result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
+                             "--benchmarks", "long", "--rows", "stores_all", "control_two_recent_frames", "--sweep",
+                             "--sweep_shares", "0.43", "--sweep_seeds", "1", "--bootstrap", "50", "eval.device=cpu"])
+    rows = {entry["row"]: entry for entry in result["entries"]}
+    sweep = ["sweep_keep43_usage_potentiation", "sweep_keep43_random_seed0_potentiation",
+             "sweep_keep43_usage_no_potentiation", "sweep_keep43_random_seed0_no_potentiation"]
+    assert set(rows) == {"copy_first_mask", "stores_all", "control_two_recent_frames", *sweep}
+    for name in ["stores_all", "control_two_recent_frames", *sweep]:
+        entry = rows[name]
+        assert entry["status"] == "done" and entry["jf_low"] <= entry["jf"] <= entry["jf_high"], entry
+        assert entry["delta_low"] <= entry["delta"] <= entry["delta_high"]
+        assert entry["returns"] == 4  # the four recorded returns of the two videos
+        assert entry["reentry_jf_low"] <= entry["reentry_jf"] <= entry["reentry_jf_high"]
+        assert 0 <= entry["away_fp_area"] <= 100
+    # the stores as configured: the controls bound them, the sweep's P = 13 of 30 candidates fills long-term memory
+    assert rows["control_two_recent_frames"]["working_elements_peak"] == 2 * 6
+    assert rows["control_two_recent_frames"]["long_term_elements_peak"] == 0
+    assert rows["sweep_keep43_usage_potentiation"]["long_term_elements_peak"] == 13
+    assert rows["stores_all"]["working_bytes_peak"] > rows["control_two_recent_frames"]["working_bytes_peak"] > 0
+    # the sweep's table and plot
+    (gap,) = result["sweeps"][""]
+    assert (gap["share"], gap["num_prototypes"]) == (13 / 30, 13)
+    assert gap["selection_gap"] == pytest.approx((rows[sweep[0]]["jf"] - rows[sweep[1]]["jf"]) / 100)
+    assert gap["potentiation_gap"] == pytest.approx((rows[sweep[0]]["jf"] - rows[sweep[2]]["jf"]) / 100)
+    table = (tmp_path / "study.md").read_text()
+    assert "### selection sweep: long" in table and "| 43.3% | 13 |" in table
+    assert "re-entry J&F" in table and "| control_two_recent_frames |" in table
+    assert result["sweep_plot"] == tmp_path / "study_sweep.png" and result["sweep_plot"].is_file()
+    # the full model's memory trace: working memory fills to T_max - 1 frames, consolidates on frame 45 (its tenth
+    # memory frame) into long-term memory, which stays within LT_max
+    with open(tmp_path / "memory_trace_long.csv", newline="") as handle:
+        trace = [row for row in csv.DictReader(handle) if row["video"] == "synth0000"]
+    settings = miniature_memory_settings(6, 48)
+    working = {int(row["frame"]): int(row["working_elements"]) for row in trace}
+    long_term = {int(row["frame"]): int(row["long_term_elements"]) for row in trace}
+    assert working[0] == 6 and working[40] == 9 * 6 and working[45] == 5 * 6
+    assert long_term[45] == settings.num_prototypes == max(long_term.values()) <= settings.max_long_term_elements
+    assert (tmp_path / "memory_trace_long.png").is_file()
+
+
+def _sums(per_video: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(per_video), np.ones(len(per_video))
+
+
+def test_pooled_verdicts_need_the_same_sign_on_every_network_and_an_interval_without_zero():
+    """Mutations checked: a verdict from the pooled interval alone (ignoring the per-network signs) fails the
+    'mixed' row; a verdict from the signs alone fails the 'noisy' row."""
+    full = [0.5, 0.6, 0.7, 0.4]
+    networks = [
+        {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v + 0.2 for v in full]),
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+        {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v - 0.01 for v in full]),
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+    ]
+    verdicts = study_statistics.pooled_verdicts(networks, "full", num_resamples=500)
+    assert set(verdicts) == {"better", "mixed", "noisy"}
+    assert verdicts["better"]["deltas"] == pytest.approx([0.1, 0.1])
+    assert verdicts["better"]["verdict"] == "reproduced: higher than full on every network"
+    assert verdicts["better"]["delta_low"] == pytest.approx(0.1) == verdicts["better"]["delta_high"]
+    assert verdicts["mixed"]["verdict"] == "not reproduced: the sign differs between networks"
+    assert verdicts["mixed"]["delta"] == pytest.approx((0.2 - 0.01) / 2)
+    assert verdicts["mixed"]["delta_low"] > 0  # the pooled interval alone would have called it reproduced
+    assert verdicts["noisy"]["verdict"] == "not reproduced: the pooled interval includes 0"
+    markdown = study_report.format_verdicts(verdicts, "verdicts", ["network 1", "network 2"])
+    assert "| better | +10.0 | +10.0 | +10.0 | +10.0 to +10.0 | reproduced" in markdown
+
+
+def test_sweep_rows_set_p_and_lt_max_from_the_share_kept():
+    rows, points = study_rows.sweep_rows([0.01, 0.43], 3, elements_per_frame=60, num_frames=400)
+    assert len(rows) == 2 * (1 + 3) * 2 and len({row.name for row in rows}) == len(rows)
+    by_name = {row.name: row.inference for row in rows}
+    assert by_name["sweep_keep1_usage_potentiation"] == dict(
+        num_prototypes=3, max_long_term_elements=2 * 3, prototype_selection="usage", use_potentiation=True)
+    assert by_name["sweep_keep43_random_seed2_no_potentiation"] == dict(
+        num_prototypes=129, max_long_term_elements=2 * 129, prototype_selection="random", use_potentiation=False,
+        seed=2)
+    assert [(point.num_prototypes, point.share) for point in points] == [(3, 0.01), (129, 0.43)]
+    assert points[0].rows[("random", True)] == tuple(f"sweep_keep1_random_seed{seed}_potentiation" for seed in range(3))
+    for row in rows:  # every generated row is a valid config
+        load_config(overrides=[f"inference.{key}={value}" for key, value in row.inference.items()])
+    with pytest.raises(ValueError, match="--sweep_seeds 0"):
+        study_rows.sweep_rows([0.1], 0, 60, 400)
+
+
+def test_no_sensory_rows_keep_the_store_rows_settings_without_their_checkpoint(tmp_path):
+    rows = {row.name: row for row in study_rows.no_sensory_rows()}
+    assert set(rows) == set(study_rows.NO_SENSORY_ROWS)
+    assert rows["stores_working_only"].inference == {"enable_long_term": False}
+    assert rows["stores_long_term_only"].inference == {"min_working_frames": 1, "max_working_frames": 2}
+    assert rows["stores_working_long_term"].inference == {}
+    assert all(row.model == {"hidden_dim": 0} for row in rows.values())  # eval.py checks the checkpoint has none
+    for row in rows.values():
+        row.write(tmp_path)
+    loaded = {row.name: row for row in run_study.run_ablations.select_rows(None, tmp_path)}
+    assert all(row.checkpoint is None for row in loaded.values())  # run with --no_sensory_model
+    assert loaded["stores_working_only"].overrides == ("inference.enable_long_term=false", "model.hidden_dim=0")
+
+
+def test_study_no_sensory_preset_trains_the_study_recipe_without_sensory_memory():
+    study, no_sensory = load_config("study"), load_config("study_no_sensory")
+    assert no_sensory.model.hidden_dim == 0 and study.model.hidden_dim > 0
+    assert no_sensory.train.exp_id != study.train.exp_id
+    same_budget = dataclasses.replace(no_sensory.train, exp_id=study.train.exp_id)
+    assert same_budget == study.train  # the same data, schedule and iterations
+
+
+def test_the_no_sensory_network_starts_from_a_calibrated_init_without_sensory_weights(tmp_path):
+    """study_prepare.py --config study_no_sensory: its initial network has no hidden-state updaters (so train.py
+    with model.hidden_dim 0 loads it), and the printed command trains that preset."""
+    plan = dataclasses.replace(quickstart.DEFAULT_PLAN, preset=study_prepare.NO_SENSORY_PRESET, height=32, width=48,
+                               static_images_per_source=4, train_videos=0, held_out_videos=0, calibration_clips=2)
+    folders = quickstart.make_data(plan, tmp_path)
+    path = quickstart.calibrated_initial_network(plan, folders, 32, tmp_path / "init.pth", torch.device("cpu"),
+                                                 hidden_dim=load_config(plan.preset).model.hidden_dim)
+    network = build_network_from_state_dict(torch.load(path, weights_only=True))
+    assert network.hidden_dim == 0
+    arguments = study_prepare.train_arguments(folders, path, tmp_path / "saves", [], study_prepare.NO_SENSORY_PRESET)
+    assert arguments[:2] == ["--config", "study_no_sensory"]
+
+
+def test_statistics_module_docstring_example_runs():
+    import doctest
+
+    results = doctest.testmod(study_statistics, extraglobs={"np": np})
+    assert results.attempted > 0 and results.failed == 0
+
+
+def test_rows_that_conflict_with_the_miniature_budgets_are_left_out_with_a_note():
+    notes: list[str] = []
+    overrides = miniature_memory_settings(60, 400).overrides()  # P 5, LT_max 10
+    rows = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*", "stores_all"], "long"),
+                                   overrides, notes, "long")
+    assert rows == {str(run_study.run_ablations.ABLATION_DIR): ["stores_all"]}
+    assert len(notes) == 2 and "sizes_num_prototypes_256 left out" in notes[0] and "got 256 and 10" in notes[0]
+    paper = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*"], "long"), [], [], "long")
+    assert sorted(paper[str(run_study.run_ablations.ABLATION_DIR)]) == ["sizes_num_prototypes_256",
+                                                                       "sizes_num_prototypes_64"]
+
+
+NO_SENSORY_PREFIXES = ("decoder.hidden_update.", "value_encoder.hidden_reinforce.")
+DECODER_FUSER_INPUTS_WITHOUT_HIDDEN = 1024 + 512  # [f16 | readout]; the hidden channels come last
+
+
+def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_state_dict, recipe_checkpoint_path):
+    """--no_sensory_model: the paper's store rows run with a network without sensory memory, in the main table
+    (a random-weight stand-in: the recipe weights without the hidden-state updaters)."""
+    from model.checkpoint import save_network
+
+    weights = {key: tensor for key, tensor in recipe_state_dict.items() if not key.startswith(NO_SENSORY_PREFIXES)}
+    for key in ("decoder.fuser.block1.conv1.weight", "decoder.fuser.block1.downsample.weight"):
+        weights[key] = weights[key][:, :DECODER_FUSER_INPUTS_WITHOUT_HIDDEN]
+    no_sensory = tmp_path / "no_sensory.pth"
+    save_network(build_network_from_state_dict(weights), no_sensory)
+    result = run_study.main(["--model", str(recipe_checkpoint_path), "--no_sensory_model", str(no_sensory), "--out",
+                             str(tmp_path / "study"), "--size", "tiny", "--benchmarks", "held_out", "--rows",
+                             "stores_all", "--bootstrap", "20", "eval.device=cpu"])
+    rows = {entry["row"]: entry for entry in result["entries"]}
+    assert set(rows) == {"copy_first_mask", "stores_all", *study_rows.NO_SENSORY_ROWS}
+    for name in study_rows.NO_SENSORY_ROWS:
+        assert rows[name]["status"] == "done" and "retrained without sensory memory" in rows[name]["label"]
+        assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
+    resolved = (tmp_path / "study" / "held_out" / "no_sensory" / "stores_working_only" / "config.yaml").read_text()
+    assert str(no_sensory) in resolved and "hidden_dim: 0" in resolved
