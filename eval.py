@@ -56,8 +56,7 @@ from inference.folder_evaluation import list_predicted_sequences, score_sequence
 from inference.distributed import RankFailedError, RankGroup, launched_distributed
 from inference.inference_core import amp_enabled
 from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
-from inference.report_page import (RunHeader, VideoSources, differing_settings, utc_now, write_page_or_warn,
-                                   write_run_page)
+from inference.report_page import VideoSources, run_header, write_page_or_warn, write_run_page
 from inference.resize import resized_shape
 from inference.video_runner import STORE_PEAK_KEYS, run_video
 from model.acceleration import optimize_network
@@ -277,22 +276,6 @@ def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Conf
     return outcome
 
 
-def _check_outputs_visible(writer: ResultWriter, outcomes: Sequence[dict[str, Any]]) -> None:
-    """Rank 0 zips and scores every rank's outputs, so it must see them (one output folder on a filesystem
-    shared by all nodes).
-
-    Raises:
-        FileNotFoundError: a video another rank finished has no completion marker here (names the rank).
-    """
-    for rank, outcome in enumerate(outcomes):
-        missing = [name for name in outcome["processed"] if not writer.is_finished(name)]
-        if missing:
-            raise FileNotFoundError(
-                f"rank {rank} finished {len(missing)} video(s) (e.g. {missing[0]!r}) whose outputs rank 0 cannot "
-                f"see in {writer.output_dir}; on several machines --output must be a folder every node shares "
-                "(e.g. NFS), then rerun (finished videos are skipped)")
-
-
 def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
     """`main` for one process (`group` None) or one rank of a torchrun job."""
     options = config.eval
@@ -350,7 +333,7 @@ def _evaluate_locked(config: Config, group: Optional[RankGroup], output_dir: Pat
         if outcomes is None:
             return {**outcome, "rank": group.rank, "report": None}
     wall_seconds = time.perf_counter() - started
-    _check_outputs_visible(writer, outcomes)
+    writer.check_finished_visible([outcome["processed"] for outcome in outcomes])
 
     summary: dict[str, Any] = {"output": output_dir, "world_size": len(outcomes)}
     records = {name: writer.finished_record(name) for name in benchmark.video_names if name not in to_run}
@@ -394,19 +377,11 @@ def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, devi
                 results: Optional[EvaluationResults]) -> Path:
     """The run's report page (inference/report_page.py) from every finished video's record, so a resumed run's
     page equals a fresh run's."""
-    frames = sum(record["frames"] for record in records.values())
-    seconds = sum(record["seconds"] for record in records.values())
-    facts = [("checkpoint", config.eval.model, False), ("SHA-256", settings["model.sha256"], False),
-             ("dataset", f"{benchmark.dataset} {benchmark.split}, {len(records)} videos", False),
-             ("settings changed", ", ".join(differing_settings(config)) or "none (the defaults)", False),
-             ("device", str(device), False),
-             ("FPS", f"{frames / seconds:.2f} ({frames} frames, data loading excluded)" if seconds > 0 else "–",
-              True),
-             ("peak memory", f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})", True),
-             ("date", utc_now(), True)]
-    facts += [(f"FAILED {name}", message, False) for name, message in summary["failed"].items()]
-    facts += [(f"NOT SCORED {name}", message, False) for name, message in summary["unscored"].items()]
-    title = f"{benchmark.dataset} {benchmark.split}: {Path(config.eval.model).name}"
+    header = run_header(config, dataset=f"{benchmark.dataset} {benchmark.split}", sha256=settings["model.sha256"],
+                        device=str(device), records=records,
+                        peak_memory=f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})",
+                        problems={"FAILED": summary["failed"], "NOT SCORED": summary["unscored"]},
+                        scores=None if results is None else results.global_scores())
 
     def sources(name: str) -> VideoSources:
         frame_paths = benchmark.video(name).frame_paths
@@ -414,7 +389,6 @@ def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, devi
         return VideoSources(tuple(path.stem for path in frame_paths), writer.mask_root / name, truth,
                             {path.stem: path for path in frame_paths})
 
-    header = RunHeader(title, facts, None if results is None else results.global_scores())
     return write_run_page(writer.output_dir, header, list(records), records, sources, results)
 
 

@@ -166,6 +166,23 @@ class ResultWriter:
         """Whether `video` was completed by an earlier run (its completion marker exists)."""
         return self._marker_path(video).is_file()
 
+    def check_finished_visible(self, finished_by_rank: Sequence[Sequence[str]]) -> None:
+        """Check that every video each rank of a torchrun job finished is finished here too: rank 0 zips and
+        scores every rank's outputs, so they must share this folder (one filesystem shared by all nodes).
+
+        Args:
+            finished_by_rank: the videos each rank finished, by rank.
+        Raises:
+            FileNotFoundError: a video another rank finished has no completion marker here (names the rank).
+        """
+        for rank, finished in enumerate(finished_by_rank):
+            missing = [name for name in finished if not self.is_finished(name)]
+            if missing:
+                raise FileNotFoundError(
+                    f"rank {rank} finished {len(missing)} video(s) (e.g. {missing[0]!r}) whose outputs rank 0 "
+                    f"cannot see in {self.output_dir}; on several machines --output must be a folder every node "
+                    "shares (e.g. NFS), then rerun (finished videos are skipped)")
+
     def finished_record(self, video: str) -> dict:
         """The record saved with a finished video's completion marker (timings, memory, the output settings).
 

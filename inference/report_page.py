@@ -12,14 +12,13 @@ server or JavaScript. It shows
   `inference.video_runner.MemoryTrace`).
 Values the page shows as numbers carry the tables' exact text in a `data-value` attribute; measured values
 (timings, memory, date) are in elements of class `measured`, the only part of two pages of the same outputs that
-may differ. `write_comparison_page` renders a runner's markdown table, its plots and per video the rows' J&F.
+may differ. The page comparing an ablation or study run's rows is `inference.comparison_page`.
 
 The writers raise; `write_page_or_warn` turns any error into one warning line, since a page never fails a run.
 Tiles and plots are drawn in `inference.report_figures`.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime
 import html
@@ -90,6 +89,26 @@ class RunHeader:
     scores: Optional[Mapping[str, float]] = None
 
 
+def run_header(config: Config, *, dataset: str, sha256: str, device: str, records: Mapping[str, Mapping[str, Any]],
+               peak_memory: str, problems: Mapping[str, Mapping[str, str]],
+               scores: Optional[Mapping[str, float]]) -> RunHeader:
+    """An eval run's header: checkpoint and its SHA-256, dataset, changed settings, device, FPS over `records`
+    (every finished video's record: `frames`, `seconds`), `peak_memory` (text), the date, then one line per video
+    in `problems` (heading such as "FAILED" -> {video: message})."""
+    frames = sum(record["frames"] for record in records.values())
+    seconds = sum(record["seconds"] for record in records.values())
+    facts = [("checkpoint", config.eval.model, False), ("SHA-256", sha256, False),
+             ("dataset", f"{dataset}, {len(records)} videos", False),
+             ("settings changed", ", ".join(differing_settings(config)) or "none (the defaults)", False),
+             ("device", device, False),
+             ("FPS", f"{frames / seconds:.2f} ({frames} frames, data loading excluded)" if seconds > 0 else "–",
+              True),
+             ("peak memory", peak_memory, True), ("date", utc_now(), True)]
+    facts += [(f"{heading} {name}", message, False) for heading, videos in problems.items()
+              for name, message in videos.items()]
+    return RunHeader(f"{dataset}: {Path(config.eval.model).name}", facts, scores)
+
+
 def differing_settings(config: Config) -> list[str]:
     """`section.field=value` for every model / inference setting and output-shaping eval setting that differs
     from the schema's default (the sidecar's switches included)."""
@@ -122,7 +141,7 @@ def write_page_or_warn(write: Callable[[], Path]) -> Optional[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ small pieces
-def _text(value: Any) -> str:
+def html_text(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
@@ -130,18 +149,18 @@ def _table_number(value: float) -> str:
     return "nan" if math.isnan(value) else TABLE_NUMBER_FORMAT.format(value)
 
 
-def _score_cell(value: float, column: str) -> str:
+def score_cell(value: float, column: str) -> str:
     """A score × 100 with one decimal; `data-value` holds the tables' exact text."""
     shown = "–" if math.isnan(value) else f"{PERCENT * value:.1f}"
-    return f'<td data-column="{_text(column)}" data-value="{_table_number(value)}">{shown}</td>'
+    return f'<td data-column="{html_text(column)}" data-value="{_table_number(value)}">{shown}</td>'
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
 
 
-def _href(path: str) -> str:
-    return _text(urllib.parse.quote(path))
+def html_href(path: str) -> str:
+    return html_text(urllib.parse.quote(path))
 
 
 def _mask_names(folder: Optional[Path]) -> list[str]:
@@ -166,7 +185,7 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else math.nan
 
 
-def _video_jf(objects: Sequence[ObjectScores]) -> float:
+def mean_video_jf(objects: Sequence[ObjectScores]) -> float:
     return _mean([_object_jf(scores) for scores in objects])
 
 
@@ -202,12 +221,12 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
     num_frames = int(record.get("frames") or len(sources.frame_names) or len(predicted))
     palette = read_index_mask(sources.predictions / f"{predicted[0]}{MASK_SUFFIX}")[1] if predicted else None
     colours = report_figures.palette_colours(palette)
-    parts = [f'<section id="v{position}"><h2>{_text(name)}</h2>']
+    parts = [f'<section id="v{position}"><h2>{html_text(name)}</h2>']
     facts = [f"{num_frames} frames"]
     if record.get("fps") is not None:
         facts.append(f'<span class="measured">{float(record["fps"]):.2f} FPS</span>')
     if objects:
-        facts.append(f'J&amp;F {PERCENT * _video_jf(objects):.1f}')
+        facts.append(f'J&amp;F {PERCENT * mean_video_jf(objects):.1f}')
     parts.append(f'<p>{" · ".join(facts)} · <a href="#top">top</a></p>')
     plots = []
     if objects and any(scores.frame_j for scores in objects):
@@ -221,7 +240,7 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
                      "there is one</p>")
     folder = f"{position:04d}_{_slug(name)}"
     for title, frames in _sheet_frames(scored, objects, predicted):
-        parts.append(f'<div class="sheet"><h3>{_text(title)}</h3>')
+        parts.append(f'<div class="sheet"><h3>{html_text(title)}</h3>')
         for frame, caption in frames:
             relative = f"{IMAGES_FOLDER}/{folder}/{_slug(frame)}.jpg"
             destination = images_dir / folder / f"{_slug(frame)}.jpg"
@@ -229,9 +248,9 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
             truth = None if sources.ground_truth is None else sources.ground_truth / f"{frame}{MASK_SUFFIX}"
             report_figures.save_tile(report_figures.tile(sources.predictions / f"{frame}{MASK_SUFFIX}", truth,
                                                          sources.images.get(frame)), destination)
-            parts.append(f'<figure><img src="{_href(relative)}" alt="{_text(caption)}" '
+            parts.append(f'<figure><img src="{html_href(relative)}" alt="{html_text(caption)}" '
                          f'width="{report_figures.TILE_WIDTH_PX}">'
-                         f"<figcaption>{_text(caption)}</figcaption></figure>")
+                         f"<figcaption>{html_text(caption)}</figcaption></figure>")
         parts.append("</div>")
     parts.append("</section>")
     return "".join(parts)
@@ -239,12 +258,12 @@ def _video_section(position: int, name: str, objects: Sequence[ObjectScores], re
 
 def _header(header: RunHeader) -> str:
     measured_class = ' class="measured"'
-    facts = "".join(f"<dt>{_text(label)}</dt><dd{measured_class if measured else ''}>{_text(value)}</dd>"
+    facts = "".join(f"<dt>{html_text(label)}</dt><dd{measured_class if measured else ''}>{html_text(value)}</dd>"
                     for label, value, measured in header.facts)
-    parts = [f'<h1 id="top">{_text(header.title)}</h1><dl>{facts}</dl>']
+    parts = [f'<h1 id="top">{html_text(header.title)}</h1><dl>{facts}</dl>']
     if header.scores is not None:
-        cells = "".join(_score_cell(header.scores[column], column) for column in GLOBAL_COLUMNS)
-        parts.append(f'<table id="global"><tr>{"".join(f"<th>{_text(c)}</th>" for c in GLOBAL_COLUMNS)}</tr>'
+        cells = "".join(score_cell(header.scores[column], column) for column in GLOBAL_COLUMNS)
+        parts.append(f'<table id="global"><tr>{"".join(f"<th>{html_text(c)}</th>" for c in GLOBAL_COLUMNS)}</tr>'
                      f'<tr data-name="global">{cells}</tr></table>')
     return "".join(parts)
 
@@ -254,31 +273,31 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
     """The worst-first table: each video (mean over its objects), then its objects, worst first."""
     scored = any(by_video.values())
     heads = ["video / object"] + (["J&F", "J", "F"] if scored else []) + ["frames", "first–last frame", "FPS"]
-    rows = ["<table id=ranking><tr>" + "".join(f"<th>{_text(head)}</th>" for head in heads) + "</tr>"]
+    rows = ["<table id=ranking><tr>" + "".join(f"<th>{html_text(head)}</th>" for head in heads) + "</tr>"]
     for name in order:
         objects = by_video.get(name, [])
         record = records.get(name, {})
         fps = record.get("fps")
         fps_cell = f'<td class="measured">{"–" if fps is None else f"{float(fps):.2f}"}</td>'
-        link = f'<a href="#v{positions[name]}">{_text(name)}</a>'
+        link = f'<a href="#v{positions[name]}">{html_text(name)}</a>'
         cells = ""
         if scored:
-            cells = "".join(_score_cell(value, column) for column, value in (
-                ("J&F", _video_jf(objects)), ("J-Mean", _mean([s.j_mean for s in objects])),
+            cells = "".join(score_cell(value, column) for column, value in (
+                ("J&F", mean_video_jf(objects)), ("J-Mean", _mean([s.j_mean for s in objects])),
                 ("F-Mean", _mean([s.f_mean for s in objects]))))
-        rows.append(f'<tr class="video" data-name="{_text(name)}"><td>{link}</td>{cells}'
+        rows.append(f'<tr class="video" data-name="{html_text(name)}"><td>{link}</td>{cells}'
                     f'<td>{record.get("frames", "–")}</td><td></td>{fps_cell}</tr>')
         spans = record.get("object_frames", {})
         if not objects:  # unscored: the objects the run predicted, with their spans
             blanks = "<td></td>" * 3 if scored else ""
             for object_id, (first, last) in sorted(spans.items(), key=lambda item: int(item[0])):
-                rows.append(f"<tr class=\"predicted\"><td>object {_text(object_id)}</td>{blanks}<td></td>"
+                rows.append(f"<tr class=\"predicted\"><td>object {html_text(object_id)}</td>{blanks}<td></td>"
                             f"<td>{first}–{last}</td><td></td></tr>")
         for scores in sorted(objects, key=lambda scores: (_object_jf(scores), scores.object_id)):
             first, last = spans.get(str(scores.object_id), ("–", "–"))
-            rows.append(f'<tr class="object" data-name="{_text(scores.name)}"><td>object {scores.object_id}</td>'
-                        f"{_score_cell(_object_jf(scores), 'J&F')}{_score_cell(scores.j_mean, 'J-Mean')}"
-                        f"{_score_cell(scores.f_mean, 'F-Mean')}<td>{scores.num_frames}</td>"
+            rows.append(f'<tr class="object" data-name="{html_text(scores.name)}"><td>object {scores.object_id}</td>'
+                        f"{score_cell(_object_jf(scores), 'J&F')}{score_cell(scores.j_mean, 'J-Mean')}"
+                        f"{score_cell(scores.f_mean, 'F-Mean')}<td>{scores.num_frames}</td>"
                         f"<td>{first}–{last}</td><td></td></tr>")
     rows.append("</table>")
     explained = ("J&amp;F of a video: the mean over its objects; frames: of the video, and the frames an object is "
@@ -287,8 +306,8 @@ def _ranking(order: Sequence[str], by_video: Mapping[str, list[ObjectScores]], r
     return "".join(rows) + note
 
 
-def _document(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_text(title)}</title>'
+def html_document(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html_text(title)}</title>'
             f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
@@ -314,7 +333,7 @@ def write_run_page(output_dir: Path, header: RunHeader, videos: Sequence[str], r
         by_video.setdefault(scores.sequence, []).append(scores)
     positions = {name: position for position, name in enumerate(videos)}
     scored_videos = [name for name in videos if by_video[name]]
-    order = sorted(scored_videos, key=lambda name: (_video_jf(by_video[name]), name)) + [
+    order = sorted(scored_videos, key=lambda name: (mean_video_jf(by_video[name]), name)) + [
         name for name in videos if not by_video[name]]
     for stale in output_dir.glob(f"{STAGING_PREFIX}*"):  # left by a run killed while writing its page
         shutil.rmtree(stale, ignore_errors=True)
@@ -332,102 +351,5 @@ def write_run_page(output_dir: Path, header: RunHeader, videos: Sequence[str], r
         if staging.exists():
             shutil.rmtree(staging)
     page = output_dir / PAGE_FILE
-    atomic_write_text(page, _document(header.title, body))
+    atomic_write_text(page, html_document(header.title, body))
     return page
-
-
-# -------------------------------------------------------------------------------------------- comparison page
-@dataclasses.dataclass(frozen=True)
-class ComparisonRow:
-    """One row of a comparison: its name, its run's page (or None) and its J&F per video (fractions)."""
-
-    name: str
-    run_page: Optional[Path]
-    video_jf: Mapping[str, float]
-
-
-def video_jf(objects: Sequence[ObjectScores]) -> dict[str, float]:
-    """J&F per video (the mean over its objects of (J + F) / 2), in the objects' order."""
-    by_video: dict[str, list[ObjectScores]] = {}
-    for scores in objects:
-        by_video.setdefault(scores.sequence, []).append(scores)
-    return {name: _video_jf(group) for name, group in by_video.items()}
-
-
-def video_jf_from_table(path: Path) -> dict[str, float]:
-    """J&F per video from a `per_object_results.csv` (rows `<video>_<object id>`); {} when the file is missing."""
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    with open(path, newline="") as handle:
-        objects = [ObjectScores(row["Sequence"].rpartition("_")[0], int(row["Sequence"].rpartition("_")[2]), 0,
-                                float(row["J-Mean"]), math.nan, math.nan, float(row["F-Mean"]), math.nan, math.nan)
-                   for row in csv.DictReader(handle)]
-    return video_jf(objects)
-
-
-def _markdown_html(markdown: str) -> str:
-    """The runners' markdown (headings, pipe tables, text lines) as HTML."""
-    parts, table = [], []
-
-    def close_table() -> None:
-        if table:
-            cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table
-                     if not re.fullmatch(r"\|?(\s*-+\s*\|)+\s*-*\s*", line.strip())]
-            head, *body = cells
-            parts.append("<table><tr>" + "".join(f"<th>{_text(cell)}</th>" for cell in head) + "</tr>" + "".join(
-                "<tr>" + "".join(f"<td>{_text(cell)}</td>" for cell in row) + "</tr>" for row in body) + "</table>")
-            table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        close_table()
-        if line.startswith("#"):
-            parts.append(f"<h2>{_text(line.lstrip('#').strip())}</h2>")
-        elif line.strip():
-            parts.append(f"<p>{_text(line)}</p>")
-    close_table()
-    return "".join(parts)
-
-
-def write_comparison_page(path: Path, *, title: str, markdown: str, plots: Sequence[Path],
-                          sections: Mapping[str, Sequence[ComparisonRow]]) -> Path:
-    """Write a page comparing rows: the runner's markdown table, its plots and, per section (benchmark), each
-    video's J&F side by side, rows linking to their run pages.
-
-    Args:
-        path: the page (its folder must hold the plots and the run pages, which are linked relatively).
-        title: the page's title.
-        markdown: the runner's table (as its .md file).
-        plots: images to show (missing ones are left out).
-        sections: section title -> rows.
-    Returns:
-        `path`.
-    Raises:
-        OSError: the page cannot be written.
-    """
-    path = Path(path)
-    parts = [f'<h1 id="top">{_text(title)}</h1>', _markdown_html(markdown)]
-    for plot in plots:
-        if Path(plot).is_file():
-            parts.append(f'<img src="{_href(os.path.relpath(plot, path.parent))}" alt="{_text(Path(plot).name)}" '
-                         'style="max-width:100%">')
-    for section, rows in sections.items():
-        videos = list(dict.fromkeys(video for row in rows for video in row.video_jf))
-        if not videos:
-            continue
-        heads = []
-        for row in rows:
-            name = _text(row.name)
-            heads.append(f'<th><a href="{_href(os.path.relpath(row.run_page, path.parent))}">{name}</a></th>'
-                         if row.run_page is not None and Path(row.run_page).is_file() else f"<th>{name}</th>")
-        lines = [f"<h2>{_text(section)}: J&amp;F per video</h2><table><tr><th>video</th>{''.join(heads)}</tr>"]
-        for video in videos:
-            cells = "".join(_score_cell(row.video_jf[video], row.name) if video in row.video_jf else "<td>–</td>"
-                            for row in rows)
-            lines.append(f'<tr data-name="{_text(video)}"><td>{_text(video)}</td>{cells}</tr>')
-        parts.append("".join(lines) + "</table>")
-    atomic_write_text(path, _document(title, "".join(parts)))
-    return path

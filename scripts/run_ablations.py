@@ -43,9 +43,9 @@ from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,
                             overrides_from_flags, resolve_preset_path)
 from configs.schema import Config
 from configs.common import atomic_output, run_cli
+from inference.comparison_page import ComparisonRow, video_jf_from_table, write_comparison_page
 from inference.folder_evaluation import PER_OBJECT_RESULTS_FILE
-from inference.report_page import (PAGE_FILE, ComparisonRow, video_jf_from_table, write_comparison_page,
-                                   write_page_or_warn)
+from inference.report_page import PAGE_FILE, write_page_or_warn
 from inference.video_runner import STORE_PEAK_KEYS
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -57,10 +57,10 @@ import numpy as np
 from configs.common import run_cli
 from configs.loader import load_config
 from dataset.writers import ResultWriter
+from inference.comparison_page import ComparisonRow, video_jf, write_comparison_page
 from inference.metrics import ObjectScores
 from inference.miniature import feature_elements
-from inference.report_page import (PAGE_FILE, ComparisonRow, video_jf, write_comparison_page,
-                                   write_page_or_warn)
+from inference.report_page import PAGE_FILE, write_page_or_warn
 from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
                                         reentry_sums, resample_draws, row_sums, sweep_gaps)
 from inference.video_runner import MEMORY_TRACE_KEY

@@ -25,7 +25,7 @@ from dataset.training_run import RunDirectory
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
-from inference.report_page import video_jf_from_table
+from inference.comparison_page import video_jf_from_table
 from scripts import run_ablations
 from tests.test_report_page import _Page, _check_links
 

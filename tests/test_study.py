@@ -179,7 +179,7 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
     assert "study.png" in page.images
     assert {link for link in page.links if not link.startswith("#")} == {
         f"{benchmark}/{row}/report.html" for benchmark in ("held_out", "long")
-        for row in ("ablations/stores_all", "study_baselines/first_frame_only")}
+        for row in ("ablations/stores_all", "ablations/stores_sensory_only")}  # first_frame_only runs as the latter
     assert sum(1 for _, name, _ in page.rows if name.startswith("synth")) == 4  # 2 videos per benchmark
     # the bootstrap's point estimate is eval.py's J&F (the same masks, the same DAVIS-mode scoring)
     for benchmark in ("held_out", "long"):
