@@ -217,13 +217,14 @@ def calibrate_batchnorm(network: XMem, clips: Sequence[dict[str, Any]]) -> None:
 
 
 def calibrated_initial_network(plan: QuickstartPlan, folders: DataFolders, crop_size: int, path: Path,
-                               device: torch.device, *, hidden_dim: int = ModelConfig.hidden_dim) -> Path:
+                               device: torch.device, *, hidden_dim: int = ModelConfig.hidden_dim,
+                               seed: int = CALIBRATION_SEED) -> Path:
     """Write the random-init single-object XMem with calibrated BatchNorm that training starts from (a few seconds;
-    always redone, so that it follows the crop size and the plan). hidden_dim: C^h (0: no sensory memory)."""
-    torch.manual_seed(CALIBRATION_SEED)
+    always redone, so that it follows the crop size and the plan). hidden_dim: C^h (0: no sensory memory); `seed`
+    draws the random weights and the calibration crops."""
+    torch.manual_seed(seed)
     network = XMem(single_object=True, hidden_dim=hidden_dim).to(device)
-    static = StaticImageDataset(reference_static_sources(folders.static_root), crop_size=crop_size,
-                                seed=CALIBRATION_SEED)
+    static = StaticImageDataset(reference_static_sources(folders.static_root), crop_size=crop_size, seed=seed)
     clips = [static[index] for index in range(min(plan.calibration_clips, len(static)))]
     calibrate_batchnorm(network, clips)
     save_network(network, path)

@@ -12,7 +12,8 @@ more iterations. This script writes, under --out:
   any evaluation video;
 - data/held_out: the quickstart's held-out videos (same seed, preset and size: its first 8 videos are exactly the
   quickstart's), laid out as a DAVIS 2017 val split, with more videos for the ablation table;
-- calibrated_init.pth: the starting network (scripts/quickstart.py calibrate_batchnorm);
+- calibrated_init.pth: the starting network (scripts/quickstart.py calibrate_batchnorm), its random weights drawn
+  from train.seed (so `train.seed=N` among the overrides changes the initial network as well as the data order);
 - watch_checkpoints.sh: a loop that keeps only the KEEP_CHECKPOINTS newest resume checkpoints (~750 MB each; one
   every train.save_checkpoint_interval iterations) and exits when the final snapshot exists;
 - README.txt: the train, watcher and resume commands and what the folders hold.
@@ -175,9 +176,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     out = args.out.resolve()
     folders = make_study_data(STUDY_PLAN, out)
     plan = QuickstartPlan(preset=args.config, calibration_clips=STUDY_PLAN.calibration_clips)
+    # train.seed (an override such as train.seed=2) draws the initial weights too, not only the data order
     init_path = calibrated_initial_network(plan, folders, arguments_check.train.data.crop_size,
                                            out / INIT_CHECKPOINT, device="cpu",
-                                           hidden_dim=arguments_check.model.hidden_dim)
+                                           hidden_dim=arguments_check.model.hidden_dim, seed=arguments_check.train.seed)
     arguments = train_arguments(folders, init_path, out / "saves", args.overrides, args.config)
     train = arguments_check.train
     last_stage = train.stage(train.stages[-1])

@@ -108,6 +108,24 @@ def test_batchnorm_calibration_sets_running_statistics_to_the_data_and_changes_n
     assert np.isfinite(features.numpy()).all() and features.abs().mean() < 10
 
 
+def test_the_calibrated_initial_network_is_drawn_from_the_given_seed(tmp_path, monkeypatch):
+    """Mutation checked: seeding with CALIBRATION_SEED instead of `seed` makes seeds 1 and 2 give equal weights."""
+    generator = torch.Generator().manual_seed(0)
+    clips = [{"rgb": torch.randn(3, 3, 32, 32, generator=generator),
+              "first_frame_gt": (torch.rand(1, 1, 32, 32, generator=generator) > 0.5).float()} for _ in range(2)]
+    monkeypatch.setattr(quickstart, "reference_static_sources", lambda root: [])
+    monkeypatch.setattr(quickstart, "StaticImageDataset", lambda sources, crop_size, seed: clips)
+    saved = []
+    monkeypatch.setattr(quickstart, "save_network", lambda network, path: saved.append(network.state_dict()))
+    plan = quickstart.QuickstartPlan(preset="quickstart", calibration_clips=len(clips))
+    folders = quickstart.DataFolders(tmp_path / "static", tmp_path / "train", tmp_path / "held_out")
+    for seed in (1, 1, 2):
+        quickstart.calibrated_initial_network(plan, folders, 32, tmp_path / "init.pth", "cpu", seed=seed)
+    first, again, other = (weights["key_encoder.conv1.weight"] for weights in saved)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    assert not torch.equal(first, other)
+
+
 def test_format_table_prints_scores_times_100_and_dashes_without_timings():
     scores = {"J&F-Mean": 0.5, "J-Mean": 0.4, "F-Mean": 0.6}
     table = quickstart.format_table([("trained", {"scores": scores, "fps": 12.5, "peak_memory_mb": 900.0}),

@@ -210,6 +210,23 @@ def test_study_train_command_runs_in_the_background_on_the_chosen_threads(tmp_pa
     assert " --config study --resume >> " in command
 
 
+def test_a_seed_override_draws_the_initial_network_and_reaches_the_train_command(tmp_path, monkeypatch):
+    """Mutation checked: calibrating with the default seed (no `seed=` argument) fails the first assertion."""
+    seeds = []
+
+    def calibrated_initial_network(plan, folders, crop_size, path, device, hidden_dim=0,
+                                   seed=quickstart.CALIBRATION_SEED):
+        seeds.append(seed)
+        return path
+
+    monkeypatch.setattr(study_prepare, "make_study_data", lambda plan, out: quickstart.DataFolders(
+        out / "static", out / "train", out / "held_out"))
+    monkeypatch.setattr(study_prepare, "calibrated_initial_network", calibrated_initial_network)
+    commands = study_prepare.main(["--out", str(tmp_path), "--threads", "1", "train.seed=7"])
+    assert seeds == [7]
+    assert commands["start"].endswith("train.seed=7 >> " + str(tmp_path / study_prepare.TRAIN_LOG) + " 2>&1 &")
+
+
 def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the_final_snapshot(tmp_path):
     run = tmp_path / "study"
     run.mkdir()
