@@ -98,6 +98,7 @@ class MemoryManager:
     ):
         self.config = config
         self.model_config = model_config
+        self.reading = model_config.reading  # the similarity switches every read and potentiation use
         self.hidden_dim = hidden_dim
         self.count_long_term_usage = count_long_term_usage
         self.num_objects = 0
@@ -229,9 +230,7 @@ class MemoryManager:
             memory_shrinkage.view(1, 1, -1),
             query_key.unsqueeze(0),
             None if query_selection is None else query_selection.unsqueeze(0),
-            mode=self.model_config.similarity,
-            use_shrinkage=self.model_config.use_shrinkage,
-            use_selection=self.model_config.use_selection,
+            reading=self.reading,
         )[0]
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
