@@ -84,8 +84,9 @@ def test_fill_to_bound_leaves_the_store_state_that_running_frames_leaves(recipe_
     memory's content) that of a core which ran as many memory frames of a real video; and it stops at the bound:
     long-term memory pruned once and at LT_max, working memory at T_max − 1 frames.
 
-    Mutations checked: appending the random frames to the stores directly (the former benchmark prefill) changes
-    the frames, permanence and counters; stopping at the first consolidation misses the bound.
+    Mutations checked: filling the stores directly (the former benchmark prefill) fails the comparison (its
+    long-term memory holds elements no write of that run put there); stopping at the first consolidation misses the
+    bound.
     """
     config = InferenceConfig(**SMALL_BOUND)
     filled = _first_frame_core(recipe_network, config)
