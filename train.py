@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -247,8 +247,7 @@ def _stage_network(config: Config, stage: str, device: torch.device | str, *, pr
 def model_switches(model: ModelConfig, network: XMem) -> dict[str, Any]:
     """The `model:` config section a snapshot was trained with, dims taken from the network itself."""
     return {"key_dim": network.key_dim, "value_dim": network.value_dim, "hidden_dim": network.hidden_dim,
-            "single_object": network.single_object, "similarity": model.similarity,
-            "use_shrinkage": model.use_shrinkage, "use_selection": model.use_selection}
+            "single_object": network.single_object, **asdict(model.reading)}
 
 
 def _is_due(iteration: int, interval: int) -> bool:

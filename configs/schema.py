@@ -12,24 +12,54 @@ in the comments: T_max, T_min, LT_max, P (prototypes), r (memory interval), k (t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal, Optional
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture and memory-reading switches of the network.
+SimilarityMode = Literal["l2", "dot"]
 
-    The dims are normally read from a checkpoint's weights; these values are used for networks built from scratch.
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """How a query frame reads memory: the similarity and its two XMem terms (paper eq. 4).
+
+    One object carries these switches from the config to every reader (`model.memory_util.get_similarity`, the
+    training read `XMem.read_memory` through `ClipUnroller`, the inference `MemoryManager`); checkpoint sidecars
+    (`configs/sidecar.py`) and train.py's model switches list its fields. Adding a reading switch: a field here,
+    its maths in `model/memory_util.py`, and an ablation YAML row that sets it under `model:`.
     """
+
+    similarity: SimilarityMode = "l2"  # negative squared distance (XMem, STCN) or dot product (STM)
+    use_shrinkage: bool = True  # scale each memory element's similarity by its shrinkage s_i (paper eq. 4)
+    use_selection: bool = True  # weight key channels by the query's selection e_j (paper eq. 4)
+
+    @property
+    def uses_every_key_projection_output(self) -> bool:
+        """Whether the read uses both the shrinkage and the selection the key projection computes (if not, their
+        weights get no gradient, and DDP must look for unused parameters)."""
+        return self.use_shrinkage and self.use_selection
+
+
+@dataclass(frozen=True)
+class NetworkShape:
+    """The network's dims and input channels. The dims are normally read from a checkpoint's weights; these values
+    are used for networks built from scratch."""
 
     key_dim: int = 64  # C^k, channels of keys and selection
     value_dim: int = 512  # C^v, channels of memory values
     hidden_dim: int = 64  # C^h, channels of the sensory memory; 0 = a model without sensory memory
     single_object: bool = False  # stage-0 models: value encoder sees [RGB, mask] (4 channels) instead of 5
-    similarity: Literal["l2", "dot"] = "l2"  # negative squared distance (XMem, STCN) or dot product (STM)
-    use_shrinkage: bool = True  # scale each memory element's similarity by its shrinkage s_i (paper eq. 4)
-    use_selection: bool = True  # weight key channels by the query's selection e_j (paper eq. 4)
+
+
+@dataclass(frozen=True)
+class ModelConfig(MemoryReading, NetworkShape):
+    """The `model:` section: the network's shape (`NetworkShape`), then the memory reading it was trained with
+    (`MemoryReading`), as flat keys (`model.use_selection`); `reading` is the reading switches alone."""
+
+    @property
+    def reading(self) -> MemoryReading:
+        """The memory-reading switches of this model, as the one object every reader takes."""
+        return MemoryReading(**{item.name: getattr(self, item.name) for item in fields(MemoryReading)})
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,9 @@ import yaml
 
 from configs.common import atomic_write_text
 from configs.loader import load_config
-from configs.schema import Config, ModelConfig
+from configs.schema import Config, MemoryReading, ModelConfig
 
 SIDECAR_SUFFIX = ".yaml"
-SIDECAR_SWITCHES = ("similarity", "use_shrinkage", "use_selection")  # what a state_dict cannot tell
 
 
 def sidecar_path(checkpoint: str | os.PathLike) -> Path:
@@ -64,16 +63,17 @@ def read_sidecar(checkpoint: str | os.PathLike) -> Optional[ModelConfig]:
                          "delete it") from error
 
 
-def _describe_switches(model: ModelConfig) -> str:
-    return ", ".join(f"{name}={getattr(model, name)!r}" for name in SIDECAR_SWITCHES)
+def _describe_switches(reading: MemoryReading) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in dataclasses.asdict(reading).items())
 
 
 def apply_checkpoint_switches(config: Config, checkpoint: str | os.PathLike, hidden_dim: int) -> Config:
     """The config with the model switches a checkpoint was trained with (a new Config; `config` is unchanged).
 
-    When the config leaves every memory-reading switch (SIDECAR_SWITCHES) at its default, the sidecar's switches
-    are used (with a warning if they differ); when it sets any of them, all must agree with the sidecar. Released
-    checkpoints have no sidecar: the config is used as given.
+    The memory-reading switches (`MemoryReading`, what a state_dict cannot tell) are compared as one object: when
+    the config leaves them all at their defaults, the sidecar's are used (with a warning if they differ); when it
+    sets any of them, all must agree with the sidecar. Released checkpoints have no sidecar: the config is used as
+    given.
 
     Args:
         config: the resolved run config.
@@ -96,16 +96,15 @@ def apply_checkpoint_switches(config: Config, checkpoint: str | os.PathLike, hid
     trained = read_sidecar(checkpoint)
     if trained is None:
         return config
-    wanted = {name: getattr(model, name) for name in SIDECAR_SWITCHES}
-    used = {name: getattr(trained, name) for name in SIDECAR_SWITCHES}
+    wanted, used = model.reading, trained.reading
     if wanted == used:
         return config
-    if any(value != getattr(defaults, name) for name, value in wanted.items()):
+    if wanted != defaults.reading:
         raise ValueError(
             f"checkpoint sidecar {str(sidecar_path(checkpoint))!r}: the checkpoint was trained with "
-            f"{_describe_switches(trained)} but the config sets {_describe_switches(model)}; drop those settings or "
+            f"{_describe_switches(used)} but the config sets {_describe_switches(wanted)}; drop those settings or "
             "evaluate a checkpoint trained with them"
         )
-    warnings.warn(f"memory reading as the checkpoint was trained ({_describe_switches(trained)}, from "
+    warnings.warn(f"memory reading as the checkpoint was trained ({_describe_switches(used)}, from "
                   f"{sidecar_path(checkpoint)})", stacklevel=2)
-    return dataclasses.replace(config, model=dataclasses.replace(model, **used))
+    return dataclasses.replace(config, model=dataclasses.replace(model, **dataclasses.asdict(used)))

@@ -243,7 +243,7 @@ class InferenceCore:
         with self._autocast():
             encoding = self.network.encode_key(
                 padded, need_shrinkage=actions.is_memory_frame,
-                need_selection=self.config.enable_long_term or actions.need_segment,
+                need_selection=self._memory.stores_selection or actions.need_segment,
             )
             if not self._memory.initialized:
                 self._memory.initialize(
@@ -274,15 +274,15 @@ class InferenceCore:
             update_hidden=actions.is_normal_update,
             strip_background=False,
         )
-        if actions.is_normal_update and segmentation.hidden is not None and self.config.use_sensory_memory:
-            self._memory.sensory = segmentation.hidden
+        if actions.is_normal_update:
+            self._memory.update_sensory(segmentation.hidden)
         return segmentation.prob[0]
 
     def _encode_value(
         self, padded: torch.Tensor, encoding: KeyEncoding, prob: torch.Tensor, actions: FrameActions, frame: int
     ) -> None:
         """Value encoding of a memory frame (written to memory) or a deep update's extra pass; moves the counters."""
-        if actions.needs_extra_value_pass and (self._memory.sensory is None or not self.config.use_sensory_memory):
+        if actions.needs_extra_value_pass and not self._memory.keeps_sensory_memory:
             # Nothing to deep-update: the pass would only be thrown away.
             self._counters = replace(self._counters, last_deep_update_frame=frame)
             return
@@ -294,16 +294,10 @@ class InferenceCore:
             is_deep_update=actions.is_deep_update,
         )
         if actions.is_memory_frame:
-            self._memory.add_memory(
-                encoding.key,
-                encoding.shrinkage,
-                encoding.selection if self.config.enable_long_term else None,
-                value,
-            )
+            self._memory.add_memory(encoding.key, encoding.shrinkage, encoding.selection, value)
             self._counters = replace(self._counters, last_memory_frame=frame)
         if actions.is_deep_update:
-            if hidden is not None and self.config.use_sensory_memory:
-                self._memory.sensory = hidden
+            self._memory.update_sensory(hidden)
             self._counters = replace(self._counters, last_deep_update_frame=frame)
 
     # ----------------------------------------------------------------------------------------------- helpers

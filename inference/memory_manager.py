@@ -45,6 +45,11 @@ on one frame: none of them changes a number beyond float rounding; the goldens c
   float32, and both stores keep shrinkage in float32. The original (CUDA, with selection) also runs its top-k
   softmax, usage and potentiation softmax in float32 (its `qk.pow(2)` and sum promote the similarity); only its
   readout products (the read and potentiation's averages) and its prototypes' shrinkage are float16.
+
+Length: one module on purpose: the manager is the only owner of memory state (the inference core, the benchmarks
+and the speed tools call its operations: `read`, `add_memory`, `update_sensory`, `fill_to_bound`), so a change of
+the store layout, a consolidation or eviction policy, or the sensory policy is made here and in memory_store.py
+alone.
 """
 from __future__ import annotations
 
@@ -98,6 +103,7 @@ class MemoryManager:
     ):
         self.config = config
         self.model_config = model_config
+        self.reading = model_config.reading  # the similarity switches every read and potentiation use
         self.hidden_dim = hidden_dim
         self.count_long_term_usage = count_long_term_usage
         self.num_objects = 0
@@ -147,6 +153,12 @@ class MemoryManager:
         """Bytes of the live long-term elements (`MemoryStore.live_bytes`)."""
         return 0 if self.long_term is None else self.long_term.live_bytes
 
+    @property
+    def stores_selection(self) -> bool:
+        """Whether memory frames keep their selection (consolidation's potentiation reads it), so that the key
+        encoding of a memory frame must compute it even when the frame is not segmented."""
+        return self.config.enable_long_term
+
     def initialize(
         self, feature_size: tuple[int, int], *, key_dim: int, value_dim: int, device: torch.device, dtype: torch.dtype
     ) -> None:
@@ -171,7 +183,7 @@ class MemoryManager:
             device=device,
             dtype=dtype,
             count_usage=long_term,
-            store_selection=long_term,
+            store_selection=self.stores_selection,
             growable=not long_term and self.max_bounded_frames is None,
         )
         self.working.add_objects(self.num_objects, first_frame=self.next_memory_frame)
@@ -215,6 +227,38 @@ class MemoryManager:
     def _stores(self) -> list[MemoryStore]:
         return [store for store in (self.long_term, self.working) if store is not None]
 
+    def live_elements(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every live element in the order `read` stacks them (long-term, then working memory), as new tensors.
+
+        For reference computations and checks (e.g. scripts/speed_compare.py reads them the original's way).
+
+        Returns:
+            keys n×C^k, shrinkage n (float32 under AMP), values n×N×C^v (zero where an element is not valid for
+            an object).
+        """
+        stores = self._stores()
+        return (torch.cat([store.live_keys() for store in stores]),
+                torch.cat([store.live_shrinkage() for store in stores]),
+                torch.cat([store.live_values() for store in stores]))
+
+    # ----------------------------------------------------------------------------------------------- sensory
+    @property
+    def keeps_sensory_memory(self) -> bool:
+        """Whether updates change the sensory memory: the network has one (C^h > 0) and `use_sensory_memory` is on
+        (off, an ablation: it stays zero)."""
+        return self.hidden_dim > 0 and self.config.use_sensory_memory
+
+    def update_sensory(self, hidden: torch.Tensor | None) -> None:
+        """Take the sensory memory that the decoder's normal update or a deep update computed.
+
+        Ignored unless `keeps_sensory_memory` (no sensory memory, or it is held at zero), or when `hidden` is None.
+
+        Args:
+            hidden: 1×N×C^h×h×w, or None (no update was computed).
+        """
+        if hidden is not None and self.keeps_sensory_memory:
+            self.sensory = hidden
+
     # ----------------------------------------------------------------------------------------------- reading
     def _similarity(
         self,
@@ -229,9 +273,7 @@ class MemoryManager:
             memory_shrinkage.view(1, 1, -1),
             query_key.unsqueeze(0),
             None if query_selection is None else query_selection.unsqueeze(0),
-            mode=self.model_config.similarity,
-            use_shrinkage=self.model_config.use_shrinkage,
-            use_selection=self.model_config.use_selection,
+            reading=self.reading,
         )[0]
 
     def read(self, query_key: torch.Tensor, query_selection: torch.Tensor | None) -> torch.Tensor:
@@ -305,8 +347,8 @@ class MemoryManager:
         permanent annotations are on, or when it is the video's first memory frame.
 
         Args:
-            key: 1×C^k×h×w. shrinkage: 1×1×h×w (≥ 1). selection: 1×C^k×h×w, or None (kept only with long-term
-                memory). value: 1×N×C^v×h×w, one value per object slot.
+            key: 1×C^k×h×w. shrinkage: 1×1×h×w (≥ 1). selection: 1×C^k×h×w, or None; kept only when
+                `stores_selection` (ignored otherwise). value: 1×N×C^v×h×w, one value per object slot.
         """
         working = self.working
         frame = self.next_memory_frame
@@ -330,6 +372,60 @@ class MemoryManager:
         if working.size >= self.max_working_elements:
             self.prune_long_term(self.config.max_long_term_elements - self.config.num_prototypes)
             self._consolidate()
+
+    @torch.inference_mode()
+    def fill_to_bound(self, generator: torch.Generator) -> int:
+        """Write random memory frames until memory is as large as a long video makes it (speed and memory benchmarks).
+
+        Every frame goes through `add_memory`, the real write path (permanence, consolidation, pruning, bounded
+        dropping), so the stores end in the state a long video reaches. Only the content is random: keys N(0, 1),
+        shrinkage in [1, 2), selection in [0, 1), values N(0, 1). Before each write the usage-counting stores get
+        random usage in [0, 1) per element, standing in for the reads between memory frames (with none, all usage
+        ties at zero and pruning, which drops ties at its threshold, would empty long-term memory).
+
+        With long-term memory, frames are written until long-term memory has been pruned once (it then holds
+        LT_max − P elements plus the newest prototypes, its steady state), then until working memory holds T_max − 1
+        frames (the next memory frame consolidates). With a bounded working memory, until it holds its bound.
+
+        Args:
+            generator: draws the random content (CPU generator).
+        Returns:
+            the number of memory frames written.
+        Raises:
+            ValueError: the stores are not allocated yet (`initialize`), or working memory is unbounded (long-term
+                memory off and `working_memory_bound` off), so there is no bound to fill to.
+        """
+        if not self.initialized:
+            raise ValueError("fill_to_bound: the stores are not allocated yet; initialize the memory (or step the "
+                             "first annotated frame) first")
+        if self.long_term is None and self.max_bounded_frames is None:
+            raise ValueError("fill_to_bound: working memory is unbounded (inference.enable_long_term=false and "
+                             "inference.working_memory_bound=off), so there is no bound to fill to")
+        pruned_before = self.pruned_elements
+        written = 0
+        while not self._at_bound(pruned_once=self.pruned_elements > pruned_before):
+            for store in self._stores():
+                store.add_usage(torch.rand(store.size, generator=generator).to(store.use_count.device))
+            self.add_memory(*self._random_frame(generator))
+            written += 1
+        return written
+
+    def _at_bound(self, *, pruned_once: bool) -> bool:
+        """Whether `fill_to_bound` is done (see there)."""
+        working_frames = self.working.size // self.elements_per_frame
+        if self.long_term is None:
+            return working_frames >= self.max_bounded_frames
+        return pruned_once and working_frames >= self.config.max_working_frames - 1
+
+    def _random_frame(self, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """key 1×C^k×h×w, shrinkage 1×1×h×w, selection 1×C^k×h×w, value 1×N×C^v×h×w of `fill_to_bound`."""
+        working = self.working
+        size = self.feature_size
+        key = torch.randn(1, working.key_dim, *size, generator=generator)
+        shrinkage = 1 + torch.rand(1, 1, *size, generator=generator)
+        selection = torch.rand(1, working.key_dim, *size, generator=generator)
+        value = torch.randn(1, self.num_objects, working.value_dim, *size, generator=generator)
+        return key.to(working.keys), shrinkage.to(working.shrinkage), selection.to(working.keys), value.to(working.keys)
 
     def _drop_oldest_frames(self, max_frames: int) -> None:
         """Bounded working memory: drop its oldest frames until at most `max_frames` remain. With

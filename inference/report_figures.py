@@ -147,7 +147,7 @@ def scores_plot(objects: Sequence[ObjectScores], scored: Sequence[str], position
 
 def memory_plot(trace: Mapping[str, Any], num_frames: int) -> str:
     """Working and long-term memory elements over the video, consolidations and pruning as vertical lines, from a
-    record's `memory_trace` (`inference.video_runner.MemoryTrace.as_record`); SVG and a legend, as HTML."""
+    record's `memory_trace` (`inference.video_runner.MemoryRecorder.as_record`); SVG and a legend, as HTML."""
     rows = [dict(zip(trace["columns"], row)) for row in trace["rows"]]
     if not rows:
         return '<p class="note">no memory trace</p>'

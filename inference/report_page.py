@@ -9,7 +9,7 @@ server or JavaScript. It shows
 - per video: J and F on each scored frame per object, a contact sheet of its worst and best frames (prediction over
   ground truth, in the masks' palette; evenly spaced frames when unscored) and its working / long-term memory
   sizes over the video with consolidations and pruning marked (the record's `memory_trace`, see
-  `inference.video_runner.MemoryTrace`).
+  `inference.video_runner.MemoryRecorder`).
 Values the page shows as numbers carry the tables' exact text in a `data-value` attribute; measured values
 (timings, memory, date) are in elements of class `measured`, the only part of two pages of the same outputs that
 may differ. The page comparing an ablation or study run's rows is `inference.comparison_page`.

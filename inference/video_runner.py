@@ -32,7 +32,7 @@ MEMORY_TRACE_COLUMNS = ("frame", "working_elements", "long_term_elements", "cons
 """A memory trace row: the frame index, then the memory's sizes and running event totals after that frame."""
 # A video record's peak store sizes: live elements and bytes of working and long-term memory, largest over frames.
 STORE_PEAK_KEYS = ("working_elements_peak", "long_term_elements_peak", "working_bytes_peak", "long_term_bytes_peak")
-MEMORY_TRACE_KEY = "memory_trace"  # where a video record keeps its `MemoryTrace.as_record`
+MEMORY_TRACE_KEY = "memory_trace"  # where a video record keeps its memory trace (`MemoryRecorder.as_record`)
 MAX_ID = 255  # saved masks hold 8-bit object ids
 
 
@@ -110,22 +110,40 @@ def check_object_limit(video: Video, max_objects: int) -> None:
                                                   "eval.max_objects"))
 
 
-class MemoryTrace:
-    """Working and long-term memory sizes over a video, with its consolidations and pruning: one row of
-    MEMORY_TRACE_COLUMNS per frame where any of them changed (a few ints, read without a device sync)."""
+class MemoryRecorder:
+    """What one video's memory did, observed after every frame without a device sync.
+
+    It keeps a trace (one row of MEMORY_TRACE_COLUMNS per frame where the working or long-term size, the
+    consolidations or the pruned elements changed), the largest live element counts and bytes of the working and
+    long-term stores (STORE_PEAK_KEYS), and the largest absolute value the sensory memory took (kept on the device
+    until `as_record`).
+    """
 
     def __init__(self) -> None:
         self.rows: list[list[int]] = []
+        self.store_peaks = dict.fromkeys(STORE_PEAK_KEYS, 0)
+        self._sensory_peak: torch.Tensor | None = None
 
     def observe(self, frame: int, memory: MemoryManager) -> None:
         """Record the state of `memory` after frame `frame`."""
         state = [memory.working_elements, memory.long_term_elements, memory.consolidations, memory.pruned_elements]
         if not self.rows or self.rows[-1][1:] != state:
             self.rows.append([frame, *state])
+        sizes = (memory.working_elements, memory.long_term_elements, memory.working_bytes, memory.long_term_bytes)
+        for key, value in zip(STORE_PEAK_KEYS, sizes):
+            self.store_peaks[key] = max(self.store_peaks[key], value)
+        if memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
+            frame_peak = memory.sensory.detach().abs().amax().float()
+            self._sensory_peak = frame_peak if self._sensory_peak is None else torch.maximum(self._sensory_peak,
+                                                                                             frame_peak)
 
     def as_record(self, elements_per_frame: int) -> dict[str, Any]:
-        """JSON-ready: `columns`, `rows` and `elements_per_frame` (h·w elements per memory frame)."""
-        return {"columns": list(MEMORY_TRACE_COLUMNS), "rows": self.rows, "elements_per_frame": elements_per_frame}
+        """JSON-ready entries of a video record: `sensory_peak_abs` (None without sensory memory), the
+        STORE_PEAK_KEYS, and MEMORY_TRACE_KEY: {`columns`, `rows`, `elements_per_frame` (h·w elements per memory
+        frame)}."""
+        sensory_peak = None if self._sensory_peak is None else round(float(self._sensory_peak), 6)
+        trace = {"columns": list(MEMORY_TRACE_COLUMNS), "rows": self.rows, "elements_per_frame": elements_per_frame}
+        return {"sensory_peak_abs": sensory_peak, **self.store_peaks, MEMORY_TRACE_KEY: trace}
 
 
 def _note_objects(spans: dict[str, list[int]], frame: int, output: np.ndarray) -> None:
@@ -155,7 +173,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
         the record: video, frames, saved_frames, objects, seconds, fps, working_elements, long_term_elements
         (memory at the end of the video), the STORE_PEAK_KEYS (the largest live element counts and bytes of the
         working and long-term stores over the video), sensory_peak_abs (the largest absolute value the sensory
-        memory took; None without sensory memory), MEMORY_TRACE_KEY (`MemoryTrace.as_record`) and object_frames
+        memory took; None without sensory memory), MEMORY_TRACE_KEY (all three from `MemoryRecorder`) and object_frames
         (object id as a string -> [first, last] frame index where the saved outputs hold it). Timing covers
         normalisation, resizing, the network and the output resize/argmax (not reading or writing files).
     """
@@ -166,9 +184,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
                          model_config=config.model, max_objects=options.max_objects)
     seconds = 0.0
     saved = 0
-    sensory_peak = None
-    trace, object_frames = MemoryTrace(), {}
-    store_peaks = dict.fromkeys(STORE_PEAK_KEYS, 0)
+    recorder, object_frames = MemoryRecorder(), {}
     progress = tqdm(video.frames(), total=len(video), desc=video.name, unit="frame", leave=False)
     for index, frame in enumerate(progress):
         image, mask = frame.image, frame.mask
@@ -196,13 +212,7 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
                 output = output.to(torch.uint8).cpu().numpy()
         _synchronize(device)
         seconds += time.perf_counter() - start
-        if core.memory.sensory is not None:  # no sync: the maximum stays on the device until the video ends
-            frame_peak = core.memory.sensory.detach().abs().amax().float()
-            sensory_peak = frame_peak if sensory_peak is None else torch.maximum(sensory_peak, frame_peak)
-        trace.observe(index, core.memory)
-        for key, value in zip(STORE_PEAK_KEYS, (core.memory.working_elements, core.memory.long_term_elements,
-                                                core.memory.working_bytes, core.memory.long_term_bytes)):
-            store_peaks[key] = max(store_peaks[key], value)
+        recorder.observe(index, core.memory)
         if frame.save:
             _note_objects(object_frames, index, output)
             writer.write_mask(video.name, frame.name, output, video.palette)
@@ -213,5 +223,4 @@ def run_video(network, video: Video, config: Config, writer: ResultSink, device:
     return {"video": video.name, "frames": frames, "saved_frames": saved, "objects": len(core.object_ids),
             "seconds": round(seconds, 6), "fps": round(frames / seconds, 3) if seconds > 0 else float("nan"),
             "working_elements": core.working_memory_elements, "long_term_elements": core.long_term_memory_elements,
-            "sensory_peak_abs": None if sensory_peak is None else round(float(sensory_peak), 6), **store_peaks,
-            MEMORY_TRACE_KEY: trace.as_record(core.memory.elements_per_frame), "object_frames": object_frames}
+            **recorder.as_record(core.memory.elements_per_frame), "object_frames": object_frames}

@@ -11,6 +11,7 @@ from model.checkpoint import (
 )
 from model.memory_util import (
     SIMILARITY_MODES,
+    XMEM_READING,
     SimilarityMode,
     get_similarity,
     readout,
@@ -50,6 +51,7 @@ __all__ = [
     "SimilarityMode",
     "UpsampleBlock",
     "ValueEncoder",
+    "XMEM_READING",
     "XMem",
     "aggregate",
     "build_network_from_state_dict",

@@ -23,13 +23,16 @@ but its operands are built and the shrinkage applied in float32, and every softm
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+import typing
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-SimilarityMode = Literal["l2", "dot"]
-SIMILARITY_MODES: tuple[str, ...] = ("l2", "dot")
+from configs.schema import MemoryReading, SimilarityMode
+
+SIMILARITY_MODES: tuple[str, ...] = typing.get_args(SimilarityMode)
+XMEM_READING = MemoryReading()  # anisotropic L2 with shrinkage and selection, as XMem reads
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -43,9 +46,7 @@ def get_similarity(
     query_key: torch.Tensor,
     query_selection: torch.Tensor | None,
     *,
-    mode: SimilarityMode = "l2",
-    use_shrinkage: bool = True,
-    use_selection: bool = True,
+    reading: MemoryReading = XMEM_READING,
 ) -> torch.Tensor:
     """Similarity between every memory element and every query pixel (XMem's anisotropic L2 and its ablations).
 
@@ -54,8 +55,9 @@ def get_similarity(
                                                constant per query pixel and cancels in the softmax, so it is
                                                dropped, as in the original).
     'dot':                                      S_ij = [s_i] Σ_c [e_cj] k_ci q_cj / √C^k.
-    Brackets mark factors that apply only when the term is switched on. A term is used when its switch is True
-    and its tensor is given; passing None is the same as switching it off (the original's convention).
+    Brackets mark factors that apply only when the term is switched on (`reading.use_shrinkage`,
+    `reading.use_selection`). A term is used when its switch is True and its tensor is given; passing None is the
+    same as switching it off (the original's convention).
     The l2 forms use the original's expansion −(k²)ᵀe + 2kᵀ(q⊙e) − Σ_c e q², folded into one matrix product
     (`model.reference_memory.term_by_term_similarity` evaluates it term by term as the original; same value up
     to float rounding).
@@ -65,15 +67,16 @@ def get_similarity(
         memory_shrinkage: B×1×N float ≥ 1 (trailing dims flattened), or None.
         query_key: B×C^k×M float (trailing dims flattened, e.g. B×C^k×h×w).
         query_selection: B×C^k×M float in (0, 1), or None.
-        mode: 'l2' (negative squared distance) or 'dot' (scaled dot product).
-        use_shrinkage: multiply by the memory shrinkage s_i.
-        use_selection: weight the key channels by the query selection e_j.
+        reading: the reading switches (`configs.schema.MemoryReading`): `similarity` 'l2' (negative squared
+            distance) or 'dot' (scaled dot product); `use_shrinkage` multiplies by the memory shrinkage s_i;
+            `use_selection` weights the key channels by the query selection e_j.
     Returns:
         B×N×M similarity (≤ 0 for 'l2' with selection), a transposed view of a contiguous B×M×N tensor (memory
         elements contiguous for each query pixel); at least float32 (float64 for float64 keys).
     Raises:
-        ValueError: unknown mode.
+        ValueError: unknown similarity mode.
     """
+    mode = reading.similarity
     if mode not in SIMILARITY_MODES:
         raise ValueError(f"similarity mode {mode!r} is not one of {SIMILARITY_MODES}; use 'l2' (XMem) or 'dot'")
     dtype = accumulation_dtype(memory_key.dtype)
@@ -81,9 +84,12 @@ def get_similarity(
     qk = query_key.flatten(start_dim=2).to(dtype)
     ms = (
         memory_shrinkage.flatten(start_dim=1).unsqueeze(2).to(dtype)
-        if use_shrinkage and memory_shrinkage is not None else None
+        if reading.use_shrinkage and memory_shrinkage is not None else None
     )
-    qe = query_selection.flatten(start_dim=2).to(dtype) if use_selection and query_selection is not None else None
+    qe = (
+        query_selection.flatten(start_dim=2).to(dtype)
+        if reading.use_selection and query_selection is not None else None
+    )
     return _fused_similarity(mk, ms, qk, qe, l2=mode == "l2")
 
 

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from model.aggregate import aggregate
-from model.memory_util import SimilarityMode, get_similarity, readout, softmax_affinity
+from configs.schema import MemoryReading
+from model.memory_util import XMEM_READING, get_similarity, readout, softmax_affinity
 from model.modules import KEY_ENCODER_F16_CHANNELS, Decoder, KeyEncoder, KeyProjection, ValueEncoder
 
 DEFAULT_KEY_DIM = 64  # C^k
@@ -203,9 +204,7 @@ class XMem(nn.Module):
         memory_shrinkage: torch.Tensor | None,
         memory_value: torch.Tensor,
         *,
-        similarity_mode: SimilarityMode = "l2",
-        use_shrinkage: bool = True,
-        use_selection: bool = True,
+        reading: MemoryReading = XMEM_READING,
     ) -> torch.Tensor:
         """Training-style memory read: one full-softmax affinity over all memory frames, shared by all objects.
 
@@ -215,7 +214,7 @@ class XMem(nn.Module):
             memory_key: B×C^k×T×h×w (T memory frames; the 5-D layout of `encode_key`).
             memory_shrinkage: B×1×T×h×w ≥ 1, or None (no shrinkage term).
             memory_value: B×N×C^v×T×h×w.
-            similarity_mode, use_shrinkage, use_selection: ablation switches of `get_similarity`.
+            reading: the memory-reading switches (ablations) of `get_similarity`.
         Returns:
             readout B×N×C^v×h×w.
         """
@@ -225,9 +224,7 @@ class XMem(nn.Module):
             memory_shrinkage,
             query_key,
             query_selection,
-            mode=similarity_mode,
-            use_shrinkage=use_shrinkage,
-            use_selection=use_selection,
+            reading=reading,
         )
         affinity = softmax_affinity(similarity)
         memory = readout(affinity, memory_value.flatten(start_dim=1, end_dim=2))

@@ -14,7 +14,8 @@ import math
 
 import torch
 
-from model.memory_util import SIMILARITY_MODES, SimilarityMode, readout, top_k_weights
+from configs.schema import MemoryReading
+from model.memory_util import SIMILARITY_MODES, XMEM_READING, readout, top_k_weights
 
 
 def term_by_term_similarity(
@@ -23,9 +24,7 @@ def term_by_term_similarity(
     query_key: torch.Tensor,
     query_selection: torch.Tensor | None,
     *,
-    mode: SimilarityMode = "l2",
-    use_shrinkage: bool = True,
-    use_selection: bool = True,
+    reading: MemoryReading = XMEM_READING,
 ) -> torch.Tensor:
     """`get_similarity` computed as the original does: each term of the expansion separately.
 
@@ -33,15 +32,18 @@ def term_by_term_similarity(
     Returns:
         B×N×M similarity (contiguous), same dtype as the keys.
     Raises:
-        ValueError: unknown mode.
+        ValueError: unknown similarity mode.
     """
+    mode = reading.similarity
     if mode not in SIMILARITY_MODES:
         raise ValueError(f"similarity mode {mode!r} is not one of {SIMILARITY_MODES}; use 'l2' (XMem) or 'dot'")
     key_dim = memory_key.shape[1]
     mk = memory_key.flatten(start_dim=2)
     qk = query_key.flatten(start_dim=2)
-    ms = memory_shrinkage.flatten(start_dim=1).unsqueeze(2) if use_shrinkage and memory_shrinkage is not None else None
-    qe = query_selection.flatten(start_dim=2) if use_selection and query_selection is not None else None
+    use_shrinkage = reading.use_shrinkage and memory_shrinkage is not None
+    use_selection = reading.use_selection and query_selection is not None
+    ms = memory_shrinkage.flatten(start_dim=1).unsqueeze(2) if use_shrinkage else None
+    qe = query_selection.flatten(start_dim=2) if use_selection else None
     if mode == "dot":
         similarity = mk.transpose(1, 2) @ (qk if qe is None else qk * qe)
     elif qe is not None:

@@ -20,8 +20,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from configs.common import per_rank_batch_size
-from configs.schema import Config, ModelConfig, StageConfig, TrainConfig
+from configs.schema import Config, MemoryReading, ModelConfig, StageConfig, TrainConfig
 from model.losses import bootstrap_fraction, clip_losses
+from model.memory_util import XMEM_READING
 from model.network import XMem
 
 BATCH_KEYS = ("rgb", "first_frame_gt", "cls_gt", "selector", "info")
@@ -115,17 +116,13 @@ class ClipUnroller(nn.Module):
 
     Args:
         network: the XMem to train.
-        similarity_mode, use_shrinkage, use_selection: memory-reading switches (ablations), see
-            `XMem.read_memory`.
+        reading: the memory-reading switches (ablations), see `XMem.read_memory`.
     """
 
-    def __init__(self, network: XMem, *, similarity_mode: str = "l2", use_shrinkage: bool = True,
-                 use_selection: bool = True):
+    def __init__(self, network: XMem, *, reading: MemoryReading = XMEM_READING):
         super().__init__()
         self.network = network
-        self.similarity_mode = similarity_mode
-        self.use_shrinkage = use_shrinkage
-        self.use_selection = use_selection
+        self.reading = reading
 
     def train(self, mode: bool = True) -> ClipUnroller:
         super().train(mode)
@@ -168,8 +165,7 @@ class ClipUnroller(nn.Module):
                                             for sample in range(batch_size)])
             readout = network.read_memory(
                 key[:, :, frame], selection[:, :, frame], memory_key, memory_shrinkage, memory_value,
-                similarity_mode=self.similarity_mode, use_shrinkage=self.use_shrinkage,
-                use_selection=self.use_selection)
+                reading=self.reading)
             is_last = frame == num_frames - 1
             hidden, frame_logits, frame_masks = network.segment(
                 (f16[:, frame], f8[:, frame], f4[:, frame]), readout, hidden, selector=object_selector,
@@ -225,14 +221,13 @@ class Trainer:
         self.consecutive_nonfinite_steps = 0
         self.use_amp = self.train_config.use_amp and self.device.type == "cuda"
         self.generator = torch.Generator().manual_seed(self.train_config.seed)
-        model = self.model_config
-        unroller = ClipUnroller(network, similarity_mode=model.similarity, use_shrinkage=model.use_shrinkage,
-                                use_selection=model.use_selection)
+        reading = self.model_config.reading
+        unroller = ClipUnroller(network, reading=reading)
         self.model: nn.Module = unroller.train()
         if world_size > 1:
             self.model = DistributedDataParallel(
                 unroller, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=_has_unused_parameters(self.stage_config, model, network))
+                find_unused_parameters=_has_unused_parameters(self.stage_config, reading, network))
         # The fused kernel computes the same update as the original's AdamW, several times faster.
         self.optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad],
                                            lr=self.stage_config.lr, weight_decay=self.train_config.weight_decay,
@@ -365,7 +360,7 @@ def _supports_fused_adamw(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")  # fused kernels for both since torch 2.4, the floor of requirements.txt
 
 
-def _has_unused_parameters(stage: StageConfig, model: ModelConfig, network: XMem) -> bool:
+def _has_unused_parameters(stage: StageConfig, reading: MemoryReading, network: XMem) -> bool:
     """Whether some parameters get no gradient in every iteration (DDP must then search for them)."""
-    # A 2-frame clip never runs the decoder's sensory update; switched-off ablation terms leave projections unused.
-    return (stage.num_frames < 3 and network.hidden_dim > 0) or not (model.use_shrinkage and model.use_selection)
+    # A 2-frame clip never runs the decoder's sensory update; switched-off reading terms leave projections unused.
+    return (stage.num_frames < 3 and network.hidden_dim > 0) or not reading.uses_every_key_projection_output

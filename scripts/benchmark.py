@@ -7,9 +7,10 @@ GPU (allocated after the frame, and the frame's peak), and the working and long-
 summary prints the median latency, FPS and the memory at a few points along the video, so that flat time and
 memory can be read off directly.
 
-`--prefill_memory` starts from full memory: after frame 0 (which gives every object), working memory is filled to
-T_max − 1 frames and long-term memory to LT_max elements with random elements, so every later frame reads (and
-consolidates into) a memory at its bound. That is the slowest steady state of XMem, e.g. at 480p.
+`--prefill_memory` starts from full memory: after frame 0 (which gives every object), random memory frames are
+written through the memory manager's own write path (`MemoryManager.fill_to_bound`) until long-term memory has
+been pruned once and working memory holds T_max − 1 frames, so every later frame reads (and consolidates into) a
+memory at its bound. That is the slowest steady state of XMem, e.g. at 480p.
 
 `--scaling_study DIR` runs the study: one fresh process per run (so that each run's process memory is its own),
 for each of `--study_frames` (default 1000 5000 10000) at --height×--width with long-term memory on and off,
@@ -48,7 +49,6 @@ from configs.schema import InferenceConfig
 from configs.common import atomic_output, run_cli
 from dataset.synthetic import PRESETS, SyntheticVideo
 from inference.inference_core import InferenceCore, normalize_image
-from inference.memory_manager import MemoryManager
 from model.checkpoint import load_network
 from model.network import XMem
 
@@ -92,10 +92,11 @@ def _network(model: Optional[str], device: torch.device) -> XMem:
 
 
 def prefill_memory(core: InferenceCore, seed: int = DEFAULT_SEED) -> None:
-    """Fill working memory to T_max − 1 frames and long-term memory to LT_max elements with random elements.
+    """Fill the memory to its bound with random frames (`MemoryManager.fill_to_bound`, the real write path).
 
-    Call after the first (annotated) frame. The next memory frame then brings working memory to T_max frames,
-    which consolidates and prunes: memory stays at its bound, the most a frame ever reads.
+    Call after the first (annotated) frame. Working memory then holds T_max − 1 frames and long-term memory its
+    steady-state size (LT_max when P candidates are available), so the next memory frame consolidates and prunes:
+    memory stays at its bound, the most a frame ever reads.
 
     Raises:
         ValueError: long-term memory is off, or the core has not seen its first frame.
@@ -105,35 +106,7 @@ def prefill_memory(core: InferenceCore, seed: int = DEFAULT_SEED) -> None:
         raise ValueError(PREFILL_NEEDS_LONG_TERM)
     if not memory.initialized:
         raise ValueError("prefill_memory: step the first (annotated) frame before prefilling the memory")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():  # the stores' buffers are inference tensors
-        _append_random(memory, config, generator)
-
-
-def _append_random(memory: MemoryManager, config: InferenceConfig, generator: torch.Generator) -> None:
-    """Random keys (N(0, 1)), shrinkage (in [1, 2)), selection (in [0, 1)) and values up to each store's bound."""
-    working_target = (config.max_working_frames - 1) * memory.elements_per_frame
-    for store, target in ((memory.working, working_target), (memory.long_term, config.max_long_term_elements)):
-        count = target - store.size
-        if count <= 0:
-            continue
-        key_dim = store.keys.shape[1]
-        keys = torch.randn(count, key_dim, generator=generator)
-        shrinkage = 1 + torch.rand(count, generator=generator)
-        selection = torch.rand(count, key_dim, generator=generator)
-        values = torch.randn(count, store.num_objects, store.value_dim, generator=generator)
-        store.append(*(tensor.to(store.keys) for tensor in (keys, shrinkage, selection, values)),
-                     _prefill_frames(memory, store, count).to(store.keys.device))
-
-
-def _prefill_frames(memory: MemoryManager, store, count: int) -> torch.Tensor:
-    """Memory frame indices of `count` prefilled elements, valid for every object: whole ordinary (consolidable)
-    frames after the ones written in working memory, the newest object's first frame in long-term memory."""
-    if store is memory.working:
-        frames = memory.next_memory_frame + torch.arange(count) // memory.elements_per_frame
-        memory.next_memory_frame = int(frames[-1]) + 1
-        return frames
-    return torch.full((count,), max(store.first_frame, default=0))
+    memory.fill_to_bound(torch.Generator().manual_seed(seed))
 
 
 def run_benchmark(*, frames: int, height: int, width: int, config: InferenceConfig,

@@ -1,12 +1,14 @@
-"""Per-frame time of the reference and optimised compute paths at 480p, stage by stage, and how far they differ.
+"""Per-frame time of the streaming core at full memory, stage by stage: the reference against the optimised compute
+paths and how far they differ, or (`--profile`) the optimised path alone on any device.
 
 For each object count, one frame (default 480×864, the padded size of a 480p DAVIS frame) runs through:
-encode_key; a memory read against a prefilled memory (working memory of T_max = 10 frames plus LT_max = 10,000
-long-term elements, random keys of the right sizes; similarity + top-k read with the `model.memory_util`
-functions, as the inference core calls them); segment; encode_value. The reference path is the original's
-computation: `model/reference.py` for the network (per-object concatenation in the value stem and the fusers, same
-weights) and `model/reference_memory.py` for the memory (term-by-term similarity, dense top-k affinity times
-values). The optimised path is what inference runs.
+encode_key; a memory read; segment; encode_value. The memory is a `MemoryManager` filled to its bound by its own
+write path (`MemoryManager.fill_to_bound`: random frames written, consolidated and pruned as in a long video, so
+working memory holds T_max − 1 = 9 frames and long-term memory LT_max = 10,000 elements), and the optimised read is
+the manager's own `read`, so the tool times what inference runs. The reference path is the original's computation:
+`model/reference.py` for the network (per-object concatenation in the value stem and the fusers, same weights) and
+`model/reference_memory.py` for the memory (term-by-term similarity, dense top-k affinity times values, over the
+manager's live elements).
 
 Agreement is checked stage by stage on identical inputs (each optimised stage gets the reference path's inputs),
 so that the network's differences are not mixed with those of the memory read. The top-k read is discontinuous:
@@ -18,26 +20,31 @@ Times are CPU seconds of this process (`time.process_time`), so that other proce
 inflate them; wall seconds are printed too. Each stage reports the median over `--repeats` runs; the two paths
 alternate within every repeat. Pin the thread count (`--threads`, default 1) for comparable numbers.
 
+`--profile` times only the optimised path, in wall seconds on `--device` (CUDA synchronised around each stage),
+median over `--repeats` frames after one warm-up frame; no reference path, no agreement check.
+
     python scripts/speed_compare.py                      # recipe weights, 1 and 3 objects, 480×864
     python scripts/speed_compare.py --objects 3 --repeats 5 --channels-last
+    python scripts/speed_compare.py --profile --device cuda --objects 1 3
 """
 from __future__ import annotations
 
-import sys
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-
 import torch
 
-from configs.common import run_cli
+from configs.common import resolve_device, run_cli
+from configs.schema import InferenceConfig, ModelConfig
+from inference.memory_manager import MemoryManager
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
-from model.memory_util import get_similarity, top_k_readout
+from model.memory_util import get_similarity
 from model.network import XMem
 from model.reference import reference_encode_value, reference_segment
 from model.reference_memory import dense_top_k_read, term_by_term_similarity
@@ -45,9 +52,7 @@ from model.recipe_checkpoint import build_recipe_state_dict
 
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16
-DEFAULT_WORKING_FRAMES = 10  # T_max
-DEFAULT_LONG_TERM_ELEMENTS = 10_000  # LT_max
-DEFAULT_TOP_K = 30  # k
+MEMORY_DEFAULTS = InferenceConfig()  # T_max, T_min, LT_max, P and k are the paper's unless the flags change them
 RECIPE_KEY_LIST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
 STAGES = ("encode_key", "memory_read", "segment", "encode_value")
 PATHS = ("reference", "optimised")
@@ -60,14 +65,22 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 3], help="object counts N to time")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per path (median reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--working-frames", type=int, default=DEFAULT_WORKING_FRAMES,
-                        help="frames in working memory (T_max)")
-    parser.add_argument("--long-term-elements", type=int, default=DEFAULT_LONG_TERM_ELEMENTS,
-                        help="elements in long-term memory (LT_max)")
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help="memory elements read per query pixel (k)")
+    parser.add_argument("--working-frames", type=int, default=MEMORY_DEFAULTS.max_working_frames,
+                        help="T_max; a full working memory holds T_max − 1 frames")
+    parser.add_argument("--min-working-frames", type=int, default=MEMORY_DEFAULTS.min_working_frames,
+                        help="T_min, the working frames kept after a consolidation")
+    parser.add_argument("--long-term-elements", type=int, default=MEMORY_DEFAULTS.max_long_term_elements,
+                        help="LT_max, the long-term memory's bound")
+    parser.add_argument("--prototypes", type=int, default=MEMORY_DEFAULTS.num_prototypes,
+                        help="P, the prototypes of one consolidation")
+    parser.add_argument("--top-k", type=int, default=MEMORY_DEFAULTS.top_k,
+                        help="memory elements read per query pixel (k)")
     parser.add_argument("--weights", choices=("recipe", "random"), default="recipe",
                         help="recipe checkpoint of tests/fixtures/README.md, or random initialisation")
     parser.add_argument("--channels-last", action="store_true", help="optimize_network(channels_last=True) first")
+    parser.add_argument("--profile", action="store_true",
+                        help="time the optimised path alone, wall seconds on --device (no reference, no agreement)")
+    parser.add_argument("--device", default="cpu", help="with --profile: auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.height % FEATURE_STRIDE or args.width % FEATURE_STRIDE or args.height <= 0 or args.width <= 0:
@@ -76,60 +89,94 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         )
     if min(args.objects) < 1 or args.repeats < 1 or args.threads < 1 or args.top_k < 1:
         parser.error("--objects, --repeats, --threads and --top-k must be ≥ 1")
-    if args.working_frames < 1 or args.long_term_elements < 0:
-        parser.error("--working-frames must be ≥ 1 and --long-term-elements ≥ 0")
+    try:
+        args.memory = _memory_config(args)
+    except ValueError as error:  # the schema's range checks, in its own words
+        parser.error(f"memory flags: {error}")
+    if not args.profile and args.device != "cpu":
+        parser.error(f"--device {args.device}: the reference comparison times CPU seconds; add --profile to time "
+                     "the optimised path on another device")
     return args
 
 
-def _timed(function: Callable[[], object]) -> tuple[float, float, object]:
-    """(CPU seconds of this process, wall seconds, result) of one call."""
+def _memory_config(args: argparse.Namespace) -> InferenceConfig:
+    """The inference settings with the flags' memory sizes and k (range-checked by the schema)."""
+    return InferenceConfig(max_working_frames=args.working_frames, min_working_frames=args.min_working_frames,
+                           max_long_term_elements=args.long_term_elements, num_prototypes=args.prototypes,
+                           top_k=args.top_k)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(function: Callable[[], object], device: torch.device) -> tuple[float, float, object]:
+    """(CPU seconds of this process, wall seconds, result) of one call (CUDA work finished on both ends)."""
+    _synchronize(device)
     cpu_start, wall_start = time.process_time(), time.perf_counter()
     result = function()
+    _synchronize(device)
     return time.process_time() - cpu_start, time.perf_counter() - wall_start, result
 
 
 class _Frame:
-    """Inputs of one frame with `num_objects` objects and a prefilled memory of random keys and values."""
+    """Inputs of one frame with `num_objects` objects, and a memory manager filled to its bound.
 
-    def __init__(self, network: XMem, args: argparse.Namespace, num_objects: int):
+    The sensory memory is random (tanh of N(0, 1)), given to the manager through `update_sensory`, so that the
+    decoder and the deep update see values of the usual range.
+    """
+
+    def __init__(self, network: XMem, args: argparse.Namespace, num_objects: int, device: torch.device):
         generator = torch.Generator().manual_seed(args.seed + num_objects)
-        height, width = args.height // FEATURE_STRIDE, args.width // FEATURE_STRIDE
-        num_elements = args.working_frames * height * width + args.long_term_elements
-        self.image = torch.randn(1, 3, args.height, args.width, generator=generator)
-        self.masks = torch.rand(1, num_objects, args.height, args.width, generator=generator)
-        self.hidden = torch.tanh(torch.randn(1, num_objects, network.hidden_dim, height, width, generator=generator))
-        self.memory_key = torch.randn(1, network.key_dim, num_elements, generator=generator)
-        self.memory_shrinkage = 1 + torch.rand(1, 1, num_elements, generator=generator) ** 2
-        # Element-major values (one row per element, all objects side by side), as the memory store keeps them.
-        self.memory_values = torch.randn(num_elements, num_objects * network.value_dim, generator=generator)
-        self.num_objects, self.num_elements, self.top_k = num_objects, num_elements, args.top_k
+        feature_size = (args.height // FEATURE_STRIDE, args.width // FEATURE_STRIDE)
+        self.image = torch.randn(1, 3, args.height, args.width, generator=generator).to(device)
+        self.masks = torch.rand(1, num_objects, args.height, args.width, generator=generator).to(device)
+        self.memory = MemoryManager(args.memory, model_config=ModelConfig(), hidden_dim=network.hidden_dim,
+                                    count_long_term_usage=True)
+        self.memory.add_objects(num_objects)
+        self.memory.initialize(feature_size, key_dim=network.key_dim, value_dim=network.value_dim, device=device,
+                               dtype=torch.float32)
+        self.memory.fill_to_bound(generator)
+        self.memory.update_sensory(torch.tanh(torch.randn(1, num_objects, network.hidden_dim, *feature_size,
+                                                          generator=generator)).to(device))
+        self.num_objects = num_objects
+        self.num_elements = self.memory.working_elements + self.memory.long_term_elements
+        self.top_k = args.top_k
 
 
-def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(readout B×N×C^v×h×w, similarity B×n×M) of the frame's query against its prefilled memory: the original's
-    way (term-by-term similarity, dense top-k affinity times the values) or the optimised one."""
-    similarity = (term_by_term_similarity if reference else get_similarity)(
-        frame.memory_key, frame.memory_shrinkage, encoding.key, encoding.selection
-    )
+def _reference_read(network: XMem, frame: _Frame, encoding) -> tuple[torch.Tensor, torch.Tensor]:
+    """(readout 1×N×C^v×h×w, similarity 1×n×M) the original's way over the manager's live elements: term-by-term
+    similarity, dense top-k affinity times the values."""
+    keys, shrinkage, values = frame.memory.live_elements()
+    similarity = term_by_term_similarity(keys.t().unsqueeze(0), shrinkage.view(1, 1, -1), encoding.key,
+                                         encoding.selection, reading=frame.memory.reading)
+    readout, _ = dense_top_k_read(similarity, values.flatten(start_dim=1).t().unsqueeze(0), frame.top_k)
+    return readout.view(1, frame.num_objects, network.value_dim, *encoding.key.shape[-2:]), similarity
+
+
+def _memory_read(network: XMem, frame: _Frame, encoding, *, reference: bool) -> torch.Tensor:
+    """Readout 1×N×C^v×h×w of the frame's query: the reference read, or the memory manager's own (`read`)."""
     if reference:
-        values, _ = dense_top_k_read(similarity, frame.memory_values.t().unsqueeze(0), frame.top_k)
-    else:
-        values, _ = top_k_readout(similarity[0], [frame.memory_values], frame.top_k)
-    return values.view(1, frame.num_objects, network.value_dim, *encoding.key.shape[-2:]), similarity
+        return _reference_read(network, frame, encoding)[0]
+    return frame.memory.read(encoding.key, encoding.selection)
 
 
-def _run_frame(network: XMem, frame: _Frame, *, reference: bool) -> tuple[dict[str, float], dict[str, float]]:
+def _run_frame(network: XMem, frame: _Frame, device: torch.device, *,
+               reference: bool) -> tuple[dict[str, float], dict[str, float]]:
     """One frame through the four stages: (CPU seconds per stage, wall seconds per stage)."""
     cpu, wall = {}, {}
-    cpu["encode_key"], wall["encode_key"], encoding = _timed(lambda: network.encode_key(frame.image))
-    cpu["memory_read"], wall["memory_read"], (memory_readout, _) = _timed(
-        lambda: _memory_read(network, frame, encoding, reference=reference)
+    cpu["encode_key"], wall["encode_key"], encoding = _timed(lambda: network.encode_key(frame.image), device)
+    cpu["memory_read"], wall["memory_read"], memory_readout = _timed(
+        lambda: _memory_read(network, frame, encoding, reference=reference), device
     )
     features = (encoding.f16, encoding.f8, encoding.f4)
     segment, encode_value = _network_path(network, reference=reference)
-    cpu["segment"], wall["segment"], segmentation = _timed(lambda: segment(features, memory_readout, frame.hidden))
+    cpu["segment"], wall["segment"], segmentation = _timed(
+        lambda: segment(features, memory_readout, frame.memory.sensory), device
+    )
     cpu["encode_value"], wall["encode_value"], _ = _timed(
-        lambda: encode_value(frame.image, encoding.f16, segmentation.hidden, segmentation.prob)
+        lambda: encode_value(frame.image, encoding.f16, segmentation.hidden, segmentation.prob), device
     )
     return cpu, wall
 
@@ -144,10 +191,11 @@ def _network_path(network: XMem, *, reference: bool) -> tuple[Callable, Callable
 def _agreement(network: XMem, frame: _Frame) -> list[str]:
     """Max |optimised − reference| of every stage's outputs, each stage run on the reference path's inputs."""
     encoding = network.encode_key(frame.image)
-    reads = {path: _memory_read(network, frame, encoding, reference=path == "reference") for path in PATHS}
-    (reference_readout, reference_similarity), (optimised_readout, optimised_similarity) = (
-        reads["reference"], reads["optimised"]
-    )
+    reference_readout, reference_similarity = _reference_read(network, frame, encoding)
+    optimised_readout = frame.memory.read(encoding.key, encoding.selection)
+    keys, shrinkage, _ = frame.memory.live_elements()
+    optimised_similarity = get_similarity(keys.t().unsqueeze(0), shrinkage.view(1, 1, -1), encoding.key,
+                                          encoding.selection, reading=frame.memory.reading)
     top_k = min(frame.top_k, frame.num_elements)
     chosen = [similarity.topk(top_k, dim=1).indices.sort(dim=1).values for similarity in (reference_similarity,
                                                                                         optimised_similarity)]
@@ -164,7 +212,7 @@ def _agreement(network: XMem, frame: _Frame) -> list[str]:
     for path in PATHS:
         reference = path == "reference"
         segment, encode_value = _network_path(network, reference=reference)
-        segmentation = segment(features, reference_readout, frame.hidden)
+        segmentation = segment(features, reference_readout, frame.memory.sensory)
         outputs[path] = dict(prob=segmentation.prob, hidden_after_segment=segmentation.hidden)
         if reference:
             value_inputs = (segmentation.hidden, segmentation.prob)
@@ -176,21 +224,27 @@ def _agreement(network: XMem, frame: _Frame) -> list[str]:
     return lines
 
 
+def _describe(frame: _Frame, args: argparse.Namespace, device: torch.device) -> str:
+    return (f"{frame.num_objects} object(s), {args.height}×{args.width}, memory {frame.memory.working_elements} "
+            f"working + {frame.memory.long_term_elements} long-term elements, top-k {args.top_k}, device {device}, "
+            f"{torch.get_num_threads()} thread(s), median of {args.repeats}")
+
+
 def _compare(network: XMem, args: argparse.Namespace, num_objects: int) -> None:
-    frame = _Frame(network, args, num_objects)
+    device = torch.device("cpu")
+    frame = _Frame(network, args, num_objects, device)
     cpu = {path: {stage: [] for stage in STAGES} for path in PATHS}
     wall = {path: {stage: [] for stage in STAGES} for path in PATHS}
     with torch.inference_mode():
         agreement = _agreement(network, frame)  # also the warm-up: oneDNN builds its kernels on a shape's first call
         for _ in range(args.repeats):
             for path in PATHS:
-                stage_cpu, stage_wall = _run_frame(network, frame, reference=path == "reference")
+                stage_cpu, stage_wall = _run_frame(network, frame, device, reference=path == "reference")
                 for stage in STAGES:
                     cpu[path][stage].append(stage_cpu[stage])
                     wall[path][stage].append(stage_wall[stage])
 
-    print(f"\n{num_objects} object(s), {args.height}×{args.width}, memory {frame.num_elements} elements, "
-          f"top-k {args.top_k}, {args.threads} thread(s), median of {args.repeats}")
+    print(f"\n{_describe(frame, args, device)}")
     print(f"{'stage':<14}{'reference s':>13}{'optimised s':>13}{'ratio':>8}{'ref wall s':>12}{'opt wall s':>12}")
     totals = {path: [0.0, 0.0] for path in PATHS}
     for stage in STAGES:
@@ -207,17 +261,40 @@ def _compare(network: XMem, args: argparse.Namespace, num_objects: int) -> None:
     print("\n".join(agreement))
 
 
+def _profile(network: XMem, args: argparse.Namespace, num_objects: int, device: torch.device) -> dict[str, float]:
+    """Median wall seconds of each optimised stage over `--repeats` frames after one warm-up frame; printed."""
+    frame = _Frame(network, args, num_objects, device)
+    wall = {stage: [] for stage in STAGES}
+    with torch.inference_mode():
+        for repeat in range(args.repeats + 1):
+            _, stage_wall = _run_frame(network, frame, device, reference=False)
+            if repeat > 0:
+                for stage in STAGES:
+                    wall[stage].append(stage_wall[stage])
+    medians = {stage: statistics.median(seconds) for stage, seconds in wall.items()}
+    print(f"\n{_describe(frame, args, device)}")
+    print(f"{'stage':<14}{'optimised wall s':>18}")
+    for stage in STAGES:
+        print(f"{stage:<14}{medians[stage]:>18.4f}")
+    print(f"{'total':<14}{sum(medians.values()):>18.4f}")
+    return medians
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     if args.weights == "recipe":
-        network = build_network_from_state_dict(build_recipe_state_dict(RECIPE_KEY_LIST))
+        network = build_network_from_state_dict(build_recipe_state_dict(RECIPE_KEY_LIST), device)
     else:
         torch.manual_seed(args.seed)
-        network = XMem().eval()
+        network = XMem().eval().to(device)
     optimize_network(network, channels_last=args.channels_last)
     for num_objects in args.objects:
-        _compare(network, args, num_objects)
+        if args.profile:
+            _profile(network, args, num_objects, device)
+        else:
+            _compare(network, args, num_objects)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from configs.schema import MemoryReading
 from model.aggregate import aggregate
 from model.memory_util import get_similarity, readout, softmax_affinity, top_k_readout
 from model.reference_memory import dense_top_k_read, dense_top_k_softmax, term_by_term_similarity
@@ -62,15 +63,16 @@ def test_similarity_equals_brute_force(keys, mode, use_shrinkage, use_selection)
     )
     for similarity in (get_similarity, term_by_term_similarity):
         ours = similarity(
-            memory_key, shrinkage, query_key, selection, mode=mode, use_shrinkage=use_shrinkage,
-            use_selection=use_selection,
+            memory_key, shrinkage, query_key, selection,
+            reading=MemoryReading(similarity=mode, use_shrinkage=use_shrinkage, use_selection=use_selection),
         )
         torch.testing.assert_close(ours, expected, **TOLERANCE)
 
 
 def test_similarity_none_equals_switch_off_and_accepts_spatial_layout(keys):
     memory_key, shrinkage, query_key, selection = keys
-    switched_off = get_similarity(memory_key, shrinkage, query_key, selection, use_shrinkage=False, use_selection=False)
+    switched_off = get_similarity(memory_key, shrinkage, query_key, selection,
+                                  reading=MemoryReading(use_shrinkage=False, use_selection=False))
     given_none = get_similarity(memory_key, None, query_key, None)
     torch.testing.assert_close(switched_off, given_none, rtol=0, atol=0)
     # B×C^k×T×h×w memory and B×C^k×h×w query flatten to the same result.
@@ -84,7 +86,7 @@ def test_similarity_none_equals_switch_off_and_accepts_spatial_layout(keys):
 @pytest.mark.parametrize("similarity", [get_similarity, term_by_term_similarity])
 def test_similarity_rejects_unknown_mode(keys, similarity):
     with pytest.raises(ValueError, match=r"similarity mode 'cosine' is not one of \('l2', 'dot'\)"):
-        similarity(*keys, mode="cosine")
+        similarity(*keys, reading=MemoryReading(similarity="cosine"))
 
 
 @pytest.fixture
@@ -197,9 +199,9 @@ def test_one_product_similarity_equals_term_by_term(mode, use_shrinkage, use_sel
     shrinkage = 1 + torch.rand(2, 1, 3, 4, 7, generator=generator) ** 2
     query_key = torch.randn(2, 64, 4, 7, generator=generator)
     selection = torch.rand(2, 64, 4, 7, generator=generator)
-    switches = dict(mode=mode, use_shrinkage=use_shrinkage, use_selection=use_selection)
-    fast = get_similarity(memory_key, shrinkage, query_key, selection, **switches)
-    reference = term_by_term_similarity(memory_key, shrinkage, query_key, selection, **switches)
+    reading = MemoryReading(similarity=mode, use_shrinkage=use_shrinkage, use_selection=use_selection)
+    fast = get_similarity(memory_key, shrinkage, query_key, selection, reading=reading)
+    reference = term_by_term_similarity(memory_key, shrinkage, query_key, selection, reading=reading)
     assert fast.shape == (2, 84, 28)
     assert _agree(fast, reference)
 
