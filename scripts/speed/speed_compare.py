@@ -18,8 +18,8 @@ Times are CPU seconds of this process (`time.process_time`), so that other proce
 inflate them; wall seconds are printed too. Each stage reports the median over `--repeats` runs; the two paths
 alternate within every repeat. Pin the thread count (`--threads`, default 1) for comparable numbers.
 
-    python scripts/speed_compare.py                      # recipe weights, 1 and 3 objects, 480×864
-    python scripts/speed_compare.py --objects 3 --repeats 5 --channels-last
+    python scripts/speed/speed_compare.py                      # recipe weights, 1 and 3 objects, 480×864
+    python scripts/speed/speed_compare.py --objects 3 --repeats 5 --channels-last
 """
 from __future__ import annotations
 
@@ -28,13 +28,12 @@ import argparse
 import statistics
 import time
 from functools import partial
-from pathlib import Path
 from typing import Callable, Sequence
 
 
 import torch
 
-from configs.common import run_cli
+from configs.common import REPOSITORY, run_cli
 from model.acceleration import optimize_network
 from model.checkpoint import build_network_from_state_dict
 from model.memory_util import get_similarity, top_k_readout
@@ -48,7 +47,7 @@ DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of
 DEFAULT_WORKING_FRAMES = 10  # T_max
 DEFAULT_LONG_TERM_ELEMENTS = 10_000  # LT_max
 DEFAULT_TOP_K = 30  # k
-RECIPE_KEY_LIST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
+RECIPE_KEY_LIST = REPOSITORY / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
 STAGES = ("encode_key", "memory_read", "segment", "encode_value")
 PATHS = ("reference", "optimised")
 
