@@ -23,6 +23,8 @@ from inference import study_statistics
 from scripts.study import run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
+from dataset.writers import ResultWriter
+from inference.video_runner import MEMORY_TRACE_KEY
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
     longest_absences, write_long_benchmark,
@@ -442,3 +444,14 @@ def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_stat
         assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
     resolved = (tmp_path / "study" / "held_out" / "no_sensory" / "stores_working_only" / "config.yaml").read_text()
     assert str(no_sensory) in resolved and "hidden_dim: 0" in resolved
+
+
+def test_memory_traces_read_the_trace_columns_by_name(tmp_path):
+    """Mutation checked: reading the first three columns by position (`row[:3]`) fails on this reordered record."""
+    writer = ResultWriter(tmp_path, "davis")
+    writer.finish_video("reordered", {MEMORY_TRACE_KEY: {
+        "columns": ["working_elements", "frame", "consolidations", "long_term_elements"],
+        "rows": [[10, 0, 0, 0], [20, 5, 1, 8]]}})
+    writer.finish_video("no_trace", {})
+    traces = run_study.memory_traces(tmp_path, ["reordered", "no_trace", "unfinished"])
+    assert traces == {"reordered": [[0, 10, 0], [5, 20, 8]]}
