@@ -39,7 +39,7 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from configs.common import atomic_write_text, resolve_device, run_cli
+from configs.common import BYTES_PER_MB, atomic_write_text, peak_rss_mb, resolve_device, run_cli
 from configs.loader import add_flag_aliases, dump_config, load_config, overrides_from_flags
 from configs.output_settings import changed_settings, file_sha256, output_settings
 from configs.schema import Config
@@ -67,8 +67,6 @@ logger = logging.getLogger("eval")
 DEFAULT_OUTPUT_PATTERN = "../output/{dataset}_{split}"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"  # the returned summary, for scripts that run eval.py as a process
-BYTES_PER_MB = 2**20
-RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, kilobytes on Linux
 MIN_SCORED_SEQUENCE_FRAMES = 3  # the first and last ground-truth frames are never scored
 # Video errors that stop one video and let the others run (bad files, missing masks, mismatched sizes).
 VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
@@ -112,8 +110,7 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     """(megabytes, what was measured): CUDA max allocated on a CUDA device, else the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / BYTES_PER_MB, "CUDA max allocated"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RSS_UNIT_BYTES
-    return peak / BYTES_PER_MB, "process peak RSS"
+    return peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "process peak RSS"
 
 
 def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

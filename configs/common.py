@@ -1,5 +1,6 @@
 """The few helpers every package shares: atomic file writes, the DAVIS palette, ImageNet normalisation constants,
-device resolution, a process's share of a global batch and the CLIs' error contract.
+device resolution, a process's share of a global batch, the CLIs' error contract, and running a project command
+in a child process (with its own peak memory).
 
 With the schema, this module is the project's leaf: `model`, `inference`, `dataset`, the CLIs and the scripts may
 all import it, and it imports nothing of the project (so it can never close an import cycle). Each helper has this
@@ -14,12 +15,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -198,3 +201,88 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         print(interrupted_message, file=sys.stderr)
         return INTERRUPTED_STATUS
     return 0 if status is None else int(status)
+
+
+# ------------------------------------------------------------------------------ project commands as child processes
+REPOSITORY = Path(__file__).resolve().parents[1]  # the checkout: train.py, eval.py and scripts/ are under it
+BYTES_PER_MB = 2**20
+RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, kilobytes on Linux
+OUTPUT_SHOWN = "shown"  # the child writes to this process's terminal
+OUTPUT_CAPTURED = "captured"  # stdout, then stderr, are collected into ChildRun.output
+STDERR_TEED = "stderr_teed"  # stderr is shown live and its tail kept in ChildRun.output (a CLI's last error line)
+CHILD_READ_BYTES = 4096
+CHILD_TAIL_BYTES = 4096  # enough to hold a CLI's one-line error message
+
+
+def peak_rss_mb(max_rss: int) -> float:
+    """A `ru_maxrss` value (resource.getrusage, os.wait4) in MB, whatever the platform's unit."""
+    return max_rss * RSS_UNIT_BYTES / BYTES_PER_MB
+
+
+def project_command(script: str, *arguments: str) -> list[str]:
+    """The argv that runs the project CLI `script` (its path under the checkout, e.g. "eval.py" or
+    "scripts/evaluation/visualize.py") with this interpreter."""
+    return [sys.executable, str(REPOSITORY / script), *arguments]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildRun:
+    """A finished child process: its argv, exit status, what was kept of its output (see `run_child`) and its own
+    peak RSS in MB (None where the OS cannot report a child's own, e.g. Windows)."""
+
+    command: tuple[str, ...]
+    returncode: int
+    output: str
+    peak_memory_mb: float | None
+
+
+def _read_from_start(stream) -> bytes:
+    stream.seek(0)
+    return stream.read()
+
+
+def run_child(command: Sequence[str], *, output: str = OUTPUT_SHOWN, env_extra: Mapping[str, str] | None = None,
+              cwd: str | os.PathLike | None = None, check: bool = False) -> ChildRun:
+    """Run `command` (e.g. `project_command("eval.py", ...)`) in a child process and wait for it.
+
+    Project commands are run, never imported by one another, and a process of its own gives each run a peak
+    memory that is not its caller's.
+
+    Args:
+        output: OUTPUT_SHOWN, OUTPUT_CAPTURED or STDERR_TEED (the last CHILD_TAIL_BYTES of stderr are kept).
+        env_extra: variables set on top of this process's environment.
+        cwd: the child's working directory (default: this process's).
+        check: raise on a non-zero exit status.
+
+    Raises:
+        subprocess.CalledProcessError: with `check`, the child failed (its output, when kept, is attached).
+    """
+    if output not in (OUTPUT_SHOWN, OUTPUT_CAPTURED, STDERR_TEED):
+        raise ValueError(f"output {output!r} is invalid; expected {OUTPUT_SHOWN}, {OUTPUT_CAPTURED} or {STDERR_TEED}")
+    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+        # Captured output goes to files, not pipes: a child filling one pipe while this process reads the other would
+        # block both; stdout and stderr stay apart, so that a line of one is never cut by the other.
+        captured = output == OUTPUT_CAPTURED
+        process = subprocess.Popen(list(command), cwd=cwd, env={**os.environ, **(env_extra or {})},
+                                   stdout=stdout if captured else None,
+                                   stderr=stderr if captured else subprocess.PIPE if output == STDERR_TEED else None)
+        kept = b""
+        if output == STDERR_TEED:
+            with process.stderr:
+                while chunk := process.stderr.read1(CHILD_READ_BYTES):
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+                    kept = (kept + chunk)[-CHILD_TAIL_BYTES:]
+        peak_memory_mb = None
+        if hasattr(os, "wait4"):
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            peak_memory_mb = peak_rss_mb(usage.ru_maxrss)
+        else:
+            process.wait()
+        if captured:
+            kept = _read_from_start(stdout) + _read_from_start(stderr)
+    run = ChildRun(tuple(command), process.returncode, kept.decode(errors="replace"), peak_memory_mb)
+    if check and run.returncode:
+        raise subprocess.CalledProcessError(run.returncode, list(command), run.output)
+    return run

@@ -19,7 +19,7 @@ from typing import Sequence
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 MASK_SUFFIX = ".png"
 STATIC_LAYOUTS = ("flat", "class_folders")
-DOWNLOAD_HINT = "see `python scripts/download_datasets.py --help`"
+DOWNLOAD_HINT = "see `python scripts/data/download_datasets.py --help`"
 
 
 def require_directory(path: str | os.PathLike, description: str, hint: str = DOWNLOAD_HINT) -> Path:

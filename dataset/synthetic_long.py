@@ -93,7 +93,7 @@ class LongBenchmark:
 
 
 LONG_BENCHMARK = LongBenchmark()
-# What the study could afford (scripts/run_study.py --size reduced): 8 videos of 400 frames, 3,200 frames in all
+# What the study could afford (scripts/study/run_study.py --size reduced): 8 videos of 400 frames, 3,200 frames in all
 # (one pass: about 15 minutes on one thread), with LONG_TIMING's periods halved. Objects are away for about 140
 # frames, still about three times the span of a full working memory (T_max x r = 50 frames), so coming back is a
 # job for long-term memory; more, shorter videos make the bootstrap over videos less coarse than 5 long ones.
@@ -167,8 +167,8 @@ def read_absences(lv_root: str | os.PathLike) -> dict[str, dict[int, list[tuple[
     """
     path = Path(lv_root) / LONG_VIDEO_DIR / ABSENCES_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; rerun write_long_benchmark (scripts/run_study.py does) to record "
-                                "the long benchmark's absences")
+        raise FileNotFoundError(f"{path} not found; rerun write_long_benchmark (scripts/study/run_study.py does) to "
+                                "record the long benchmark's absences")
     record = json.loads(path.read_text())
     return {video: {int(object_id): [(gone, back) for gone, back in spans] for object_id, spans in objects.items()}
             for video, objects in record.items()}

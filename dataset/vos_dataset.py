@@ -13,7 +13,7 @@ Datasets (roots as in the reference, `../DAVIS/2017/trainval`, `../YouTube/train
 - `VOSDataset.davis_2017_train`: `JPEGImages/480p/<v>` + `Annotations/480p/<v>`, the 60 videos of the dataset's own
   `ImageSets/2017/train.txt`, each repeated 5 times per epoch (the reference's ConcatDataset of 5 copies);
 - `VOSDataset.youtube_vos_train`: `JPEGImages/<v>` + `Annotations/<v>` of `train_480p` (made by
-  scripts/resize_youtube.py); frames are every 5th of the video, so max_skip is divided by 5; an optional subset
+  scripts/data/resize_youtube.py); frames are every 5th of the video, so max_skip is divided by 5; an optional subset
   file (one video per line, e.g. the original XMem's `util/yv_subset.txt`) restricts the videos;
 - `VOSDataset.bl30k`: `JPEGImages/<v>` + `Annotations/<v>` with the BL30K crop scale, no per-frame affine, and the
   object-size rule (an object of frame 0 is kept if it covers > 100 px and either > 900 px or < 400 px in both
@@ -166,7 +166,7 @@ class VOSDataset(Dataset):
         train_list = root / DAVIS_TRAIN_LIST
         if not train_list.is_file():
             raise FileNotFoundError(f"DAVIS 2017 train list not found: {train_list}; it ships with "
-                                    "DAVIS-2017-trainval-480p.zip (see scripts/download_datasets.py)")
+                                    "DAVIS-2017-trainval-480p.zip (see scripts/data/download_datasets.py)")
         return cls(root / "JPEGImages" / DAVIS_RESOLUTION_FOLDER, root / "Annotations" / DAVIS_RESOLUTION_FOLDER,
                    name="DAVIS-2017-train", videos=read_subset_file(train_list), repeats=repeats, **options)
 
@@ -331,7 +331,7 @@ def _resolve_root(root: str | os.PathLike, description: str, marker: Path, candi
             return root / candidate
     looked = ", ".join(str(root / candidate / marker) for candidate in candidates)
     raise FileNotFoundError(f"{description} not found under {root}: none of {looked} is a directory; "
-                            "see `python scripts/download_datasets.py --help`")
+                            "see `python scripts/data/download_datasets.py --help`")
 
 
 class TrainingMix(ConcatDataset):

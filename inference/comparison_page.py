@@ -1,4 +1,4 @@
-"""The page that compares the rows of an ablation or study run (scripts/run_ablations.py, scripts/run_study.py).
+"""The page that compares the rows of an ablation or study run (scripts/study/run_ablations.py, run_study.py).
 
 `write_comparison_page` renders a runner's markdown table, its plots and, per benchmark, every video's J&F for each
 row side by side, each row linking to its own run page (`inference.report_page`), in the run page's style.

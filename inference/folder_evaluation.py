@@ -3,7 +3,8 @@
 Both folders hold `<video>/<frame>.png` index masks. `evaluate_folders` lists and checks the videos, scores them in
 parallel processes with `inference.metrics`, and writes `global_results.csv` and `per_object_results.csv` (values
 in 0..1, as the DAVIS toolkit). A SHA-256 of every mask file read and of the options is stored next to the tables;
-a rerun on unchanged inputs reads them back instead of scoring again. Used by `eval.py` and `scripts/evaluate.py`.
+a rerun on unchanged inputs reads them back instead of scoring again. Used by `eval.py` and
+`scripts/evaluation/evaluate.py`.
 """
 from __future__ import annotations
 
@@ -319,7 +320,8 @@ def score_sequences(
 ) -> ScoringOutcome:
     """Score listed videos (`list_sequences` / `list_predicted_sequences`) and write the result tables.
 
-    The one scoring driver of the project: `evaluate_folders` (scripts/evaluate.py) and eval.py both score here.
+    The one scoring driver of the project: `evaluate_folders` (scripts/evaluation/evaluate.py) and eval.py both
+    score here.
 
     Args:
         jobs: the videos to score.

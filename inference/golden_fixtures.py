@@ -2,8 +2,8 @@
 
 The original implementation recorded `inference_golden_{name}.npz` with the recipe checkpoint
 (`model.recipe_checkpoint`) on the 60-frame video `inference_video/` under the settings `GOLDEN_CONFIGS[name]`.
-The tests and scripts/check_cuda.py both replay them, so this lives in the package (scripts must not import tests/);
-the fixture files themselves stay in tests/fixtures of a checkout.
+The tests and scripts/cuda/check_cuda.py both replay them, so this lives in the package (scripts must not import
+tests/); the fixture files themselves stay in tests/fixtures of a checkout.
 """
 from __future__ import annotations
 

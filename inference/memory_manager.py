@@ -230,7 +230,7 @@ class MemoryManager:
     def live_elements(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every live element in the order `read` stacks them (long-term, then working memory), as new tensors.
 
-        For reference computations and checks (e.g. scripts/speed_compare.py reads them the original's way).
+        For reference computations and checks (e.g. scripts/speed/speed_compare.py reads them the original's way).
 
         Returns:
             keys n×C^k, shrinkage n (float32 under AMP), values n×N×C^v (zero where an element is not valid for

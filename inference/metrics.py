@@ -1,7 +1,7 @@
 """Video object segmentation metrics: region similarity J, boundary accuracy F, their recall and decay.
 
 Everything works on integer index masks (0 = background, any other value an object id), as numpy arrays;
-reading files is the caller's business (see `scripts/evaluate.py`).
+reading files is the caller's business (see `scripts/evaluation/evaluate.py`).
 
 Per frame and object:
 - J is the intersection over union of the predicted and ground-truth masks, 1 when both are empty.

@@ -176,7 +176,8 @@ def build_network_from_state_dict(
 def _read_weights_file(path: Path, what: str) -> object:
     if not path.is_file():
         raise FileNotFoundError(
-            f"{what} file not found: {str(path)!r}; check the path (released XMem weights: scripts/download_models.py)"
+            f"{what} file not found: {str(path)!r}; check the path (released XMem weights: "
+            "scripts/data/download_models.py)"
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

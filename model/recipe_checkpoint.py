@@ -3,7 +3,8 @@
 The golden fixtures were recorded by the original implementation with exactly these weights, so anything that
 compares against them builds this state_dict from the released checkpoint's key list (tests/fixtures/
 xmem_state_dict.tsv in a checkout): the tests (`recipe_state_dict` / `recipe_network` fixtures of conftest.py),
-scripts/check_cuda.py and scripts/speed_compare.py. It lives in the package because scripts must not import tests/.
+scripts/cuda/check_cuda.py and scripts/speed/speed_compare.py. It lives in the package because scripts must not
+import tests/.
 """
 from __future__ import annotations
 

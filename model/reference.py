@@ -4,7 +4,7 @@
 fusion blocks) once per frame and adds them to every object's part. Here every object's input is concatenated
 first and convolved whole, as the original's `MainToGroupDistributor('cat')` does, with the same network's
 weights. Nothing in inference uses this module; tests/test_speed_paths.py holds the optimised path against it
-(≤ 1e-4) and scripts/speed_compare.py times both. The memory-reading counterpart is `model.reference_memory`.
+(≤ 1e-4) and scripts/speed/speed_compare.py times both. The memory-reading counterpart is `model.reference_memory`.
 
 Shapes as in `model.modules`: B batch, N objects, H×W input, h×w = H/16×W/16.
 

@@ -1,7 +1,7 @@
 """The straightforward memory-reading computations, as the original evaluates them, for checking the fast path.
 
 `model.memory_util` is what the network and the inference memory use; this module is the yardstick tests and
-`scripts/speed_compare.py` hold it against (same values up to float rounding, ~1e-4 relative):
+`scripts/speed/speed_compare.py` hold it against (same values up to float rounding, ~1e-4 relative):
 - `term_by_term_similarity`: the original's expansion −(k²)ᵀe + 2kᵀ(q⊙e) − Σ_c e q² evaluated term by term, then
   scaled by s_i / √C^k (bit for bit the original's `get_similarity`) — vs. the one-product `get_similarity`;
 - `dense_top_k_softmax`: the dense B×N×M top-k affinity (the original's `do_softmax(top_k=k)`, max-subtracted);

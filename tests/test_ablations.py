@@ -1,4 +1,4 @@
-"""Ablation switches, the configs/ablations rows and scripts/run_ablations.py.
+"""Ablation switches, the configs/ablations rows and scripts/study/run_ablations.py.
 
 Each switch is checked for the behaviour a user would notice (memory contents, sensory state, deep-update calls),
 each memory-reading variant against its formula on random tensors, and run_ablations.py end to end on a tiny
@@ -15,6 +15,7 @@ import torch
 import yaml
 
 import train
+from configs import ablation_rows
 from configs.loader import load_config
 from configs.schema import Config, InferenceConfig, ModelConfig
 from configs.sidecar import apply_checkpoint_switches
@@ -26,7 +27,7 @@ from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
 from inference.comparison_page import video_jf_from_table
-from scripts import run_ablations
+from scripts.study import run_ablations
 from tests.test_report_page import _Page, _check_links
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
@@ -67,9 +68,9 @@ def _run_core(network, config: InferenceConfig, *, model_config: ModelConfig | N
 # ----------------------------------------------------------------------------------------------- the row files
 def test_every_row_file_loads_with_a_title_and_names_a_checkpoint_when_it_needs_retraining():
     defaults = Config()
-    rows = run_ablations.select_rows(None, ABLATION_DIR)
+    rows = ablation_rows.select_rows(None, ABLATION_DIR)
     assert len(rows) == len(list(ABLATION_DIR.glob("*.yaml")))
-    assert {row.group for row in rows} == set(run_ablations.GROUP_ORDER)
+    assert {row.group for row in rows} == set(ablation_rows.GROUP_ORDER)
     for row in rows:
         config = load_config(row.path)
         assert row.label and row.label != row.name, row.name
@@ -83,18 +84,18 @@ def test_every_row_file_loads_with_a_title_and_names_a_checkpoint_when_it_needs_
         else:
             assert row.overrides or row.checkpoint, f"{row.name} changes nothing"
     # Groups in the paper's order.
-    order = [run_ablations.GROUP_ORDER.index(row.group) for row in rows]
+    order = [ablation_rows.GROUP_ORDER.index(row.group) for row in rows]
     assert order == sorted(order)
 
 
 def test_row_selection_by_pattern_and_errors(tmp_path):
-    names = [row.name for row in run_ablations.select_rows(["long_term_*", "stores_all"], ABLATION_DIR)]
+    names = [row.name for row in ablation_rows.select_rows(["long_term_*", "stores_all"], ABLATION_DIR)]
     assert names == ["long_term_full", "long_term_no_potentiation", "long_term_off", "long_term_random_prototypes",
                      "stores_all"]
     with pytest.raises(ValueError, match=r"--rows 'nope\*' matches no ablation config in .*; rows: deep_update_"):
-        run_ablations.select_rows(["nope*"], ABLATION_DIR)
+        ablation_rows.select_rows(["nope*"], ABLATION_DIR)
     with pytest.raises(FileNotFoundError, match="no ablation configs"):
-        run_ablations.select_rows(None, tmp_path)
+        ablation_rows.select_rows(None, tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------- reading formulas
@@ -370,7 +371,7 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     def no_process(*args, **kwargs):
         raise AssertionError("a finished row was run again")
 
-    monkeypatch.setattr(run_ablations.subprocess, "Popen", no_process)
+    monkeypatch.setattr(run_ablations, "run_child", no_process)
     again = _table(run_ablations.main(arguments)["csv"])
     assert [row["status"] for row in again.values()] == ["done (earlier run)"] * 3
     assert {name: row["jf"] for name, row in again.items()} == {name: row["jf"] for name, row in table.items()}

@@ -1,5 +1,5 @@
-"""scripts/benchmark.py on tiny streamed videos: CSV rows, the late object, bounded memory counts, the scaling study
-(long-term on/off, prefilled full memory, summary, plot, resume)."""
+"""scripts/speed/benchmark.py on tiny streamed videos: CSV rows, the late object, bounded memory counts, the scaling
+study (long-term on/off, prefilled full memory, summary, plot, resume)."""
 import csv
 import sys
 
@@ -7,7 +7,7 @@ import pytest
 
 from configs.schema import InferenceConfig
 from inference.inference_core import InferenceCore
-from scripts import benchmark
+from scripts.speed import benchmark
 
 HEIGHT, WIDTH = 64, 112
 ELEMENTS_PER_FRAME = (HEIGHT // 16) * (WIDTH // 16)
@@ -83,7 +83,7 @@ def test_scaling_study_runs_long_term_on_off_and_full_memory(tmp_path, recipe_ch
     def no_process(*args, **kwargs):
         raise AssertionError("a finished run was run again")
 
-    monkeypatch.setattr(benchmark.subprocess, "run", no_process)
+    monkeypatch.setattr(benchmark, "run_child", no_process)
     assert benchmark.main(arguments)["summary"] == result["summary"]
 
 

@@ -74,7 +74,7 @@ def test_a_bound_needs_long_term_memory_off():
     ("bounded_working_xmem_budget_drop_first", "xmem_elements", False),
 ])
 def test_the_bounded_study_rows_name_their_mode(row, bound, keeps_first):
-    from scripts.run_study import BASELINE_DIR
+    from scripts.study.run_study import BASELINE_DIR
 
     inference = load_config(BASELINE_DIR / f"{row}.yaml").inference
     assert (inference.enable_long_term, inference.working_memory_bound, inference.bound_keeps_annotations) == (

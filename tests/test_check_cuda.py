@@ -1,4 +1,4 @@
-"""scripts/check_cuda.py without a GPU: comparison maths, report assembly, the exit-2 path, subprocess isolation,
+"""scripts/cuda/check_cuda.py without a GPU: comparison maths, report assembly, the exit-2 path, subprocess isolation,
 the --quick plan and its eval sizes."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.check_cuda_core import (FAIL, PASS, CheckResult, argmax_agreement, build_report, format_markdown,
-                                     loss_is_falling, max_abs_difference, memory_flatness, relative_error,
-                                     run_isolated, settled_frame, table_row, write_child_result, write_report)
+from scripts.cuda.check_cuda_core import (FAIL, PASS, CheckResult, argmax_agreement, build_report, format_markdown,
+                                          loss_is_falling, max_abs_difference, memory_flatness, relative_error,
+                                          run_isolated, settled_frame, table_row, write_child_result, write_report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def _fake_check(code: str) -> list[str]:
 
 def test_a_crashing_or_hanging_check_fails_and_the_next_one_still_runs(tmp_path):
     result_path = tmp_path / "result.json"
-    good = ("import sys; from pathlib import Path; from scripts.check_cuda_core import write_child_result; "
+    good = ("import sys; from pathlib import Path; from scripts.cuda.check_cuda_core import write_child_result; "
             "write_child_result(Path(sys.argv[1]), {'value': 1.5}, [])")
     checks = [("crash", _fake_check("import os; print('about to crash', flush=True); os.abort()")),
               ("raises", _fake_check("raise RuntimeError('boom')")),
@@ -143,8 +143,8 @@ def test_a_child_that_reports_failures_is_a_failed_check(tmp_path):
 def test_the_quick_plan_runs_the_correctness_checks_within_the_budget():
     """Mutations checked: dropping a required check from QUICK_CHECKS, raising an estimate past the budget, or
     planning ddp on one GPU each fail here."""
-    from scripts.check_cuda_checks import CHECKS, EVAL_SIZE
-    from scripts.check_cuda_core import QUICK_BUDGET_MINUTES, quick_plan
+    from scripts.cuda.check_cuda_checks import CHECKS, EVAL_SIZE
+    from scripts.cuda.check_cuda_core import QUICK_BUDGET_MINUTES, quick_plan
 
     one_gpu, two_gpus = quick_plan(1), quick_plan(2)
     assert [check.name for check in one_gpu] == ["network", "streaming", "eval", "train_step"]
@@ -156,8 +156,8 @@ def test_the_quick_plan_runs_the_correctness_checks_within_the_budget():
 
 
 def test_quick_sets_small_sizes_float32_and_amp_but_keeps_what_the_command_line_gives():
-    from scripts.check_cuda import apply_quick, build_parser
-    from scripts.check_cuda_core import QUICK_SIZES
+    from scripts.cuda.check_cuda import apply_quick, build_parser
+    from scripts.cuda.check_cuda_core import QUICK_SIZES
 
     arguments = build_parser().parse_args(["--quick", "--eval-frames", "12"])
     apply_quick(arguments, gpu_count=1)
@@ -178,8 +178,8 @@ def test_quick_sets_small_sizes_float32_and_amp_but_keeps_what_the_command_line_
 @pytest.mark.parametrize("extra", [[], ["--quick"]], ids=["full", "quick"])
 def test_without_cuda_it_exits_2_with_one_line(tmp_path, extra):
     environment = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
-    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_cuda.py"), "--out", str(tmp_path),
-                                *extra], capture_output=True, text=True, env=environment, timeout=300)
+    completed = subprocess.run([sys.executable, str(ROOT / "scripts" / "cuda" / "check_cuda.py"), "--out",
+                                str(tmp_path), *extra], capture_output=True, text=True, env=environment, timeout=300)
     assert completed.returncode == 2
     assert completed.stdout == ""
     lines = completed.stderr.splitlines()
@@ -189,8 +189,8 @@ def test_without_cuda_it_exits_2_with_one_line(tmp_path, extra):
 
 
 def test_help_states_minutes_for_every_check():
-    from scripts.check_cuda import build_parser
-    from scripts.check_cuda_checks import CHECKS
+    from scripts.cuda.check_cuda import build_parser
+    from scripts.cuda.check_cuda_checks import CHECKS
 
     text = build_parser().format_help()
     for name in CHECKS:
@@ -201,7 +201,7 @@ def test_quick_eval_runs_eval_py_at_480p_in_float32_and_amp_and_reports_fps_and_
     """check_eval with the quick sizes, eval.py replaced by a recorder: one float32 and one AMP run on a 480p DAVIS
     set, each reporting FPS and peak memory. Mutation checked: check_eval ignoring --eval-variants (all four
     variants) fails."""
-    from scripts import check_cuda_checks
+    from scripts.cuda import check_cuda_checks
 
     commands = []
 

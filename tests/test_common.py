@@ -1,6 +1,8 @@
 """configs/common.py, the shared leaf: atomic writes with normal permissions, the palette, device resolution."""
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -86,6 +88,31 @@ def test_run_cli_prints_one_line_for_expected_failures_and_keeps_tracebacks_for_
     assert common.run_cli(lambda arguments: None, []) == 0
     assert common.run_cli(lambda arguments: 3, []) == 3
     assert common.run_cli(lambda arguments: len(arguments), ["a", "--debug"]) == 1
+
+
+CHILD = ("import sys; print('out line'); sys.stderr.write('x' * 10000 + 'error: last line'); "
+         "b = bytearray(200 * 2**20); sys.exit(int(sys.argv[1]))")
+
+
+def test_run_child_keeps_output_status_and_the_childs_own_peak_memory(tmp_path, capfd):
+    """Mutations checked: reading stderr before stdout in captured mode, keeping the head of stderr instead of its
+    tail, and reporting ru_maxrss without RSS_UNIT_BYTES each fail."""
+    captured = common.run_child([sys.executable, "-c", CHILD, "0"], output=common.OUTPUT_CAPTURED, cwd=tmp_path)
+    assert captured.returncode == 0 and captured.output.startswith("out line\n")
+    assert captured.output.endswith("error: last line")
+    if hasattr(os, "wait4"):  # the child held a 200 MB buffer: its own peak, not this process's
+        assert 200 < captured.peak_memory_mb < 2000
+
+    teed = common.run_child([sys.executable, "-c", CHILD, "3"], output=common.STDERR_TEED)
+    assert teed.returncode == 3 and teed.output.endswith("error: last line")
+    assert len(teed.output) == common.CHILD_TAIL_BYTES
+    assert capfd.readouterr().err.endswith("error: last line")  # shown live as well
+
+    with pytest.raises(subprocess.CalledProcessError):
+        common.run_child([sys.executable, "-c", CHILD, "1"], output=common.OUTPUT_CAPTURED, check=True)
+    with pytest.raises(ValueError, match="output 'loud' is invalid"):
+        common.run_child([sys.executable, "-c", ""], output="loud")
+    assert common.project_command("eval.py", "--help")[1:] == [str(common.REPOSITORY / "eval.py"), "--help"]
 
 
 def test_docstring_example_runs():

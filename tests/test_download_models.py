@@ -1,4 +1,4 @@
-"""scripts/download_models.py with a fake opener: every released stage checkpoint (XMem-s0.pth included) and
+"""scripts/data/download_models.py with a fake opener: every released stage checkpoint (XMem-s0.pth included) and
 torchvision's ImageNet weights into the torch hub cache, where training finds them; offline, one line."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torchvision
 
 from model.checkpoint import load_imagenet_trunks
 from model.network import XMem
-from scripts import download_models
+from scripts.data import download_models
 
 RELEASE = "https://github.com/hkchengrex/XMem/releases/download/v1.0/"
 IMAGENET = "https://download.pytorch.org/models/"

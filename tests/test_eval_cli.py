@@ -26,8 +26,8 @@ from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_generic, write_long_video, write_youtube_valid
 from dataset.writers import ResultWriter
 from inference import video_runner
-from scripts import download_models
-from scripts import merge_multi_scale
+from scripts.data import download_models
+from scripts.evaluation import merge_multi_scale
 
 
 class _FileResponse:
@@ -551,7 +551,7 @@ def test_bad_checkpoints_stop_the_run_with_one_line_and_write_nothing(tmp_path, 
                           "--output", tmp_path / "out", "eval.device=cpu")
     expected = {
         "missing": f"checkpoint file not found: '{model}'; check the path (released XMem weights: "
-                   "scripts/download_models.py)",
+                   "scripts/data/download_models.py)",
         "truncated": f"cannot read checkpoint '{model}': truncated, corrupt or not a weights-only PyTorch file",
         "foreign": f"checkpoint '{model}' is not an XMem state_dict: missing keys 412 (key_encoder.conv1.weight, "
                    "key_encoder.bn1.weight, key_encoder.bn1.bias, ...), unexpected keys 1 (fc.weight); pass a "

@@ -403,7 +403,7 @@ def test_reader_needs_only_eval_fields():
 
 
 def test_expand_long_video_replays_forward_backward_forward(tmp_path):
-    from scripts import expand_long_vid
+    from scripts.data import expand_long_vid
 
     assert expand_long_vid.ping_pong_order(3) == [0, 1, 2, 2, 1, 0, 0, 1, 2]
     source = tmp_path / "long_video"

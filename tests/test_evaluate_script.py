@@ -1,4 +1,5 @@
-"""scripts/evaluate.py and inference/folder_evaluation.py: folder against folder, the toolkit's tables, reuse of unchanged results, loud bad input."""
+"""scripts/evaluation/evaluate.py and inference/folder_evaluation.py: folder against folder, the toolkit's tables,
+reuse of unchanged results, loud bad input."""
 from __future__ import annotations
 
 import csv
@@ -17,20 +18,12 @@ from inference import folder_evaluation
 from inference.metrics import MODE_APPEARANCE, evaluate_sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "scripts" / "evaluate.py"
+SCRIPT = REPO_ROOT / "scripts" / "evaluation" / "evaluate.py"
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
 TOLERANCE = 1e-6
 
 
-def load_script():
-    # Scripts are not importable as a package (nothing imports scripts/); the test loads the file itself.
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_script = load_script()
+evaluate_script = importlib.import_module("scripts.evaluation.evaluate")
 
 
 def evaluate_folders(ground_truth_dir, prediction_dir, **kwargs):

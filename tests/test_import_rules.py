@@ -8,7 +8,8 @@ The edges, as a package may import them (`train.py`, `eval.py` and `scripts/` ma
     dataset    -> dataset, LEAF                 (data readers, writers, generators, training sets)
 where LEAF is `configs.schema` (the typed config) and `configs.common` (atomic writes, palette, ImageNet
 normalisation, device resolution), imported by their module names (never the `configs` package, whose loader
-is for the CLIs). Nothing imports a CLI or `scripts/` but the tests.
+is for the CLIs). Nothing imports a CLI or `scripts/` but the tests and, within one group of `scripts/`
+(scripts/<group>/), that group's commands; nothing outside `tests/` imports `tests/`.
 """
 import ast
 import re
@@ -88,9 +89,55 @@ def test_nothing_imports_a_cli_or_scripts():
                     assert top != "scripts", f"{path.relative_to(ROOT)} imports {name}"
 
 
+ENTRY_LINE = 'if __name__ == "__main__":'  # what makes a script module a command
+# run_study.py runs run_ablations.py's main in the same process and reads its table entries back; it becomes a child
+# process (configs.common.run_child) once the typed run summary (issue 26, item 5) lets it read the rows from disk.
+IN_PROCESS_COMMANDS = {("scripts/study/run_study.py", "scripts/study/run_ablations.py")}
+
+
+def _imported_files(path: Path) -> set[Path]:
+    """The project modules `path` imports, as files (a name inside a module resolves to its module)."""
+    files = set()
+    for name in _project_imports(path):
+        module = _module_path(name) or _module_path(name.rpartition(".")[0])
+        if module is not None:
+            files.add(module)
+    return files
+
+
+def test_a_script_imports_packages_and_only_the_helpers_of_its_own_group():
+    """Library code lives in the packages: a script imports them and, at most, a helper module (no entry) of its own
+    group of scripts/; never a command (a module with an entry), nor a module of another group or the top level.
+    Mutation checked: scripts/cuda/check_cuda_checks.py importing `from scripts.speed.time_train_step import
+    random_batch` again (a command of another group) fails; so does run_study.py importing scripts.quickstart."""
+    offenders = []
+    for path in _modules("scripts"):
+        for module in _imported_files(path):
+            if module.relative_to(ROOT).parts[0] != "scripts" or module.name == "__init__.py":
+                continue
+            edge = (str(path.relative_to(ROOT)), str(module.relative_to(ROOT)))
+            other_group = module.parent != path.parent or path.parent == ROOT / "scripts"
+            command = ENTRY_LINE in module.read_text() and edge not in IN_PROCESS_COMMANDS
+            if other_group or command:
+                offenders.append(" imports ".join(edge))
+    assert offenders == []
+
+
+def test_every_script_is_a_command_of_a_group_or_a_helper_its_group_uses():
+    """A module of scripts/ without an entry is a helper that a command of its own group imports (nothing else may),
+    and the top level holds only commands. Mutation checked: a helper module that no command imports fails."""
+    commands = [path for path in _modules("scripts") if ENTRY_LINE in path.read_text()]
+    used = {module for command in commands for module in _imported_files(command)}
+    for path in _modules("scripts"):
+        if path.name == "__init__.py" or path in commands:
+            continue
+        assert path.parent != ROOT / "scripts", f"{path.relative_to(ROOT)}: the top level of scripts/ holds commands"
+        assert path in used, f"{path.relative_to(ROOT)} is neither a command nor a helper of one"
+
+
 def test_nothing_but_the_tests_imports_tests():
     """The installed package has no `tests/`: library code a script needs lives in the packages.
-    Mutation checked: scripts/check_cuda_checks.py importing tests.recipe_checkpoint again fails."""
+    Mutation checked: scripts/cuda/check_cuda_checks.py importing tests.recipe_checkpoint again fails."""
     clis = [ROOT / f"{name}.py" for name in TOP_LEVEL_SCRIPTS if (ROOT / f"{name}.py").is_file()]
     for path in clis + [path for package in PACKAGES if package != "tests" for path in _modules(package)]:
         for name in _project_imports(path):

@@ -2,7 +2,7 @@
 benchmarks (through the real write path), and its live elements for reference reads.
 
 The manager is the only owner of memory state: the inference core hands it sensory updates and lets it decide
-whether they are kept, and the speed tools (scripts/benchmark.py, scripts/speed_compare.py) fill the memory with
+whether they are kept, and the speed tools (scripts/speed/benchmark.py, scripts/speed/speed_compare.py) fill the memory with
 `fill_to_bound` instead of writing the stores themselves.
 """
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_fill_to_bound_fills_a_bounded_working_memory_and_refuses_an_unbounded_o
 
 def test_live_elements_are_what_read_reads(one_torch_thread):
     """The reference read over `live_elements` (every element of both stores) equals the manager's own read, as
-    scripts/speed_compare.py relies on.
+    scripts/speed/speed_compare.py relies on.
 
     Mutation checked: leaving long-term memory out of `live_elements` fails here.
     """

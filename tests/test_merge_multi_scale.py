@@ -7,7 +7,7 @@ import pytest
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_index_mask
 from dataset.writers import ResultWriter
-from scripts import merge_multi_scale
+from scripts.evaluation import merge_multi_scale
 
 HEIGHT, WIDTH = 6, 8
 CUSTOM_PALETTE = bytes(range(256)) * 3

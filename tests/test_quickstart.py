@@ -1,7 +1,6 @@
 """scripts/quickstart.py: the whole pipeline end to end (`--fast`), BatchNorm calibration, and its bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,23 +14,13 @@ import torch
 
 from configs.loader import UnknownConfigKeyError
 from dataset.image_io import read_image
+from model import batchnorm_calibration
 from model.network import XMem
+from scripts import quickstart
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "quickstart.py"
 FAST_RUN_TIMEOUT_S = 900  # about 2 minutes on two idle cores; generous for a shared machine
-
-
-def load_script():
-    # Scripts are not importable as a package (nothing imports scripts/); the test loads the file itself.
-    spec = importlib.util.spec_from_file_location("quickstart_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-quickstart = load_script()
 
 
 @pytest.mark.slow
@@ -81,7 +70,7 @@ def test_batchnorm_calibration_sets_running_statistics_to_the_data_and_changes_n
     clips = [{"rgb": torch.randn(3, 3, 32, 32, generator=generator),
               "first_frame_gt": (torch.rand(1, 1, 32, 32, generator=generator) > 0.5).float()} for _ in range(2)]
 
-    quickstart.calibrate_batchnorm(network, clips)
+    batchnorm_calibration.calibrate_batchnorm(network, clips)
 
     stem = network.key_encoder
     frames = torch.cat([clip["rgb"] for clip in clips])
@@ -113,14 +102,11 @@ def test_the_calibrated_initial_network_is_drawn_from_the_given_seed(tmp_path, m
     generator = torch.Generator().manual_seed(0)
     clips = [{"rgb": torch.randn(3, 3, 32, 32, generator=generator),
               "first_frame_gt": (torch.rand(1, 1, 32, 32, generator=generator) > 0.5).float()} for _ in range(2)]
-    monkeypatch.setattr(quickstart, "reference_static_sources", lambda root: [])
-    monkeypatch.setattr(quickstart, "StaticImageDataset", lambda sources, crop_size, seed: clips)
     saved = []
-    monkeypatch.setattr(quickstart, "save_network", lambda network, path: saved.append(network.state_dict()))
-    plan = quickstart.QuickstartPlan(preset="quickstart", calibration_clips=len(clips))
-    folders = quickstart.DataFolders(tmp_path / "static", tmp_path / "train", tmp_path / "held_out")
+    monkeypatch.setattr(batchnorm_calibration, "save_network",
+                        lambda network, path: saved.append(network.state_dict()))
     for seed in (1, 1, 2):
-        quickstart.calibrated_initial_network(plan, folders, 32, tmp_path / "init.pth", "cpu", seed=seed)
+        batchnorm_calibration.calibrated_initial_network(clips, tmp_path / "init.pth", "cpu", seed=seed)
     first, again, other = (weights["key_encoder.conv1.weight"] for weights in saved)
     torch.testing.assert_close(first, again, rtol=0, atol=0)
     assert not torch.equal(first, other)

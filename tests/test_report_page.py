@@ -105,8 +105,8 @@ def _check_numbers_and_order(page: _Page, output: Path) -> None:
 
 
 def test_folder_page_numbers_equal_the_tables_worst_first_and_links_resolve(tmp_path):
-    """scripts/evaluate.py on the metrics fixtures. Mutations checked by hand: sorting videos best first, a rounded
-    data-value, and an absolute image path each fail this test."""
+    """scripts/evaluation/evaluate.py on the metrics fixtures. Mutations checked by hand: sorting videos best first, a
+    rounded data-value, and an absolute image path each fail this test."""
     for name in FIXTURE_VIDEOS:
         shutil.copytree(FIXTURES / "davis/Annotations/480p" / name, tmp_path / "gt" / name)
         shutil.copytree(FIXTURES / "pred" / name, tmp_path / "pred" / name)

@@ -1,4 +1,4 @@
-"""scripts/speed_compare.py on tiny frames: the reference comparison (stage times and agreement) and `--profile`
+"""scripts/speed/speed_compare.py on tiny frames: the reference comparison (stage times and agreement) and `--profile`
 (the optimised path alone), both on a memory the manager filled to its bound."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import pytest
 
 from inference.memory_manager import MemoryManager
-from scripts import speed_compare
+from scripts.speed import speed_compare
 
 TINY = ["--height", "64", "--width", "112", "--objects", "2", "--repeats", "1", "--working-frames", "4",
         "--min-working-frames", "2", "--long-term-elements", "40", "--prototypes", "8", "--weights", "random"]

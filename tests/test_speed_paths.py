@@ -2,7 +2,7 @@
 
 Default (optimised) path: per-frame parts of the fusion blocks' and value stem's first convolutions computed once
 per frame, in-place additions, one-product similarity. Reference path (`model/reference.py` with the same weights):
-concatenate and convolve per object, as the original. Timings are printed by scripts/speed_compare.py. The
+concatenate and convolve per object, as the original. Timings are printed by scripts/speed/speed_compare.py. The
 memory-reading maths' own fast-vs-reference checks are in tests/test_memory_util.py.
 """
 from __future__ import annotations

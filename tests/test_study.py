@@ -10,16 +10,21 @@ import numpy as np
 import pytest
 import torch
 
+from configs import ablation_rows
 from configs.loader import load_config
+from dataset import synthetic_plan
+from model import batchnorm_calibration
 from inference.frame_schedule import FrameSchedule, plan_frame
 from inference.metrics import ObjectScores
 from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
 from inference import study_statistics
-from scripts import quickstart, run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
+from scripts.study import run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
+from dataset.writers import ResultWriter
+from inference.video_runner import MEMORY_TRACE_KEY
 from dataset.synthetic_long import (
     LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark, LongSyntheticVideo, absences, long_benchmark,
     longest_absences, write_long_benchmark,
@@ -44,11 +49,11 @@ def test_study_preset_resolves_with_the_papers_schedule_scaled_to_its_length():
 
 
 def test_study_held_out_set_starts_with_the_quickstarts_held_out_videos(tmp_path):
-    plan = quickstart.DEFAULT_PLAN
-    ours = study_prepare.held_out_videos(study_prepare.STUDY_PLAN.held_out_videos,
-                                         study_prepare.STUDY_PLAN.held_out_video_frames, plan.height, plan.width)
-    theirs = quickstart.make_data(dataclasses.replace(plan, static_images_per_source=0, train_videos=0),
-                                  tmp_path)  # the quickstart's own data step, reduced to its held-out videos
+    plan = synthetic_plan.DEFAULT_PLAN
+    ours = synthetic_plan.held_out_videos(synthetic_plan.STUDY_PLAN.held_out_videos,
+                                          synthetic_plan.STUDY_PLAN.held_out_video_frames, plan.height, plan.width)
+    theirs = synthetic_plan.make_data(dataclasses.replace(plan, static_images_per_source=0, train_videos=0),
+                                      tmp_path)  # the quickstart's own data step, reduced to its held-out videos
     listed = theirs.held_out_list.read_text().split()
     assert listed == list(ours)[:plan.held_out_videos] == [f"synth{i:04d}" for i in range(plan.held_out_videos)]
     for name in listed:
@@ -193,7 +198,7 @@ def test_study_rows_can_be_scoped_to_one_benchmark():
     patterns = ["stores_all", "long:long_term_*", "held_out:deep_update_never"]
     held_out, long = ({folder: sorted(rows) for folder, rows in run_study.study_rows(patterns, name).items()}
                       for name in ("held_out", "long"))
-    ablations = str(run_study.run_ablations.ABLATION_DIR)
+    ablations = str(ablation_rows.ABLATION_DIR)
     assert held_out == {ablations: ["deep_update_never", "stores_all"]}
     assert long == {ablations: ["long_term_full", "long_term_no_potentiation", "long_term_off",
                                 "long_term_random_prototypes", "stores_all"]}
@@ -211,16 +216,15 @@ def test_study_train_command_runs_in_the_background_on_the_chosen_threads(tmp_pa
 
 
 def test_a_seed_override_draws_the_initial_network_and_reaches_the_train_command(tmp_path, monkeypatch):
-    """Mutation checked: calibrating with the default seed (no `seed=` argument) fails the first assertion."""
+    """Mutation checked: calibrating with CALIBRATION_SEED instead of train.seed fails the first assertion."""
     seeds = []
 
-    def calibrated_initial_network(plan, folders, crop_size, path, device, hidden_dim=0,
-                                   seed=quickstart.CALIBRATION_SEED):
+    def calibrated_initial_network(clips, path, device, *, seed, hidden_dim=0):
         seeds.append(seed)
         return path
 
-    monkeypatch.setattr(study_prepare, "make_study_data", lambda plan, out: quickstart.DataFolders(
-        out / "static", out / "train", out / "held_out"))
+    monkeypatch.setattr(study_prepare, "make_study_data", lambda plan, out: synthetic_plan.DataFolders.under(out))
+    monkeypatch.setattr(study_prepare, "calibration_clips", lambda root, crop_size, count, seed: [])
     monkeypatch.setattr(study_prepare, "calibrated_initial_network", calibrated_initial_network)
     commands = study_prepare.main(["--out", str(tmp_path), "--threads", "1", "train.seed=7"])
     assert seeds == [7]
@@ -367,7 +371,7 @@ def test_no_sensory_rows_keep_the_store_rows_settings_without_their_checkpoint(t
     assert all(row.model == {"hidden_dim": 0} for row in rows.values())  # eval.py checks the checkpoint has none
     for row in rows.values():
         row.write(tmp_path)
-    loaded = {row.name: row for row in run_study.run_ablations.select_rows(None, tmp_path)}
+    loaded = {row.name: row for row in ablation_rows.select_rows(None, tmp_path)}
     assert all(row.checkpoint is None for row in loaded.values())  # run with --no_sensory_model
     assert loaded["stores_working_only"].overrides == ("inference.enable_long_term=false", "model.hidden_dim=0")
 
@@ -383,11 +387,14 @@ def test_study_no_sensory_preset_trains_the_study_recipe_without_sensory_memory(
 def test_the_no_sensory_network_starts_from_a_calibrated_init_without_sensory_weights(tmp_path):
     """study_prepare.py --config study_no_sensory: its initial network has no hidden-state updaters (so train.py
     with model.hidden_dim 0 loads it), and the printed command trains that preset."""
-    plan = dataclasses.replace(quickstart.DEFAULT_PLAN, preset=study_prepare.NO_SENSORY_PRESET, height=32, width=48,
-                               static_images_per_source=4, train_videos=0, held_out_videos=0, calibration_clips=2)
-    folders = quickstart.make_data(plan, tmp_path)
-    path = quickstart.calibrated_initial_network(plan, folders, 32, tmp_path / "init.pth", torch.device("cpu"),
-                                                 hidden_dim=load_config(plan.preset).model.hidden_dim)
+    plan = dataclasses.replace(synthetic_plan.DEFAULT_PLAN, preset=study_prepare.NO_SENSORY_PRESET, height=32,
+                               width=48, static_images_per_source=4, train_videos=0, held_out_videos=0,
+                               calibration_clips=2)
+    folders = synthetic_plan.make_data(plan, tmp_path)
+    clips = synthetic_plan.calibration_clips(folders.static_root, 32, plan.calibration_clips)
+    path = batchnorm_calibration.calibrated_initial_network(clips, tmp_path / "init.pth", torch.device("cpu"),
+                                                            seed=synthetic_plan.CALIBRATION_SEED,
+                                                            hidden_dim=load_config(plan.preset).model.hidden_dim)
     network = build_network_from_state_dict(torch.load(path, weights_only=True))
     assert network.hidden_dim == 0
     arguments = study_prepare.train_arguments(folders, path, tmp_path / "saves", [], study_prepare.NO_SENSORY_PRESET)
@@ -406,10 +413,10 @@ def test_rows_that_conflict_with_the_miniature_budgets_are_left_out_with_a_note(
     overrides = miniature_memory_settings(60, 400).overrides()  # P 5, LT_max 10
     rows = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*", "stores_all"], "long"),
                                    overrides, notes, "long")
-    assert rows == {str(run_study.run_ablations.ABLATION_DIR): ["stores_all"]}
+    assert rows == {str(ablation_rows.ABLATION_DIR): ["stores_all"]}
     assert len(notes) == 2 and "sizes_num_prototypes_256 left out" in notes[0] and "got 256 and 10" in notes[0]
     paper = run_study.runnable_rows(run_study.study_rows(["sizes_num_prototypes_*"], "long"), [], [], "long")
-    assert sorted(paper[str(run_study.run_ablations.ABLATION_DIR)]) == ["sizes_num_prototypes_256",
+    assert sorted(paper[str(ablation_rows.ABLATION_DIR)]) == ["sizes_num_prototypes_256",
                                                                        "sizes_num_prototypes_64"]
 
 
@@ -437,3 +444,14 @@ def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_stat
         assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
     resolved = (tmp_path / "study" / "held_out" / "no_sensory" / "stores_working_only" / "config.yaml").read_text()
     assert str(no_sensory) in resolved and "hidden_dim: 0" in resolved
+
+
+def test_memory_traces_read_the_trace_columns_by_name(tmp_path):
+    """Mutation checked: reading the first three columns by position (`row[:3]`) fails on this reordered record."""
+    writer = ResultWriter(tmp_path, "davis")
+    writer.finish_video("reordered", {MEMORY_TRACE_KEY: {
+        "columns": ["working_elements", "frame", "consolidations", "long_term_elements"],
+        "rows": [[10, 0, 0, 0], [20, 5, 1, 8]]}})
+    writer.finish_video("no_trace", {})
+    traces = run_study.memory_traces(tmp_path, ["reordered", "no_trace", "unfinished"])
+    assert traces == {"reordered": [[0, 10, 0], [5, 20, 8]]}

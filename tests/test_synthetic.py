@@ -397,7 +397,7 @@ def test_failed_video_leaves_nothing_in_place_and_is_not_marked_complete(tmp_pat
 
 # ---------------------------------------------------------------------------------------------------- CLI
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts/make_synthetic.py"), *args],
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts/data/make_synthetic.py"), *args],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

@@ -95,8 +95,8 @@ def static_root(tmp_path_factory) -> Path:
 
 
 def load_script(name: str):
-    """Load scripts/<name>.py as a module (scripts are not a package; nothing imports them in the code base)."""
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
+    """Load scripts/data/<name>.py as a module from its file."""
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO_ROOT / "scripts" / "data" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -493,7 +493,7 @@ def test_download_fails_offline_with_url_and_manual_alternative(tmp_path, monkey
 
 
 def run_resize_youtube(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "resize_youtube.py"), *args],
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "data" / "resize_youtube.py"), *args],
                           capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
 
 

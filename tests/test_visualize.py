@@ -1,4 +1,4 @@
-"""scripts/visualize.py: palette overlays, frame/mask matching, the .mp4 video and the contact sheet."""
+"""scripts/evaluation/visualize.py: palette overlays, frame/mask matching, the .mp4 video and the contact sheet."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +9,9 @@ import pytest
 
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_image, write_image, write_index_mask
-from scripts import visualize
+from scripts.evaluation import visualize
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "visualize.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluation" / "visualize.py"
 PALETTE = np.frombuffer(DAVIS_PALETTE, dtype=np.uint8).reshape(-1, 3)
 HEIGHT, WIDTH = 48, 64
 

@@ -1,6 +1,6 @@
-"""The ablation study's generated rows (scripts/run_study.py): the selection sweep and the store rows of a network
+"""The ablation study's generated rows (scripts/study/run_study.py): the selection sweep and the store rows of a network
 trained without sensory memory, written as row files (config presets with a `# <group>: <label>` title) that
-scripts/run_ablations.py runs like the rows of configs/ablations/."""
+scripts/study/run_ablations.py runs like the rows of configs/ablations/."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 import yaml
 
+from configs.ablation_rows import select_rows
 from configs.common import atomic_write_text
 from inference.miniature import miniature_memory_settings
 from inference.study_statistics import PERCENT, SweepPoint
-from scripts import run_ablations
 
 # The selection sweep: shares of each consolidation's candidates kept as prototypes (the paper keeps 1.6 %; the
 # paper's P = 128 at 96x160 keeps 43 %), random selection with this many seeds.
@@ -79,7 +79,7 @@ def no_sensory_rows() -> list[GeneratedRow]:
     """The paper's store rows for a network without sensory memory, with their own inference settings (their
     files name a released checkpoint; here they run --no_sensory_model)."""
     rows = []
-    for row in run_ablations.select_rows(list(NO_SENSORY_ROWS)):
+    for row in select_rows(list(NO_SENSORY_ROWS)):
         sections: dict[str, dict[str, Any]] = {"inference": {}, "model": {}}
         for override in row.overrides:
             key, _, value = override.partition("=")

@@ -1,8 +1,8 @@
 """Whether this codebase works on this machine's CUDA GPUs, and how fast: one command, about 10 minutes on one H100.
 
-    python scripts/check_cuda.py                          # every check, report in ./check_cuda_out
-    python scripts/check_cuda.py --quick                  # the correctness checks only, about 5 minutes
-    python scripts/check_cuda.py --model saves/quickstart_s03_300.pth --checks network eval
+    python scripts/cuda/check_cuda.py                          # every check, report in ./check_cuda_out
+    python scripts/cuda/check_cuda.py --quick                  # the correctness checks only, about 5 minutes
+    python scripts/cuda/check_cuda.py --model saves/quickstart_s03_300.pth --checks network eval
 
 --quick fits a short GPU loan: the network and streaming goldens in float32 and AMP, eval.py at 480p in float32
 and AMP (FPS, peak memory), one AMP training step, and NCCL torchrun when there are two GPUs or more, at small
@@ -25,9 +25,10 @@ from typing import Sequence
 from tqdm import tqdm
 
 from configs.common import run_cli
-from scripts.check_cuda_checks import CHECKS, EVAL_VARIANTS, ddp_worker, run_check
-from scripts.check_cuda_core import (QUICK_BUDGET_MINUTES, QUICK_SIZES, build_report, environment_facts, quick_plan,
-                                     run_isolated, table_header, table_row, write_child_result, write_report)
+from scripts.cuda.check_cuda_checks import CHECKS, EVAL_VARIANTS, ddp_worker, run_check
+from scripts.cuda.check_cuda_core import (QUICK_BUDGET_MINUTES, QUICK_SIZES, build_report, environment_facts,
+                                          quick_plan, run_isolated, table_header, table_row, write_child_result,
+                                          write_report)
 
 DEFAULT_OUT = Path("check_cuda_out")
 DEFAULT_TIMEOUT_S = 900
@@ -117,7 +118,7 @@ def main(argv: Sequence[str]) -> int:
         ddp_worker(arguments.ddp_worker, arguments.ddp_iterations)
         return 0
     if not _cuda_available():
-        print("error: no CUDA device is available (torch.cuda.is_available() is False): run scripts/check_cuda.py "
+        print("error: no CUDA device is available (torch.cuda.is_available() is False): run scripts/cuda/check_cuda.py "
               "on a machine with an NVIDIA GPU and a CUDA build of torch", file=sys.stderr)
         return 2
     _validate(arguments)

@@ -23,9 +23,9 @@ alternate within every repeat. Pin the thread count (`--threads`, default 1) for
 `--profile` times only the optimised path, in wall seconds on `--device` (CUDA synchronised around each stage),
 median over `--repeats` frames after one warm-up frame; no reference path, no agreement check.
 
-    python scripts/speed_compare.py                      # recipe weights, 1 and 3 objects, 480×864
-    python scripts/speed_compare.py --objects 3 --repeats 5 --channels-last
-    python scripts/speed_compare.py --profile --device cuda --objects 1 3
+    python scripts/speed/speed_compare.py                      # recipe weights, 1 and 3 objects, 480×864
+    python scripts/speed/speed_compare.py --objects 3 --repeats 5 --channels-last
+    python scripts/speed/speed_compare.py --profile --device cuda --objects 1 3
 """
 from __future__ import annotations
 
@@ -34,12 +34,11 @@ import statistics
 import sys
 import time
 from functools import partial
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from configs.common import resolve_device, run_cli
+from configs.common import REPOSITORY, resolve_device, run_cli
 from configs.schema import InferenceConfig, ModelConfig
 from inference.memory_manager import MemoryManager
 from model.acceleration import optimize_network
@@ -53,7 +52,7 @@ from model.recipe_checkpoint import build_recipe_state_dict
 FEATURE_STRIDE = 16  # h×w = H/16×W/16
 DEFAULT_HEIGHT, DEFAULT_WIDTH = 480, 864  # a 480p frame padded to a multiple of 16
 MEMORY_DEFAULTS = InferenceConfig()  # T_max, T_min, LT_max, P and k are the paper's unless the flags change them
-RECIPE_KEY_LIST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
+RECIPE_KEY_LIST = REPOSITORY / "tests" / "fixtures" / "xmem_state_dict.tsv"  # data only
 STAGES = ("encode_key", "memory_read", "segment", "encode_value")
 PATHS = ("reference", "optimised")
 

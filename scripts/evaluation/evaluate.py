@@ -5,9 +5,9 @@ and the output of eval.py). Writes `global_results.csv` and `per_object_results.
 DAVIS toolkit) into the prediction folder, or `--output`. The metrics and the two modes are described in
 `inference/metrics.py`; with the defaults the numbers are the DAVIS 2017 toolkit's.
 
-    python scripts/evaluate.py DAVIS/2017/trainval/Annotations/480p output/d17 \
+    python scripts/evaluation/evaluate.py DAVIS/2017/trainval/Annotations/480p output/d17 \
         --imageset DAVIS/2017/trainval/ImageSets/2017/val.txt
-    python scripts/evaluate.py LVOS/valid/Annotations output/lvos --mode appearance --sparse
+    python scripts/evaluation/evaluate.py LVOS/valid/Annotations output/lvos --mode appearance --sparse
 
 A rerun on unchanged inputs reads the stored results instead of scoring again: a SHA-256 of every mask file read
 and of the options is stored next to the tables, and any change makes it score again. A report page

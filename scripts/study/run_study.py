@@ -1,8 +1,8 @@
 r"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
 networks on two synthetic benchmarks, with bootstrap intervals.
 
-    python scripts/run_study.py --model /work/study_runs/saves/study/study_s03_1100.pth --out ../output/study
-    python scripts/run_study.py --model seed1.pth seed2.pth seed3.pth --no_sensory_model no_sensory.pth \
+    python scripts/study/run_study.py --model /work/study_runs/saves/study/study_s03_1100.pth --out ../output/study
+    python scripts/study/run_study.py --model seed1.pth seed2.pth seed3.pth --no_sensory_model no_sensory.pth \
         --sweep --out ../output/study
 
 Benchmarks (written under <out>/data/ on first use; deterministic by seed):
@@ -15,7 +15,7 @@ r as the paper, P keeping 1.6 % of each consolidation's candidates, LT_max full 
 printed above each table; `--memory_budgets paper` uses the paper's numbers as they are.
 Rows: every row of configs/ablations/ that runs with --model (rows naming a retrained checkpoint are left out),
 plus configs/study_baselines/ (first frame only, the bounded working-memory baselines, the positive controls),
-each run by scripts/run_ablations.py (one eval.py process per row; finished rows are reused, interrupted ones
+each run by scripts/study/run_ablations.py (one eval.py process per row; finished rows are reused, interrupted ones
 resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
 - `--sweep` (long benchmark): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
   {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the usage - random gap and the
@@ -54,8 +54,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from configs.common import run_cli
+from configs.ablation_rows import ABLATION_DIR, AblationRow, select_rows
+from configs.common import REPOSITORY, run_cli
 from configs.loader import load_config
+from dataset.synthetic_plan import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
 from dataset.writers import ResultWriter
 from inference.comparison_page import ComparisonRow, video_jf, write_comparison_page
 from inference.metrics import ObjectScores
@@ -64,17 +66,15 @@ from inference.report_page import PAGE_FILE, write_page_or_warn
 from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
                                         reentry_sums, resample_draws, row_sums, sweep_gaps)
 from inference.video_runner import MEMORY_TRACE_KEY
-from scripts import run_ablations, study_benchmarks
-from scripts.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,
-                                      score_folder, score_reentry_folder, write_benchmark)
-from scripts.study_prepare import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
-from scripts.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
-                                  format_sweep, format_verdicts, write_memory_traces, write_plot, write_sweep_plot,
-                                  write_tables)
-from scripts.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
-                                no_sensory_rows, sweep_rows)
+from scripts.study import run_ablations, study_benchmarks
+from scripts.study.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,
+                                            score_folder, score_reentry_folder, write_benchmark)
+from scripts.study.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
+                                        format_sweep, format_verdicts, write_memory_traces, write_plot,
+                                        write_sweep_plot, write_tables)
+from scripts.study.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
+                                      no_sensory_rows, sweep_rows)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
 FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
@@ -84,6 +84,7 @@ MEMORY_BUDGETS = ("miniature", "paper")
 # Generated rows: their files go to <out>/[<network>/]<benchmark>/rows/<name>/, their outputs to .../<name>/.
 SWEEP_ROWS, NO_SENSORY_ROWS_NAME = "sweep", "no_sensory"
 GENERATED_ROWS_FOLDER = "rows"
+TRACE_COLUMNS = ("frame", "working_elements", "long_term_elements")  # of a video record's MEMORY_TRACE_KEY
 MEMORY_TRACE_FILE = "memory_trace"  # <out>/[<network>/]memory_trace_long.csv/.png: the full model's stores
 
 
@@ -95,8 +96,8 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     Raises:
         ValueError: a pattern matches no row, or names an unknown benchmark.
     """
-    folders = {run_ablations.ABLATION_DIR: run_ablations.select_rows(None),
-               BASELINE_DIR: run_ablations.select_rows(None, BASELINE_DIR)}
+    folders = {ABLATION_DIR: select_rows(None),
+               BASELINE_DIR: select_rows(None, BASELINE_DIR)}
     names = {folder: [row.name for row in rows if row.checkpoint is None] for folder, rows in folders.items()}
     if patterns is not None:
         every = [name for rows in names.values() for name in rows]
@@ -142,10 +143,10 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
     bootstrap."""
     ablation_entries = []
     scheduled: dict[tuple, str] = {}  # (checkpoint, settings) -> the first row run with them, over every folder
-    duplicates: dict[str, tuple[run_ablations.AblationRow, str]] = {}
+    duplicates: dict[str, tuple[AblationRow, str]] = {}
     for source in sources:
         names = []
-        for row in run_ablations.select_rows(list(source.names), source.folder):
+        for row in select_rows(list(source.names), source.folder):
             settings = (str(source.model), tuple(sorted(row.overrides)))
             if settings in scheduled:  # e.g. first_frame_only and stores_sensory_only: run once
                 duplicates[row.name] = (row, scheduled[settings])
@@ -217,7 +218,7 @@ def runnable_rows(rows: dict[str, list[str]], overrides: Sequence[str], notes: l
     kept = {}
     for folder, names in rows.items():
         kept[folder] = []
-        for row in run_ablations.select_rows(names, Path(folder)):
+        for row in select_rows(names, Path(folder)):
             try:
                 load_config(STUDY_PRESET, [*overrides, *row.overrides])
             except ValueError as error:
@@ -233,8 +234,13 @@ def memory_traces(row_folder: Path, videos: Sequence[str]) -> dict[str, list[lis
     finished by a version that kept no trace are left out)."""
     writer = ResultWriter(row_folder, "davis")
     records = {video: writer.finished_record(video) for video in videos if writer.is_finished(video)}
-    return {video: [row[:3] for row in record[MEMORY_TRACE_KEY]["rows"]]
-            for video, record in records.items() if MEMORY_TRACE_KEY in record}
+    traces = {}
+    for video, record in records.items():
+        if MEMORY_TRACE_KEY in record:
+            trace = record[MEMORY_TRACE_KEY]
+            positions = [trace["columns"].index(column) for column in TRACE_COLUMNS]  # read by name, not position
+            traces[video] = [[row[position] for position in positions] for row in trace["rows"]]
+    return traces
 
 
 def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, root: Path,
@@ -286,7 +292,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args, forwarded = parser.parse_known_args(argv)
     for model in [*args.model, *([args.no_sensory_model] if args.no_sensory_model else [])]:
         if not model.is_file():
-            parser.error(f"--model {model} is not a file; train the study network first (scripts/study_prepare.py)")
+            parser.error(f"--model {model} is not a file; train the study network first "
+                         "(scripts/study/study_prepare.py)")
     if args.bootstrap < 1:
         parser.error(f"--bootstrap {args.bootstrap} is invalid; expected a positive number of resamples")
     if args.sweep_seeds < 1 or not all(0 < share <= 1 for share in args.sweep_shares):

@@ -1,4 +1,4 @@
-"""The ablation study's benchmarks (scripts/run_study.py): their sizes, writing them, and scoring a row's masks on
+"""The ablation study's benchmarks (scripts/study/run_study.py): their sizes, writing them, and scoring a row's masks on
 them (J&F per object, DAVIS mode; on the long benchmark also the re-entry scores of inference/reentry.py, from the
 absences the benchmark records and the look-alike pixels its generator draws)."""
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.synthetic import Timing
 from dataset.synthetic_layouts import frame_name, write_davis
+from dataset.synthetic_plan import DAVIS_SPLIT_FOLDER, STUDY_PLAN, held_out_videos
 from dataset.synthetic_long import (LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark,
                                     long_benchmark, lookalike_pixels, read_absences, write_long_benchmark)
 from inference.folder_evaluation import evaluate_folders
@@ -19,8 +20,6 @@ from inference.metrics import MODE_DAVIS, ObjectScores
 from inference.miniature import MiniatureSettings, feature_elements, miniature_memory_settings
 from inference.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WINDOW_FRAMES, Absence, ReentryScores,
                                score_reentry)
-from scripts.quickstart import DAVIS_SPLIT_FOLDER
-from scripts.study_prepare import STUDY_PLAN, held_out_videos
 
 SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks
 REENTRY_WINDOW_FRAMES = DEFAULT_WINDOW_FRAMES

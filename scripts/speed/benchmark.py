@@ -20,10 +20,10 @@ is installed (an optional extra: `pip install matplotlib`), `scaling.png`: time 
 memory elements (working + long-term) against the frame index.
 
 Usage:
-    python scripts/benchmark.py --frames 2000 --height 96 --width 160 --max_long_term_elements 2000 \
+    python scripts/speed/benchmark.py --frames 2000 --height 96 --width 160 --max_long_term_elements 2000 \
         --late_object_frame 500 --output benchmark.csv
-    python scripts/benchmark.py --model saves/XMem.pth --device cuda --frames 10000 --height 480 --width 854
-    python scripts/benchmark.py --scaling_study scaling --study_frames 1000 5000 10000 --full_memory_frames 30
+    python scripts/speed/benchmark.py --model saves/XMem.pth --device cuda --frames 10000 --height 480 --width 854
+    python scripts/speed/benchmark.py --scaling_study scaling --study_frames 1000 5000 10000 --full_memory_frames 30
 """
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ import io
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,7 +45,7 @@ import torch
 from tqdm import tqdm
 
 from configs.schema import InferenceConfig
-from configs.common import atomic_output, run_cli
+from configs.common import BYTES_PER_MB, atomic_output, peak_rss_mb, run_child, run_cli
 from dataset.synthetic import PRESETS, SyntheticVideo
 from inference.inference_core import InferenceCore, normalize_image
 from model.checkpoint import load_network
@@ -54,9 +53,7 @@ from model.network import XMem
 
 COLUMNS = ("frame", "seconds", "rss_mb", "cuda_allocated_mb", "cuda_peak_mb", "working_elements", "long_term_elements",
            "objects")
-BYTES_PER_MB = 2**20
 PROC_STATM = Path("/proc/self/statm")
-RSS_UNIT_BYTES = 1 if sys.platform == "darwin" else 1024  # ru_maxrss units (fallback when /proc is absent)
 NUM_OBJECTS = 2  # one from frame 0, one added late (both from frame 0 with prefilled memory)
 REPORT_POINTS = (0.1, 0.5, 1.0)  # fractions of the video at which the summary reports memory and time
 DEFAULT_SEED = 0
@@ -81,7 +78,7 @@ def current_rss_mb() -> float:
     if PROC_STATM.is_file():
         resident_pages = int(PROC_STATM.read_text().split()[1])
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / BYTES_PER_MB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * RSS_UNIT_BYTES / BYTES_PER_MB
+    return peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # where /proc is absent
 
 
 def _network(model: Optional[str], device: torch.device) -> XMem:
@@ -339,7 +336,7 @@ def run_scaling_study(arguments: argparse.Namespace) -> dict[str, Any]:
         csv_path = directory / f"{run.name}.csv"
         if not csv_path.is_file():
             print(f"scaling study: {run.name}", flush=True)
-            subprocess.run(_run_command(run, csv_path, arguments), check=True)
+            run_child(_run_command(run, csv_path, arguments), check=True)
         curves.append((run, _read_rows(csv_path)))
     summary = [summarize_run(run, rows) for run, rows in curves]
     _write_csv(directory / "scaling_summary.csv", SUMMARY_COLUMNS, summary)

@@ -1,6 +1,6 @@
 r"""The study network's training curve: its TensorBoard losses, and the held-out J&F of its snapshots.
 
-    python scripts/study_curve.py --run /work/study_runs/saves/study --held_out /work/study_runs/data/held_out \
+    python scripts/study/study_curve.py --run /work/study_runs/saves/study --held_out /work/study_runs/data/held_out \
         --out /work/study_runs/curve
 
 Reads the run's TensorBoard scalars (`loss/total_loss` per stage; stage 3 is drawn after stage 0, so the x axis
@@ -15,14 +15,13 @@ import csv
 import io
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from configs.common import atomic_write_text, run_cli
+from configs.common import atomic_write_text, project_command, run_child, run_cli
+from dataset.synthetic_plan import STUDY_PRESET
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
 LOSS_TAG = "loss/total_loss"
 EVAL_SUMMARY_FILE = "summary.json"
@@ -64,9 +63,8 @@ def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> dict[str,
     """eval.py on the held-out videos (D17 layout, native size) in its own process; returns its summary."""
     summary = output / EVAL_SUMMARY_FILE
     if not summary.is_file():
-        subprocess.run([sys.executable, str(REPOSITORY / "eval.py"), "--config", "study", "--dataset", "D17",
-                        "--d17_path", str(held_out), "--size", "-1", f"eval.model={snapshot}",
-                        f"eval.output={output}"], check=True)
+        run_child(project_command("eval.py", "--config", STUDY_PRESET, "--dataset", "D17", "--d17_path", str(held_out),
+                                  "--size", "-1", f"eval.model={snapshot}", f"eval.output={output}"), check=True)
     return json.loads(summary.read_text())
 
 
@@ -131,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="the run folder (<train.save_dir>/<exp_id>)")
     parser.add_argument("--held_out", type=Path, default=None,
-                        help="held-out DAVIS 2017 root (scripts/study_prepare.py: <out>/data/held_out)")
+                        help="held-out DAVIS 2017 root (scripts/study/study_prepare.py: <out>/data/held_out)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no_eval", action="store_true", help="draw the losses only")
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ Every frame (and every mask, at its replayed positions) is copied under a new `%
 becomes 3N frames and its objects are seen again after leaving and re-entering memory.
 
 Usage:
-    python scripts/expand_long_vid.py --input ../long_video_set/long_video --output ../long_video_set/long_video_x3
+    python scripts/data/expand_long_vid.py --input ../long_video_set/long_video --output ../long_video_set/long_video_x3
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The parts of `scripts/check_cuda.py` that need no GPU: comparison maths, the isolated check runner, the report,
+"""The parts of `scripts/cuda/check_cuda.py` that need no GPU: comparison maths, the isolated check runner, the report,
 and the --quick plan.
 
 Each check runs as a child process (`run_isolated`) that writes its result as JSON; a crash, a non-zero exit or a

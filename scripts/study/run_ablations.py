@@ -18,154 +18,41 @@ videos are kept); a row folder made with other settings is an error (choose anot
 `<output>/ablations.md` and `<output>/ablations.csv` are rewritten after every row.
 
 Usage (every argument not listed below goes to eval.py: dataset flags, --size, key=value overrides):
-    python scripts/run_ablations.py --model saves/XMem.pth --dataset D17 --d17_path ../DAVIS/2017
-    python scripts/run_ablations.py --model saves/XMem.pth --config eval/lv1 --lv_path ../long_video_set \
+    python scripts/study/run_ablations.py --model saves/XMem.pth --dataset D17 --d17_path ../DAVIS/2017
+    python scripts/study/run_ablations.py --model saves/XMem.pth --config eval/lv1 --lv_path ../long_video_set \
         --rows 'long_term_*' stores_all --output ../output/ablations_lv1
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
-import fnmatch
 import io
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
-
-from configs.loader import (MAX_EXTENDS_DEPTH, add_flag_aliases, load_config,
-                            overrides_from_flags, resolve_preset_path)
+from configs.ablation_rows import ABLATION_DIR, AblationRow, select_rows
+from configs.common import STDERR_TEED, atomic_output, project_command, run_child, run_cli
+from configs.loader import add_flag_aliases, load_config, overrides_from_flags
 from configs.schema import Config
-from configs.common import atomic_output, run_cli
 from inference.comparison_page import ComparisonRow, video_jf_from_table, write_comparison_page
 from inference.folder_evaluation import PER_OBJECT_RESULTS_FILE
 from inference.report_page import PAGE_FILE, write_page_or_warn
 from inference.video_runner import STORE_PEAK_KEYS
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-ABLATION_DIR = REPOSITORY / "configs" / "ablations"
 DEFAULT_OUTPUT_PATTERN = "../output/ablations_{dataset}"
 TABLE_FILE = "ablations"  # <output>/ablations.md and .csv
 REQUEST_FILE = "ablation_request.json"  # the eval.py arguments a row folder was made with
 RESULT_FILE = "ablation_result.json"  # a finished row's summary
-EVAL_SCRIPT = REPOSITORY / "eval.py"
 EVAL_SUMMARY_FILE = "summary.json"  # what eval.py writes into its output folder
-STDERR_CHUNK_BYTES = 4096
-STDERR_TAIL_BYTES = 4096  # enough to hold eval.py's last error line
 ERROR_PREFIX = "error: "  # how eval.py (configs.common.run_cli) starts its one-line failure message
-ROW_SECTIONS = ("model", "inference", "eval")  # what a row may change for evaluation (train is for training)
-TITLE_PREFIX = "# "
-GROUP_ORDER = ("Memory stores", "Memory reading", "Long-term memory", "Memory sizes", "Deep update")
-OTHER_GROUP = "Other"
 PERCENT = 100
 TABLE_COLUMNS = ("row", "group", "label", "status", "checkpoint", "same_as", "jf", "j", "f", "fps",
                  "peak_memory_mb", "peak_memory_kind", "working_elements", "long_term_elements",
                  "sensory_peak_abs", *STORE_PEAK_KEYS, "videos", "frames")
 KIB = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class AblationRow:
-    """One row: its file, title and the settings it changes.
-
-    Attributes:
-        name: the file stem (what --rows selects).
-        group, label: from the file's `# <group>: <label>` first line.
-        overrides: `section.field=value` strings for the model / inference / eval fields the row sets.
-        checkpoint: the row's own checkpoint (`eval.model` set in the file), or None to use --model.
-    """
-
-    name: str
-    path: Path
-    group: str
-    label: str
-    overrides: tuple[str, ...]
-    checkpoint: Optional[str]
-
-
-def _title(path: Path) -> tuple[str, str]:
-    first_line = path.read_text().splitlines()[0] if path.read_text().strip() else ""
-    title = first_line[len(TITLE_PREFIX):].strip() if first_line.startswith(TITLE_PREFIX) else ""
-    group, separator, label = title.partition(":")
-    if not separator:
-        return OTHER_GROUP, title or path.stem
-    return group.strip(), label.strip()
-
-
-def _render(value: Any) -> str:
-    """A value as the text of a `key=value` override (JSON is YAML flow style; strings as they are)."""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _written_settings(path: Path, depth: int = 0) -> dict[str, Any]:
-    """`section.field -> value` for every field a preset file (and its `extends` chain) writes, even where the value
-    equals the default, so that a row wins over the user's arguments on every field it names."""
-    if depth > MAX_EXTENDS_DEPTH:
-        raise ValueError(f"config {path}: more than {MAX_EXTENDS_DEPTH} levels of 'extends' (a cycle?)")
-    data = yaml.safe_load(path.read_text()) or {}
-    parent = data.pop("extends", None)
-    settings = {} if parent is None else _written_settings(resolve_preset_path(parent, path.parent), depth + 1)
-
-    def flatten(mapping: dict[str, Any], prefix: str) -> None:
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                flatten(value, f"{prefix}{key}.")
-            else:
-                settings[f"{prefix}{key}"] = value
-
-    flatten(data, "")
-    return settings
-
-
-def load_row(path: Path) -> AblationRow:
-    """Read one row file (a config preset; `extends` allowed).
-
-    Raises:
-        FileNotFoundError, UnknownConfigKeyError, TypeError, ValueError: as `configs.loader.load_config`.
-    """
-    load_config(path)  # validates every key and value
-    checkpoint = None
-    overrides = []
-    for key, value in _written_settings(path).items():
-        if key.split(".")[0] not in ROW_SECTIONS:
-            continue
-        if key == "eval.model":
-            checkpoint = value
-        else:
-            overrides.append(f"{key}={_render(value)}")
-    group, label = _title(path)
-    return AblationRow(path.stem, path, group, label, tuple(overrides), checkpoint)
-
-
-def select_rows(patterns: Optional[Sequence[str]], directory: Path = ABLATION_DIR) -> list[AblationRow]:
-    """The rows named by `patterns` (file stems or shell patterns, in the given order), or all rows sorted by
-    group (GROUP_ORDER) and name.
-
-    Raises:
-        FileNotFoundError: the directory has no row file.
-        ValueError: a pattern matches no row (the message lists the rows).
-    """
-    paths = {path.stem: path for path in sorted(Path(directory).glob("*.yaml"))}
-    if not paths:
-        raise FileNotFoundError(f"no ablation configs (*.yaml) in {str(directory)!r}")
-    if not patterns:
-        rows = [load_row(path) for path in paths.values()]
-        rank = {group: index for index, group in enumerate(GROUP_ORDER)}
-        return sorted(rows, key=lambda row: (rank.get(row.group, len(GROUP_ORDER)), row.name))
-    names: list[str] = []
-    for pattern in patterns:
-        matched = [name for name in paths if fnmatch.fnmatchcase(name, pattern)]
-        if not matched:
-            raise ValueError(f"--rows {pattern!r} matches no ablation config in {str(directory)!r}; rows: "
-                             f"{', '.join(paths)}")
-        names += [name for name in matched if name not in names]
-    return [load_row(paths[name]) for name in names]
 
 
 # --------------------------------------------------------------------------------------------------- running
@@ -198,18 +85,12 @@ def _run_eval_process(arguments: list[str], summary_path: Path) -> dict[str, Any
         eval.py's summary, or {'error': the last line eval.py printed} when it exited without one.
     """
     summary_path.unlink(missing_ok=True)
-    process = subprocess.Popen([sys.executable, str(EVAL_SCRIPT), *arguments], stderr=subprocess.PIPE)
-    tail = b""
-    while chunk := process.stderr.read1(STDERR_CHUNK_BYTES):
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.flush()
-        tail = (tail + chunk)[-STDERR_TAIL_BYTES:]
-    process.wait()
-    if process.returncode == 0 and summary_path.is_file():
+    child = run_child(project_command("eval.py", *arguments), output=STDERR_TEED)
+    if child.returncode == 0 and summary_path.is_file():
         return json.loads(summary_path.read_text())
-    lines = [line.strip() for line in tail.decode(errors="replace").replace("\r", "\n").splitlines()]
+    lines = [line.strip() for line in child.output.replace("\r", "\n").splitlines()]
     last = next((line for line in reversed(lines) if line), "").removeprefix(ERROR_PREFIX)
-    return {"error": f"eval.py exited with status {process.returncode}: {last}"}
+    return {"error": f"eval.py exited with status {child.returncode}: {last}"}
 
 
 def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:

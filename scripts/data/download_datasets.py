@@ -1,6 +1,6 @@
 """Download the datasets XMem trains and evaluates on, from the Google Drive mirrors the original XMem used.
 
-    python scripts/download_datasets.py --static --davis --youtube --root ..
+    python scripts/data/download_datasets.py --static --davis --youtube --root ..
 
 Layout made under --root (the reference's, `../` of the repository by default):
     static/{fss,DUTS-TR,DUTS-TE,ecssd,BIG_small,HRSOD_small}     --static     (stage 0)
@@ -9,7 +9,7 @@ Layout made under --root (the reference's, `../` of the repository by default):
     YouTube2018/{valid,all_frames}                                 --youtube2018 (evaluation)
     long_video_set/                                                --long-video (evaluation)
 BL30K (stage 1, about 700 GB) is not mirrored any more; --bl30k prints where to get it.
-After --youtube, train/ is resized into train_480p/ by scripts/resize_youtube.py.
+After --youtube, train/ is resized into train_480p/ by scripts/data/resize_youtube.py.
 
 These are re-distributions or simple derivatives of the original datasets; read and respect their licences.
 Sources: DUTS http://saliencydetection.net/duts, HRSOD https://github.com/yi94code/HRSOD, FSS-1000
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
-from configs.common import run_cli
+from configs.common import project_command, run_child, run_cli
 
 GOOGLE_DRIVE_URL = "https://drive.usercontent.google.com/download?id={file_id}&export=download&confirm=t"
 """Direct-download endpoint; `confirm=t` skips the 'file too large to scan' page of big archives."""
@@ -41,6 +40,7 @@ ZIP_MAGIC = b"PK"
 BL30K_URL = "https://doi.org/10.13012/B2IDB-1702934_V1"
 XMEM_DATA_GUIDE = "https://github.com/hkchengrex/XMem/blob/main/docs/GETTING_STARTED.md"
 YOUTUBE_RESIZE = ("YouTube/train", "YouTube/train_480p")
+RESIZE_SCRIPT = "scripts/data/resize_youtube.py"
 LICENCE_NOTE = ("These archives are re-distributions or simple derivatives of the original datasets; read and "
                 "respect their licences and cite the original papers.")
 
@@ -186,9 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConnectionError as error:
         sys.exit(f"error: {error}")
     if "youtube" in chosen:  # resumable: finished frames are skipped
-        resize = Path(__file__).resolve().parent / "resize_youtube.py"
-        subprocess.run([sys.executable, str(resize), str(args.root / YOUTUBE_RESIZE[0]),
-                        str(args.root / YOUTUBE_RESIZE[1])], check=True)
+        run_child(project_command(RESIZE_SCRIPT, str(args.root / YOUTUBE_RESIZE[0]),
+                                  str(args.root / YOUTUBE_RESIZE[1])), check=True)
     print("done")
 
 

@@ -1,4 +1,4 @@
-"""Merge several evaluation runs made with `--save_scores` (other sizes, `--flip`) into one set of masks.
+r"""Merge several evaluation runs made with `--save_scores` (other sizes, `--flip`) into one set of masks.
 
 For every video and frame in the runs' `Scores/` folders, the probabilities of all runs that have the frame are
 averaged per object id (an object a run does not know counts as 0 there), and the argmax is written as a palette
@@ -8,7 +8,8 @@ PNG. The layout follows the first run: a run with `Annotations/` (YouTube-VOS) i
 Usage:
     python eval.py --dataset D17 --size 720 --mem_every 3 --save_scores --output ../output/d17_720
     python eval.py --dataset D17 --size 720 --mem_every 3 --save_scores --flip --output ../output/d17_720_flip
-    python scripts/merge_multi_scale.py --list ../output/d17_720 ../output/d17_720_flip --output ../output/d17_ms
+    python scripts/evaluation/merge_multi_scale.py --list ../output/d17_720 ../output/d17_720_flip \
+        --output ../output/d17_ms
 """
 from __future__ import annotations
 

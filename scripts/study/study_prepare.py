@@ -1,7 +1,7 @@
 """Prepare the ablation study's training run: synthetic data, the calibrated initial network, the train command.
 
-    python scripts/study_prepare.py --out /work/study_runs     # then run the printed train.py command
-    python scripts/study_prepare.py --out /work/study_runs_no_sensory --config study_no_sensory   # hidden_dim 0
+    python scripts/study/study_prepare.py --out /work/study_runs     # then run the printed train.py command
+    python scripts/study/study_prepare.py --out /work/study_runs_no_sensory --config study_no_sensory   # hidden_dim 0
 
 The study network (configs/study.yaml) is trained like the quickstart's (scripts/quickstart.py: a random-init
 XMem with calibrated BatchNorm, stage 0 on static pseudo-videos, stage 3 on videos) with more and harder data and
@@ -12,7 +12,7 @@ more iterations. This script writes, under --out:
   any evaluation video;
 - data/held_out: the quickstart's held-out videos (same seed, preset and size: its first 8 videos are exactly the
   quickstart's), laid out as a DAVIS 2017 val split, with more videos for the ablation table;
-- calibrated_init.pth: the starting network (scripts/quickstart.py calibrate_batchnorm), its random weights drawn
+- calibrated_init.pth: the starting network (model/batchnorm_calibration.py), its random weights drawn
   from train.seed (so `train.seed=N` among the overrides changes the initial network as well as the data order);
 - watch_checkpoints.sh: a loop that keeps only the KEEP_CHECKPOINTS newest resume checkpoints (~750 MB each; one
   every train.save_checkpoint_interval iterations) and exits when the final snapshot exists;
@@ -22,102 +22,26 @@ A rerun reuses finished data (the writers skip complete videos) and rewrites the
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shlex
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from configs import load_config
-from configs.common import atomic_write_text, run_cli
-from dataset.static_dataset import REFERENCE_STATIC_SOURCES
-from dataset.synthetic import SyntheticVideo, get_preset, make_videos, without_late_entries
-from dataset.synthetic_layouts import make_static_classes, write_davis, write_static_flat, write_static_fss
+from configs.common import REPOSITORY, atomic_write_text, run_cli
+from dataset.synthetic_plan import (DAVIS_SPLIT_FOLDER, QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET,
+                                    DataFolders, calibration_clips, make_study_data)
 from dataset.training_run import RunDirectory
-from scripts.quickstart import (
-    DAVIS_SPLIT_FOLDER, HELD_OUT_PRESET, HELD_OUT_SEED, STATIC_IMAGES_PER_CLASS, STATIC_SEED, TRAIN_PRESET,
-    TRAIN_SEED, DataFolders, QuickstartPlan, calibrated_initial_network,
-)
+from model.batchnorm_calibration import INIT_CHECKPOINT, calibrated_initial_network
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-STUDY_PRESET = "study"
 NO_SENSORY_PRESET = "study_no_sensory"  # configs/study_no_sensory.yaml: the same recipe with hidden_dim 0
-INIT_CHECKPOINT = "calibrated_init.pth"
 README_FILE = "README.txt"
 TRAIN_LOG = "train.log"
 WATCHER_FILE = "watch_checkpoints.sh"
 WATCHER_LOG = "watch.log"
 KEEP_CHECKPOINTS = 2
 WATCH_PERIOD_S = 60
-HARD_TRAIN_SEED = TRAIN_SEED + 1  # the held_out-difficulty training videos: a stream of their own
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyPlan:
-    """How much data the study network trains on and is evaluated on (frames are 96x160 like the quickstart's).
-
-    Attributes:
-        easy_train_videos, hard_train_videos: training videos of the `easy` and `held_out` difficulties.
-        train_video_frames: frames per training video.
-        held_out_videos: held-out videos (seed, preset and length of the quickstart's; the first
-            QUICKSTART_HELD_OUT_VIDEOS are the quickstart's own).
-    """
-
-    height: int = 96
-    width: int = 160
-    static_images_per_source: int = 100
-    easy_train_videos: int = 100
-    hard_train_videos: int = 200
-    train_video_frames: int = 40
-    held_out_videos: int = 30
-    held_out_video_frames: int = 30  # the quickstart's
-    calibration_clips: int = 32
-
-
-STUDY_PLAN = StudyPlan()
-QUICKSTART_HELD_OUT_VIDEOS = 8  # scripts/quickstart.py DEFAULT_PLAN.held_out_videos
-
-
-def held_out_videos(num_videos: int, num_frames: int, height: int, width: int) -> dict[str, SyntheticVideo]:
-    """The held-out videos: the quickstart's seed and preset, so that at the quickstart's size and length the first
-    QUICKSTART_HELD_OUT_VIDEOS are its own."""
-    return make_videos(num_videos, seed=HELD_OUT_SEED, num_frames=num_frames, height=height, width=width,
-                       difficulty=without_late_entries(get_preset(HELD_OUT_PRESET)))
-
-
-def make_study_data(plan: StudyPlan, out: Path) -> DataFolders:
-    """Write (or reuse) the static images, training videos and held-out videos of `plan` under `out/data`."""
-    folders = DataFolders(out / "data" / "static", out / "data" / "train", out / "data" / "held_out")
-    size = dict(height=plan.height, width=plan.width)
-    easy = without_late_entries(get_preset(TRAIN_PRESET))
-    hard = without_late_entries(get_preset(HELD_OUT_PRESET))
-    total = (plan.static_images_per_source * len(REFERENCE_STATIC_SOURCES)
-             + (plan.easy_train_videos + plan.hard_train_videos) * plan.train_video_frames
-             + plan.held_out_videos * plan.held_out_video_frames)
-    with tqdm(total=total, desc="study data", unit="frame") as progress:
-        for source_index, (folder, layout, _) in enumerate(REFERENCE_STATIC_SOURCES):
-            seed = STATIC_SEED + source_index
-            if layout == "class_folders":
-                classes = make_static_classes(max(plan.static_images_per_source // STATIC_IMAGES_PER_CLASS, 1),
-                                              STATIC_IMAGES_PER_CLASS, seed=seed, difficulty=easy, **size)
-                write_static_fss(folders.static_root / folder, classes, progress=progress.update)
-            else:
-                images = make_videos(plan.static_images_per_source, seed=seed, num_frames=1, difficulty=easy, **size)
-                write_static_flat(folders.static_root / folder, images, progress=progress.update)
-        train_videos = {
-            **make_videos(plan.easy_train_videos, seed=TRAIN_SEED, num_frames=plan.train_video_frames,
-                          difficulty=easy, **size),
-            # first_index: names continue after the easy videos; seeds come from their own stream
-            **make_videos(plan.hard_train_videos, seed=HARD_TRAIN_SEED, num_frames=plan.train_video_frames,
-                          difficulty=hard, first_index=plan.easy_train_videos, **size),
-        }
-        write_davis(folders.train_root, train_videos, {}, progress=progress.update)
-        held_out = held_out_videos(plan.held_out_videos, plan.held_out_video_frames, **size)
-        write_davis(folders.held_out_split, {}, held_out, progress=progress.update)
-    return folders
 
 
 def train_arguments(folders: DataFolders, init_path: Path, save_dir: Path, overrides: Sequence[str],
@@ -175,11 +99,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
     arguments_check = load_config(args.config, list(args.overrides))  # fails before any work on a bad override
     out = args.out.resolve()
     folders = make_study_data(STUDY_PLAN, out)
-    plan = QuickstartPlan(preset=args.config, calibration_clips=STUDY_PLAN.calibration_clips)
     # train.seed (an override such as train.seed=2) draws the initial weights too, not only the data order
-    init_path = calibrated_initial_network(plan, folders, arguments_check.train.data.crop_size,
-                                           out / INIT_CHECKPOINT, device="cpu",
-                                           hidden_dim=arguments_check.model.hidden_dim, seed=arguments_check.train.seed)
+    seed = arguments_check.train.seed
+    clips = calibration_clips(folders.static_root, arguments_check.train.data.crop_size, STUDY_PLAN.calibration_clips,
+                              seed)
+    init_path = calibrated_initial_network(clips, out / INIT_CHECKPOINT, "cpu", seed=seed,
+                                           hidden_dim=arguments_check.model.hidden_dim)
     arguments = train_arguments(folders, init_path, out / "saves", args.overrides, args.config)
     train = arguments_check.train
     last_stage = train.stage(train.stages[-1])
@@ -191,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, str]:
                            f"{shlex.quote(str(out / WATCHER_LOG))} 2>&1 &",
                 "resume": train_command(arguments, out / TRAIN_LOG, resume=True, threads=args.threads)}
     atomic_write_text(out / README_FILE, (
-        f"XMem ablation study run (configs/study.yaml), prepared by scripts/study_prepare.py.\n"
+        f"XMem ablation study run (configs/study.yaml), prepared by scripts/study/study_prepare.py.\n"
         f"data/static, data/train: training data; data/held_out/{DAVIS_SPLIT_FOLDER}: held-out videos (DAVIS 2017 "
         f"val layout; synth0000-synth{QUICKSTART_HELD_OUT_VIDEOS - 1:04d} are the quickstart's)\n"
         f"saves/{train.exp_id}/: snapshots, resume checkpoints, TensorBoard logs; {TRAIN_LOG}: the trainer's output\n\n"

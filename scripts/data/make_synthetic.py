@@ -1,11 +1,11 @@
 r"""Generate synthetic videos (or image + mask pairs) with exact masks in a benchmark's folder layout.
 
 Examples:
-    python scripts/make_synthetic.py --layout davis --out data/synthetic_davis --num_videos 10 --num_frames 60
-    python scripts/make_synthetic.py --layout youtube --out data/synthetic_youtube --num_videos 20 \
+    python scripts/data/make_synthetic.py --layout davis --out data/synthetic_davis --num_videos 10 --num_frames 60
+    python scripts/data/make_synthetic.py --layout youtube --out data/synthetic_youtube --num_videos 20 \
         --height 96 --width 160 --split both
-    python scripts/make_synthetic.py --layout long --out data/synthetic_long --num_videos 1 --num_frames 5000
-    python scripts/make_synthetic.py --layout static_fss --out data/static/fss --num_videos 20 --per_class 10
+    python scripts/data/make_synthetic.py --layout long --out data/synthetic_long --num_videos 1 --num_frames 5000
+    python scripts/data/make_synthetic.py --layout static_fss --out data/static/fss --num_videos 20 --per_class 10
 
 Videos are named synth0000, synth0001, ...; video i is drawn from seed (--seed, i), so the same arguments give
 the same bytes. A rerun skips complete videos and redoes any a killed run left incomplete. DAVIS and Long-time

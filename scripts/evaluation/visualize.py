@@ -1,10 +1,10 @@
 r"""Overlay index masks on their frames: an .mp4 video and/or a PNG contact sheet (grid of evenly spaced frames).
 
 Examples:
-    python scripts/visualize.py --frames ../DAVIS/2017/trainval/JPEGImages/480p/bike-packing \
+    python scripts/evaluation/visualize.py --frames ../DAVIS/2017/trainval/JPEGImages/480p/bike-packing \
         --masks ../output/d17_val/bike-packing --video bike-packing.mp4 --sheet bike-packing.png
-    python scripts/visualize.py --frames my_video/frames --masks my_video/masks --sheet grid.png --columns 4
-    python scripts/visualize.py --frames my_video.mp4 --masks ../output/generic/my_video --video overlay.mp4
+    python scripts/evaluation/visualize.py --frames my_video/frames --masks my_video/masks --sheet grid.png --columns 4
+    python scripts/evaluation/visualize.py --frames my_video.mp4 --masks ../output/generic/my_video --video overlay.mp4
 
 Frames are a folder of images (.jpg/.jpeg/.png) or a video file (.mp4, read with OpenCV). Masks (index PNGs,
 0 = background) are matched to image frames by file name stem, and to frame i of a video by the number in their

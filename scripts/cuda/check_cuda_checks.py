@@ -1,9 +1,9 @@
-"""The checks of `scripts/check_cuda.py`, each run in its own child process on a CUDA machine.
+"""The checks of `scripts/cuda/check_cuda.py`, each run in its own child process on a CUDA machine.
 
 Every check takes the parsed options and a fresh work folder and returns (figures, failures): the measured numbers
-and one line per broken expectation (empty = pass). The project's CLIs (train.py, eval.py, scripts/benchmark.py,
-scripts/time_train_step.py) are run as processes with their stable flags and config keys; the few library functions
-a check needs from code that is being reorganised are imported once, in `_training_api` and `_quickstart_api`.
+and one line per broken expectation (empty = pass). The project's CLIs (train.py, eval.py, scripts/speed/benchmark.py,
+scripts/speed/time_train_step.py) are run as processes with their stable flags and config keys; the few library
+functions a check needs from code that is being reorganised are imported once, in `_training_api`.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -22,10 +21,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from scripts.check_cuda_core import (argmax_agreement, loss_is_falling, max_abs_difference, memory_flatness,
-                                     relative_error, settled_frame)
+from configs.common import OUTPUT_CAPTURED, REPOSITORY, project_command, run_child
+from dataset.synthetic_plan import CALIBRATION_SEED, DEFAULT_PLAN, calibration_clips, make_data
+from model.batchnorm_calibration import INIT_CHECKPOINT, calibrated_initial_network
+from scripts.cuda.check_cuda_core import (argmax_agreement, loss_is_falling, max_abs_difference, memory_flatness,
+                                          relative_error, settled_frame)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 FIXTURES = REPOSITORY / "tests" / "fixtures"  # data files of a checkout (read, never imported)
 NETWORK_GOLDEN = FIXTURES / "network_golden.npz"
 GOLDEN_VIDEO = FIXTURES / "inference_video"
@@ -62,16 +63,9 @@ def _training_api():
     """Trainer, a stage-3 Config builder and RunDirectory: the one place that names where training code lives."""
     from dataset.training_run import RunDirectory
     from model.trainer import Trainer
-    from scripts.time_train_step import stage3_config
+    from model.random_batch import stage3_config
 
     return Trainer, stage3_config, RunDirectory
-
-
-def _quickstart_api():
-    """The quickstart's data and initialisation steps (scripts/quickstart.py)."""
-    from scripts.quickstart import DEFAULT_PLAN, calibrated_initial_network, make_data
-
-    return DEFAULT_PLAN, make_data, calibrated_initial_network
 
 
 def _recipe_network(device: torch.device):
@@ -88,15 +82,11 @@ def _set_tf32(enabled: bool) -> None:
 
 def _run(command: list[str], env_extra: dict[str, str] | None = None, cwd: Path = REPOSITORY) -> str:
     """Run a project CLI; return its output. Raises RuntimeError with the output's tail when it fails."""
-    import os
-
-    env = dict(os.environ, **(env_extra or {}))
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
-    output = completed.stdout + completed.stderr
-    if completed.returncode != 0:
-        tail = "\n".join(output.strip().splitlines()[-12:])
-        raise RuntimeError(f"{' '.join(command[:3])} … exited with {completed.returncode}:\n{tail}")
-    return output
+    child = run_child(command, output=OUTPUT_CAPTURED, env_extra=env_extra, cwd=cwd)
+    if child.returncode != 0:
+        tail = "\n".join(child.output.strip().splitlines()[-12:])
+        raise RuntimeError(f"{' '.join(command[:3])} … exited with {child.returncode}:\n{tail}")
+    return child.output
 
 
 # ----------------------------------------------------------------------------------------------- network
@@ -212,7 +202,7 @@ def check_eval(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]
         overrides = EVAL_VARIANTS[variant]
         output = work / f"eval_{variant}"
         try:
-            _run([sys.executable, str(REPOSITORY / "eval.py"), "eval.dataset=D17", f"eval.d17_path={root}",
+            _run([*project_command("eval.py"), "eval.dataset=D17", f"eval.d17_path={root}",
                   f"eval.model={Path(model).resolve()}", f"eval.output={output}", "eval.device=cuda",
                   "eval.overwrite=true", *overrides])
         except RuntimeError as error:
@@ -232,9 +222,9 @@ def check_eval(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]
 
 # ----------------------------------------------------------------------------------------------- long video
 def check_long_video(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
-    """scripts/benchmark.py on a long synthetic 480p video, long-term memory on: FPS and CUDA memory over time."""
+    """scripts/speed/benchmark.py on a long synthetic 480p video, long-term memory on: FPS and CUDA memory over time."""
     csv_path = work / "long_video.csv"
-    command = [sys.executable, str(REPOSITORY / "scripts" / "benchmark.py"), "--device", "cuda", "--frames",
+    command = [*project_command("scripts/speed/benchmark.py"), "--device", "cuda", "--frames",
                str(options.long_frames), "--height", str(EVAL_SIZE[0]), "--width", str(EVAL_SIZE[1]),
                "--late_object_frame", "1", "--output", str(csv_path)]
     if options.model is not None:
@@ -262,10 +252,10 @@ def _quickstart_setup(work: Path) -> tuple[list[str], Path]:
     """Quickstart data and calibrated initial network under `work`; the train.py overrides that point at them."""
     from configs import load_config
 
-    plan, make_data, calibrated_initial_network = _quickstart_api()
-    folders = make_data(plan, work)
-    crop_size = load_config(plan.preset, []).train.data.crop_size
-    init = calibrated_initial_network(plan, folders, crop_size, work / "calibrated_init.pth", torch.device("cuda"))
+    folders = make_data(DEFAULT_PLAN, work)
+    crop_size = load_config(DEFAULT_PLAN.preset, []).train.data.crop_size
+    clips = calibration_clips(folders.static_root, crop_size, DEFAULT_PLAN.calibration_clips)
+    init = calibrated_initial_network(clips, work / INIT_CHECKPOINT, torch.device("cuda"), seed=CALIBRATION_SEED)
     overrides = [f"train.load_network={init}", f"train.data.static_root={folders.static_root.resolve()}",
                  f"train.data.generic_root={folders.train_root.resolve()}", "train.device=cuda", "train.use_amp=true"]
     return overrides, init
@@ -282,7 +272,7 @@ def check_training(options: argparse.Namespace, work: Path) -> tuple[dict, list[
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     _, _, RunDirectory = _training_api()
-    plan = _quickstart_api()[0]
+    plan = DEFAULT_PLAN
     overrides, _ = _quickstart_setup(work)
     save_dir = work / "saves"
     overrides += [f"train.save_dir={save_dir}", f"train.stage3.iterations={options.train_iterations}"]
@@ -304,11 +294,11 @@ def check_training(options: argparse.Namespace, work: Path) -> tuple[dict, list[
 
 
 def check_train_step(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
-    """scripts/time_train_step.py with AMP at 384×384, 8 frames: batch 4, or the largest of 2, 1 that fits."""
+    """scripts/speed/time_train_step.py with AMP at 384×384, 8 frames: batch 4, or the largest of 2, 1 that fits."""
     tried = []
     for batch in [options.step_batch, *[b for b in TRAIN_STEP_BATCHES if b < options.step_batch]]:
         try:
-            output = _run([sys.executable, str(REPOSITORY / "scripts" / "time_train_step.py"), "--device", "cuda",
+            output = _run([*project_command("scripts/speed/time_train_step.py"), "--device", "cuda",
                            "--batch-sizes", str(batch), "--num-frames", "8", "--crop", "384", "--iterations",
                            str(options.step_iterations), "--warmup", str(options.step_warmup)])
         except RuntimeError as error:
@@ -327,7 +317,7 @@ def check_train_step(options: argparse.Namespace, work: Path) -> tuple[dict, lis
 def check_resume(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]:
     """Resume bit-exactness on CUDA with deterministic algorithms: 2N iterations straight vs N, stop, resume."""
     _, _, RunDirectory = _training_api()
-    plan = _quickstart_api()[0]
+    plan = DEFAULT_PLAN
     overrides, _ = _quickstart_setup(work)
     half = options.resume_iterations
     overrides += [f"train.save_dir={work / 'saves'}", "train.exp_id=resume_check", "train.stages=3",
@@ -362,7 +352,7 @@ def check_ddp(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]]
     result = work / "ddp_ranks.json"
     gpus = torch.cuda.device_count()
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
-          str(REPOSITORY / "scripts" / "check_cuda.py"), "--ddp-worker", str(result), "--ddp-iterations",
+          str(REPOSITORY / "scripts" / "cuda" / "check_cuda.py"), "--ddp-worker", str(result), "--ddp-iterations",
           str(options.ddp_iterations)])
     digests = json.loads(result.read_text())["digests"]
     figures = {"world_size": len(digests), "iterations": options.ddp_iterations, "identical": len(set(digests)) == 1,
@@ -378,7 +368,7 @@ def ddp_worker(result_path: Path, iterations: int) -> None:
     import torch.distributed as dist
 
     from model.network import XMem
-    from scripts.time_train_step import random_batch
+    from model.random_batch import random_batch
 
     Trainer, stage3_config, _ = _training_api()
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])

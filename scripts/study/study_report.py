@@ -1,4 +1,4 @@
-"""The ablation study's report (scripts/run_study.py): markdown tables (per benchmark and network, the selection
+"""The ablation study's report (scripts/study/run_study.py): markdown tables (per benchmark and network, the selection
 sweep, the pooled verdicts), the CSV and the plots (with matplotlib, when installed)."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Seconds per training iteration (`Trainer.train_step`) on random tensors, at the reference crop size.
 
 Example:
-    python scripts/time_train_step.py --batch-sizes 1 4 --num-frames 8 --crop 384 --iterations 2
+    python scripts/speed/time_train_step.py --batch-sizes 1 4 --num-frames 8 --crop 384 --iterations 2
 
 Prints one line per batch size: mean and min seconds per iteration after `--warmup` untimed iterations, and peak
 memory (CUDA: max allocated; CPU: the process's peak resident set, which only grows across batch sizes). The
@@ -11,47 +11,22 @@ of `--objects` objects, so data loading is not included.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import resource
 import sys
 import time
 
 import torch
 
-from configs.common import run_cli
-from configs.schema import Config
+from configs.common import BYTES_PER_MB, peak_rss_mb, run_cli
 from model.network import XMem
+from model.random_batch import random_batch, stage3_config
 from model.trainer import Trainer
-
-KIB_PER_MIB = 1024
-BYTES_PER_MIB = 1024 ** 2
-
-
-def random_batch(batch_size: int, num_frames: int, crop: int, num_objects: int,
-                  generator: torch.Generator) -> dict:
-    class_maps = torch.randint(0, num_objects + 1, (batch_size, num_frames, 1, crop, crop), generator=generator)
-    first_frame_gt = torch.stack([(class_maps[:, 0, 0] == slot + 1).float() for slot in range(num_objects)], 1)
-    return {
-        "rgb": torch.randn(batch_size, num_frames, 3, crop, crop, generator=generator),
-        "first_frame_gt": first_frame_gt.unsqueeze(1),
-        "cls_gt": class_maps,
-        "selector": torch.ones(batch_size, num_objects),
-        "info": {"num_objects": torch.full((batch_size,), num_objects)},
-    }
-
-
-def stage3_config(batch_size: int, num_frames: int, num_ref_frames: int, *, use_amp: bool) -> Config:
-    """The default config with stage 3 set to the timed clip shape."""
-    config = Config()
-    stage3 = dataclasses.replace(config.train.stage3, batch_size=batch_size, num_frames=num_frames,
-                                 num_ref_frames=num_ref_frames)
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, stage3=stage3, use_amp=use_amp))
 
 
 def _peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / BYTES_PER_MIB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB  # Linux reports KiB
+        return torch.cuda.max_memory_allocated(device) / BYTES_PER_MB
+    return peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Resize YouTube-VOS training videos so that their shorter side is 480 pixels (makes `train_480p`).
 
-    python scripts/resize_youtube.py ../YouTube/train ../YouTube/train_480p [--workers 8]
+    python scripts/data/resize_youtube.py ../YouTube/train ../YouTube/train_480p [--workers 8]
 
 Frames are resized with bicubic interpolation (PIL, antialiased when shrinking) and saved as JPEG; masks with
 nearest neighbour, keeping their palette. Output sizes follow the reference: int(side × 480 / shorter side).

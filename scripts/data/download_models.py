@@ -8,10 +8,10 @@ Released checkpoints: XMem.pth (stages 0+3, the paper's model), XMem-s012.pth (w
 XMem-no-sensory.pth and XMem-s0.pth (static-image pre-training only: the start of a stage-3 run).
 
 Usage:
-    python scripts/download_models.py                      # XMem.pth into ./saves
-    python scripts/download_models.py --models XMem.pth XMem-s0.pth --output saves
-    python scripts/download_models.py --all --imagenet     # every checkpoint, and the ImageNet trunks
-    python scripts/download_models.py --models --imagenet  # only resnet50 / resnet18 into the torch hub cache
+    python scripts/data/download_models.py                      # XMem.pth into ./saves
+    python scripts/data/download_models.py --models XMem.pth XMem-s0.pth --output saves
+    python scripts/data/download_models.py --all --imagenet     # every checkpoint, and the ImageNet trunks
+    python scripts/data/download_models.py --models --imagenet  # only resnet50 / resnet18 into the torch hub cache
 """
 from __future__ import annotations
 

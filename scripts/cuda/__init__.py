@@ -1,0 +1,1 @@
+"""The CUDA check (check_cuda.py) and its checks and pure helpers."""
