@@ -60,8 +60,8 @@ CUBLAS_DETERMINISTIC = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 def _training_api():
     """Trainer, a stage-3 Config builder and RunDirectory: the one place that names where training code lives."""
-    from dataset.training_run import RunDirectory
-    from model.trainer import Trainer
+    from model.training.run_folder import RunDirectory
+    from model.training.trainer import Trainer
     from scripts.time_train_step import stage3_config
 
     return Trainer, stage3_config, RunDirectory

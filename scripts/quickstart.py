@@ -12,7 +12,7 @@ Steps, each done with the project's own code (nothing is special-cased for the q
    stage 3 (videos). Read that file for every departure from the paper's recipe.
 3. Evaluation with eval.py's entry point (D17 layout, paper memory settings) of the trained network and of the
    same network at its initialisation, each in a fresh process so that its peak memory is its own; and the
-   copy-the-first-frame-mask baseline scored by the same metrics (inference/metrics.py, DAVIS mode).
+   copy-the-first-frame-mask baseline scored by the same metrics (inference/evaluation/metrics.py, DAVIS mode).
 4. A table of J&F / J / F, FPS and peak memory; an overlay video (.mp4) and a contact sheet (.png) of one
    held-out video, made by scripts/visualize.py.
 
@@ -44,11 +44,11 @@ from dataset.synthetic import get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import (
     make_static_classes, write_davis, write_static_flat, write_static_fss,
 )
-from dataset.training_run import RunDirectory
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS
+from inference.evaluation.folder_evaluation import evaluate_folders
+from inference.evaluation.metrics import MODE_DAVIS
 from model.checkpoint import save_network
 from model.network import XMem
+from model.training.run_folder import RunDirectory
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 VISUALIZE_SCRIPT = REPOSITORY / "scripts" / "visualize.py"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import re
 import subprocess
 import sys
@@ -21,11 +20,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from configs.common import atomic_write_text, run_cli
+from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
 LOSS_TAG = "loss/total_loss"
-EVAL_SUMMARY_FILE = "summary.json"
 CURVE_FILE = "training_curve"
 PERCENT = 100
 
@@ -60,14 +59,14 @@ def snapshots(run: Path) -> list[tuple[str, int, Path]]:
     return sorted(found, key=lambda item: (len(item[0]), item[1]))
 
 
-def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> dict[str, Any]:
+def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> RunSummary:
     """eval.py on the held-out videos (D17 layout, native size) in its own process; returns its summary."""
-    summary = output / EVAL_SUMMARY_FILE
+    summary = output / SUMMARY_FILE
     if not summary.is_file():
         subprocess.run([sys.executable, str(REPOSITORY / "eval.py"), "--config", "study", "--dataset", "D17",
                         "--d17_path", str(held_out), "--size", "-1", f"eval.model={snapshot}",
                         f"eval.output={output}"], check=True)
-    return json.loads(summary.read_text())
+    return RunSummary.read(summary)
 
 
 def curve_rows(losses: Sequence[tuple[str, int, float]], scores: dict[tuple[str, int], float]
@@ -143,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
         for stages_so_far, iteration, path in snapshots(args.run):
             summary = evaluate_snapshot(path.resolve(), args.held_out.resolve(),
                                         (args.out / f"s{stages_so_far}_{iteration}").resolve())
-            scores[(stages_so_far, iteration)] = PERCENT * summary["scores"]["J&F-Mean"]
+            scores[(stages_so_far, iteration)] = PERCENT * summary.scores["J&F-Mean"]
     rows = curve_rows(losses, scores)
     csv_path, png_path = write_curve(rows, args.out)
     for row in rows:

@@ -36,7 +36,7 @@ from configs.common import atomic_write_text, run_cli
 from dataset.static_dataset import REFERENCE_STATIC_SOURCES
 from dataset.synthetic import SyntheticVideo, get_preset, make_videos, without_late_entries
 from dataset.synthetic_layouts import make_static_classes, write_davis, write_static_flat, write_static_fss
-from dataset.training_run import RunDirectory
+from model.training.run_folder import RunDirectory
 from scripts.quickstart import (
     DAVIS_SPLIT_FOLDER, HELD_OUT_PRESET, HELD_OUT_SEED, STATIC_IMAGES_PER_CLASS, STATIC_SEED, TRAIN_PRESET,
     TRAIN_SEED, DataFolders, QuickstartPlan, calibrated_initial_network,

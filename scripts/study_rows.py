@@ -11,7 +11,7 @@ import yaml
 
 from configs.common import atomic_write_text
 from inference.miniature import miniature_memory_settings
-from inference.study_statistics import PERCENT, SweepPoint
+from inference.evaluation.study_statistics import PERCENT, SweepPoint
 from scripts import run_ablations
 
 # The selection sweep: shares of each consolidation's candidates kept as prototypes (the paper keeps 1.6 %; the

@@ -21,7 +21,7 @@ import torch
 from configs.common import run_cli
 from configs.schema import Config
 from model.network import XMem
-from model.trainer import Trainer
+from model.training.trainer import Trainer
 
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = 1024 ** 2
