@@ -26,7 +26,7 @@ exit status 130; finished videos are kept.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import logging
 import os
 import resource
@@ -34,12 +34,12 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Container, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
-from configs.common import BYTES_PER_MB, atomic_write_text, peak_rss_mb, resolve_device, run_cli
+from configs.common import BYTES_PER_MB, peak_rss_mb, resolve_device, run_cli
 from configs.loader import add_flag_aliases, dump_config, load_config, overrides_from_flags
 from configs.output_settings import changed_settings, file_sha256, output_settings
 from configs.schema import Config
@@ -52,13 +52,14 @@ from dataset.output_guard import (OutputFolderBusyError, check_output_not_locked
 from dataset.overlapped_io import BackgroundWriter, ReadAheadVideo, WriteBehind
 from dataset.work_split import WorkSplit, split_work, video_work
 from dataset.writers import ResultWriter, check_output_folder
-from inference.folder_evaluation import list_predicted_sequences, score_sequences
-from inference.distributed import RankFailedError, RankGroup, launched_distributed
+from inference.evaluation.distributed import RankFailedError, RankGroup, launched_distributed
+from inference.evaluation.folder_evaluation import list_predicted_sequences, score_sequences
+from inference.evaluation.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
+from inference.evaluation.report_page import VideoSources, run_header, write_page_or_warn, write_run_page
+from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary, largest_memory, rate
 from inference.inference_core import amp_enabled
-from inference.metrics import MODE_APPEARANCE, MODE_DAVIS, EvaluationResults, ForeignObjectError
-from inference.report_page import VideoSources, run_header, write_page_or_warn, write_run_page
 from inference.resize import resized_shape
-from inference.video_runner import STORE_PEAK_KEYS, run_video
+from inference.video_runner import run_video
 from model.acceleration import optimize_network
 from model.checkpoint import load_network
 
@@ -66,12 +67,10 @@ logger = logging.getLogger("eval")
 
 DEFAULT_OUTPUT_PATTERN = "../output/{dataset}_{split}"
 CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"  # the returned summary, for scripts that run eval.py as a process
 MIN_SCORED_SEQUENCE_FRAMES = 3  # the first and last ground-truth frames are never scored
 # Video errors that stop one video and let the others run (bad files, missing masks, mismatched sizes).
 VIDEO_ERRORS = (FileNotFoundError, ValueError, KeyError)
 SCORING_PROCESSES = 1  # scoring is cheap next to inference; one process keeps eval.py free of worker pools
-MEMORY_RECORD_KEYS = ("working_elements", "long_term_elements", "sensory_peak_abs", *STORE_PEAK_KEYS)
 SETTINGS_KEY = "settings"  # where a finished video's record keeps the settings that made it
 INPUTS_KEY = "inputs"  # where it keeps the fingerprint of its inputs (dataset/input_fingerprint.py)
 INTERRUPTED_MESSAGE = "interrupted; rerun to continue (the videos finished so far are kept)"
@@ -113,17 +112,6 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
     return peak_rss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "process peak RSS"
 
 
-def _memory_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Largest final working / long-term element counts, peak store sizes (elements and bytes) and sensory peak
-    over the videos' records (None where no record has the entry, e.g. records written by an older version, or no
-    sensory memory)."""
-    summary = {}
-    for key in MEMORY_RECORD_KEYS:
-        values = [record[key] for record in records if record.get(key) is not None]
-        summary[key] = max(values) if values else None
-    return summary
-
-
 def _run_settings(config: Config, benchmark: Benchmark, device: torch.device) -> dict[str, Any]:
     """The settings that shape this run's outputs (recorded with every finished video)."""
     return output_settings(config, model_sha256=file_sha256(config.eval.model),
@@ -160,7 +148,7 @@ def _check_rerun(writer: ResultWriter, settings: dict[str, Any], overwrite: bool
 def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
            davis_compat_decay: bool) -> tuple[Optional[EvaluationResults], dict[str, str]]:
     """J / F of the written masks against the benchmark's ground truth (frames having both) with the project's
-    scoring driver (`inference.folder_evaluation`), in the benchmark's scoring mode; DAVIS 2016 as one binary
+    scoring driver (`inference.evaluation.folder_evaluation`), in the benchmark's scoring mode; DAVIS 2016 as one binary
     object. Returns (results, or None when no video has enough ground-truth frames; video -> why it could not be
     scored). The tables go to the output folder."""
     if benchmark.ground_truth_dir is None:
@@ -184,24 +172,15 @@ def _score(benchmark: Benchmark, writer: ResultWriter, videos: Sequence[str],
     return outcome.results, unscored
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run an evaluation, in this process or as one rank of a torchrun job. Returns the summary the report prints.
+def main(argv: Optional[Sequence[str]] = None) -> Optional[RunSummary]:
+    """Run an evaluation, in this process or as one rank of a torchrun job.
 
     Under torchrun (WORLD_SIZE > 1) each rank runs its share of the unfinished videos (`dataset.work_split`) on its
     own device and writes their outputs; rank 0 then writes what is global (timings, summary, tables, zip, report).
 
     Returns:
-        dict with `output` (folder), `processed` / `skipped_finished` / `skipped_empty` (video names),
-        `inputs_changed` (finished videos redone because their inputs changed), `failed`
-        (video -> error message), `unscored` (video -> why its ground truth could not be scored), `frames`,
-        `seconds`, `fps` (this run, data loading excluded: frames / summed per-video compute seconds of all ranks),
-        `wall_seconds` and `fps_end_to_end` (frames / wall time of the video loop of all ranks together, reading
-        and writing included), `world_size`, `rank_frames` (frames processed per rank), `peak_memory_mb` (largest
-        over ranks), `peak_memory_mb_per_rank` and `peak_memory_kind`, `memory` (over finished videos: largest
-        final `working_elements` and `long_term_elements`, largest `sensory_peak_abs`), `scores` (global J&F table
-        or None), `zip` (path or None), `report` (the printed text), `timings`, `config` and `summary` paths (the
-        summary is also written as JSON to <output>/summary.json). A rank other than 0 returns only its own
-        share's outcome, with `report` None.
+        the run's `RunSummary` (also written to <output>/summary.json; its `report` is the printed text), or None
+        on a rank other than 0.
     Raises:
         FileNotFoundError: the checkpoint or the dataset root / its required folders are missing (named).
         NotADirectoryError, PermissionError: the output folder cannot be made or written.
@@ -273,7 +252,7 @@ def _run_share(network, benchmark: Benchmark, names: Sequence[str], config: Conf
     return outcome
 
 
-def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
+def _evaluate(config: Config, group: Optional[RankGroup]) -> Optional[RunSummary]:
     """`main` for one process (`group` None) or one rank of a torchrun job."""
     options = config.eval
     if options.io_queue_frames < 0:
@@ -297,7 +276,7 @@ def _evaluate(config: Config, group: Optional[RankGroup]) -> dict[str, Any]:
 
 
 def _evaluate_locked(config: Config, group: Optional[RankGroup], output_dir: Path, benchmark: Benchmark, network,
-                     device: torch.device, settings: dict[str, Any]) -> dict[str, Any]:
+                     device: torch.device, settings: dict[str, Any]) -> Optional[RunSummary]:
     """`_evaluate` once everything is read and checked and (on rank 0) the output folder is locked."""
     options = config.eval
     is_main = group is None or group.is_main
@@ -327,58 +306,56 @@ def _evaluate_locked(config: Config, group: Optional[RankGroup], output_dir: Pat
         share = group.share_split(shares)
         outcome = _run_share(network, benchmark, share, config, writer, device, settings, group)
         outcomes = group.gather_results(outcome)
-        if outcomes is None:
-            return {**outcome, "rank": group.rank, "report": None}
+        if outcomes is None:  # not rank 0: rank 0 reports for the job
+            return None
     wall_seconds = time.perf_counter() - started
     writer.check_finished_visible([outcome["processed"] for outcome in outcomes])
 
-    summary: dict[str, Any] = {"output": output_dir, "world_size": len(outcomes)}
     records = {name: writer.finished_record(name) for name in benchmark.video_names if name not in to_run}
-    summary["skipped_finished"] = list(records)
-    summary["inputs_changed"] = [name for name in benchmark.video_names if name in changed]
+    skipped_finished = list(records)
     for outcome in outcomes:
         records.update(outcome["records"])
-    for key in ("processed", "skipped_empty"):
-        done = {name for outcome in outcomes for name in outcome[key]}
-        summary[key] = [name for name in benchmark.video_names if name in done]
-    failed = {name: message for outcome in outcomes for name, message in outcome["failed"].items()}
-    summary["failed"] = {name: failed[name] for name in benchmark.video_names if name in failed}
     finished = [name for name in benchmark.video_names if name in records]
-    summary["rank_frames"] = [sum(record["frames"] for record in outcome["records"].values()) for outcome in outcomes]
-    summary["frames"] = sum(records[name]["frames"] for name in summary["processed"])
-    summary["seconds"] = sum(records[name]["seconds"] for name in summary["processed"])
-    summary["fps"] = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else float("nan")
-    summary["wall_seconds"] = wall_seconds
-    summary["fps_end_to_end"] = summary["frames"] / wall_seconds if wall_seconds > 0 else float("nan")
-    summary["peak_memory_mb_per_rank"] = [outcome["peak_memory_mb"] for outcome in outcomes]
-    summary["peak_memory_mb"] = max(summary["peak_memory_mb_per_rank"])
-    summary["peak_memory_kind"] = outcomes[0]["peak_memory_kind"]
-    summary["memory"] = _memory_summary([records[name] for name in finished])
-    summary["timings"] = writer.write_timings([records[name] for name in finished])
-    summary["config"] = output_dir / CONFIG_FILE
-    summary["zip"] = writer.write_submission_zip(benchmark.zip_kind, finished) if benchmark.zip_kind else None
-    results, summary["unscored"] = _score(benchmark, writer, finished, options.davis_compat_decay)
-    summary["scores"] = None if results is None else results.global_scores()
-    summary["page"] = None
+
+    def in_video_order(names: Container[str]) -> list[str]:
+        return [name for name in benchmark.video_names if name in names]
+
+    failed = {name: message for outcome in outcomes for name, message in outcome["failed"].items()}
+    processed = in_video_order({name for outcome in outcomes for name in outcome["processed"]})
+    frames = sum(records[name]["frames"] for name in processed)
+    seconds = sum(records[name]["seconds"] for name in processed)
+    peaks = [outcome["peak_memory_mb"] for outcome in outcomes]
+    timings = writer.write_timings([records[name] for name in finished])
+    zip_path = writer.write_submission_zip(benchmark.zip_kind, finished) if benchmark.zip_kind else None
+    results, unscored = _score(benchmark, writer, finished, options.davis_compat_decay)
+    summary = RunSummary(
+        output=output_dir, world_size=len(outcomes), skipped_finished=skipped_finished,
+        inputs_changed=in_video_order(changed), processed=processed,
+        skipped_empty=in_video_order({name for outcome in outcomes for name in outcome["skipped_empty"]}),
+        failed={name: failed[name] for name in in_video_order(failed)},
+        rank_frames=[sum(record["frames"] for record in outcome["records"].values()) for outcome in outcomes],
+        frames=frames, seconds=seconds, fps=rate(frames, seconds), wall_seconds=wall_seconds,
+        fps_end_to_end=rate(frames, wall_seconds), peak_memory_mb_per_rank=peaks, peak_memory_mb=max(peaks),
+        peak_memory_kind=outcomes[0]["peak_memory_kind"], memory=largest_memory([records[name] for name in finished]),
+        timings=timings, config=output_dir / CONFIG_FILE, zip=zip_path, unscored=unscored,
+        scores=None if results is None else results.global_scores())
     if options.report:
-        summary["page"] = write_page_or_warn(lambda: _write_page(config, benchmark, writer, device, settings, summary,
-                                                                 {name: records[name] for name in finished}, results))
-    summary["report"] = _format_report(summary, benchmark, results)
-    summary["summary"] = output_dir / SUMMARY_FILE
-    atomic_write_text(summary["summary"], json.dumps(summary, indent=1, default=str))
-    return summary
+        summary = dataclasses.replace(summary, page=write_page_or_warn(lambda: _write_page(
+            config, benchmark, writer, device, settings, summary, {name: records[name] for name in finished},
+            results)))
+    summary = dataclasses.replace(summary, report=_format_report(summary, benchmark, results))
+    return summary.write(output_dir / SUMMARY_FILE)
 
 
 def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, device: torch.device,
-                settings: dict[str, Any], summary: dict[str, Any], records: dict[str, dict[str, Any]],
+                settings: dict[str, Any], summary: RunSummary, records: dict[str, dict[str, Any]],
                 results: Optional[EvaluationResults]) -> Path:
-    """The run's report page (inference/report_page.py) from every finished video's record, so a resumed run's
-    page equals a fresh run's."""
+    """The run's report page (inference/evaluation/report_page.py) from every finished video's record, so a resumed
+    run's page equals a fresh run's."""
     header = run_header(config, dataset=f"{benchmark.dataset} {benchmark.split}", sha256=settings["model.sha256"],
                         device=str(device), records=records,
-                        peak_memory=f"{summary['peak_memory_mb']:.0f} MB ({summary['peak_memory_kind']})",
-                        problems={"FAILED": summary["failed"], "NOT SCORED": summary["unscored"]},
-                        scores=None if results is None else results.global_scores())
+                        peak_memory=f"{summary.peak_memory_mb:.0f} MB ({summary.peak_memory_kind})",
+                        problems={"FAILED": summary.failed, "NOT SCORED": summary.unscored}, scores=summary.scores)
 
     def sources(name: str) -> VideoSources:
         frame_paths = benchmark.video(name).frame_paths
@@ -389,40 +366,17 @@ def _write_page(config: Config, benchmark: Benchmark, writer: ResultWriter, devi
     return write_run_page(writer.output_dir, header, list(records), records, sources, results)
 
 
-def _format_report(summary: dict[str, Any], benchmark: Benchmark, results: Optional[EvaluationResults]) -> str:
-    lines = [f"{benchmark.dataset} {benchmark.split}: {len(summary['processed'])} videos processed, "
-             f"{len(summary['skipped_finished'])} already finished, {len(summary['skipped_empty'])} empty, "
-             f"{len(summary['failed'])} failed -> {summary['output']}"]
+def _format_report(summary: RunSummary, benchmark: Benchmark, results: Optional[EvaluationResults]) -> str:
+    lines = [f"{benchmark.dataset} {benchmark.split}: {len(summary.processed)} videos processed, "
+             f"{len(summary.skipped_finished)} already finished, {len(summary.skipped_empty)} empty, "
+             f"{len(summary.failed)} failed -> {summary.output}"]
     if results is not None:
         lines.append(results.format_table())
     elif benchmark.dataset in SERVER_SCORED and (benchmark.zip_kind or benchmark.dataset.startswith("LVOS")):
-        lines.append(SERVER_SCORED[benchmark.dataset].format(zip=summary["zip"], output=summary["output"]))
-    elif not summary["unscored"]:
+        lines.append(SERVER_SCORED[benchmark.dataset].format(zip=summary.zip, output=summary.output))
+    elif not summary.unscored:
         lines.append("no ground truth beyond the input masks: not scored")
-    lines.append(f"frames {summary['frames']}  time {summary['seconds']:.2f} s  FPS {summary['fps']:.2f} "
-                 f"(data loading excluded)  peak memory {summary['peak_memory_mb']:.0f} MB "
-                 f"({summary['peak_memory_kind']})")
-    processes = "1 process" if summary["world_size"] == 1 else f"{summary['world_size']} processes together"
-    lines.append(f"end-to-end FPS {summary['fps_end_to_end']:.2f} ({processes}, wall {summary['wall_seconds']:.2f} s, "
-                 "reading and writing included)")
-    if summary["world_size"] > 1:
-        lines.append("per rank: " + ", ".join(
-            f"rank {rank} {frames} frames, peak {peak:.0f} MB" for rank, (frames, peak)
-            in enumerate(zip(summary["rank_frames"], summary["peak_memory_mb_per_rank"]))))
-    memory = summary["memory"]
-    if memory["working_elements"] is not None:
-        lines.append(f"memory at the end of a video (largest): {memory['working_elements']} working, "
-                     f"{memory['long_term_elements']} long-term elements")
-    lines.append(f"per-video timings: {summary['timings']}  config: {summary['config']}")
-    if summary["inputs_changed"]:
-        lines.append("redone, their inputs changed since they were finished: " + ", ".join(summary["inputs_changed"]))
-    if summary["page"] is not None:
-        lines.append(f"report page: {summary['page']}")
-    for name, message in summary["failed"].items():
-        lines.append(f"FAILED {name}: {message}")
-    for name, message in summary["unscored"].items():
-        lines.append(f"NOT SCORED {name}: {message}")
-    return "\n".join(lines)
+    return "\n".join(lines + summary.report_lines())
 
 
 def _main_status(arguments: list[str]) -> int:
@@ -431,10 +385,10 @@ def _main_status(arguments: list[str]) -> int:
     rank = f"rank {os.environ.get('RANK', '0')} " if launched_distributed() else ""
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s {rank}%(name)s: %(message)s")
     summary = main(arguments)
-    if summary["report"] is None:  # not rank 0: rank 0 reports for the job
+    if summary is None:  # not rank 0: rank 0 reports for the job
         return 0
-    print(summary["report"])
-    return 1 if summary["failed"] or summary["unscored"] else 0
+    print(summary.report)
+    return 1 if summary.failed or summary.unscored else 0
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ Examples:
     python train.py --config train/recipe_03 --resume               # continue the run's latest checkpoint
 
 The run's files (snapshots, resume checkpoints, TensorBoard logs, config.yaml, environment.yaml) go to
-`<train.save_dir>/<train.exp_id>/` (see dataset/training_run.py); the data of every stage is checked before any of
+`<train.save_dir>/<train.exp_id>/` (see model/training/run_folder.py); the data of every stage is checked before any of
 them is written. A finished run prints its final network snapshot and resume checkpoint. One training iteration is
-model/trainer.py; this file is the recipe around it.
+model/training/trainer.py; this file is the recipe around it.
 """
 from __future__ import annotations
 
@@ -26,18 +26,15 @@ from tqdm import tqdm
 
 from configs import Config, config_to_dict, load_config
 from configs.common import resolve_device, run_cli
-from configs.schema import ModelConfig
+from configs.schema import STATIC_STAGE, ModelConfig
 from configs.sidecar import write_sidecar
 from dataset.training_data import DataPosition, StageData, stage_data
-from dataset.training_log import TrainingLogger, image_grid
-from dataset.training_run import (RunDirectory, describe_file, environment_record, save_resume_checkpoint,
-                                  validate_stages)
 from model.checkpoint import build_network_from_state_dict, load_imagenet_trunks, load_network, save_network
 from model.network import XMem
-from model.trainer import Trainer
-
-SINGLE_OBJECT_STAGE = "0"  # stage 0 (static images) trains the single-object network
-
+from model.training.logger import TrainingLogger, image_grid
+from model.training.run_folder import (RunDirectory, describe_file, environment_record, save_resume_checkpoint,
+                                       validate_stages)
+from model.training.trainer import Trainer
 
 def main(argv: list[str]) -> None:
     arguments = _parse_arguments(argv)
@@ -109,7 +106,7 @@ def run_training(config: Config, data_for_stage: Callable[[str], StageData], *, 
         torch.manual_seed(train.seed)  # weight initialisation, e.g. the 4 -> 5 channel widening
         if restoring:
             network = build_network_from_state_dict(checkpoint["trainer"]["network"], device,
-                                                    single_object=stage == SINGLE_OBJECT_STAGE)
+                                                    single_object=stage == STATIC_STAGE)
         else:
             network = _stage_network(config, stage, device, previous=network)
         trainer = Trainer(network, config, stage, device=device, rank=rank, world_size=world_size)
@@ -144,7 +141,7 @@ class StageFiles:
     def save_checkpoint(self, trainer: Trainer, position: DataPosition) -> None:
         save_resume_checkpoint(self.run.checkpoint(self.stages_so_far, trainer.iteration), stage=trainer.stage,
                                stages_so_far=self.stages_so_far, trainer_state=trainer.state_dict(),
-                               position=position, resolved_config=self.resolved_config)
+                               data_position=position.to_dict(), resolved_config=self.resolved_config)
 
 
 def train_stage(trainer: Trainer, data: StageData, files: StageFiles | None,
@@ -230,7 +227,7 @@ def _stage_network(config: Config, stage: str, device: torch.device | str, *, pr
     Raises:
         FileNotFoundError: a named checkpoint or the ImageNet weights are missing (see `load_imagenet_trunks`).
     """
-    single_object = stage == SINGLE_OBJECT_STAGE
+    single_object = stage == STATIC_STAGE
     if previous is not None:
         return build_network_from_state_dict(previous.state_dict(), device, for_training=True,
                                              single_object=single_object)

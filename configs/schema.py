@@ -176,7 +176,8 @@ class EvalConfig:
     flip: bool = False  # horizontal-flip test-time augmentation
     overwrite: bool = False  # redo videos whose outputs already exist
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    report: bool = True  # write report.html (and its images in report/) beside the outputs, see inference/report_page.py
+    # write report.html (and its images in report/) beside the outputs, see inference/evaluation/report_page.py
+    report: bool = True
     davis_compat_decay: bool = False  # reproduce the DAVIS toolkit's uint8-wrapped decay (NaN on long videos)
     io_queue_frames: int = 4  # frames read ahead of / written behind the compute (threads); 0 = no overlap
     rank_timeout_s: float = 300.0  # torchrun: a rank silent (no heartbeat) this long counts as dead; job ends
@@ -192,6 +193,12 @@ class EvalConfig:
                              f"side of at least {MIN_EVAL_SIZE} px")
         if self.max_objects < 1:
             raise ValueError(f"config key 'eval.max_objects': got {self.max_objects}, expected ≥ 1")
+
+
+KNOWN_STAGES = ("0", "1", "2", "3")  # the training stages by name, `TrainConfig.stage0` .. `stage3`
+# Stage 0 pre-trains on static images (no frame skip, no fine-tune phase) with the single-object network (a
+# 4-channel value encoder, widened to 5 channels by the stage after it).
+STATIC_STAGE = "0"
 
 
 @dataclass(frozen=True)
@@ -291,8 +298,8 @@ class TrainConfig:
         Raises:
             ValueError: no such stage.
         """
-        if name not in ("0", "1", "2", "3"):
-            raise ValueError(f"training stage {name!r}: expected one of 0, 1, 2, 3")
+        if name not in KNOWN_STAGES:
+            raise ValueError(f"training stage {name!r}: expected one of {', '.join(KNOWN_STAGES)}")
         return getattr(self, f"stage{name}")
 
 

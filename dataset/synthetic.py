@@ -694,7 +694,7 @@ def copy_first_mask_iou(video: SyntheticVideo) -> dict[int, float]:
     """Calibration baseline: IoU of the frame-0 mask copied to every later frame, per object present on frame 0.
 
     A frame where both the copied and the true mask are empty counts as IoU 1 (as in the DAVIS toolkit). This is a
-    difficulty check for presets, not a benchmark metric (see inference/metrics.py for J and F).
+    difficulty check for presets, not a benchmark metric (see inference/evaluation/metrics.py for J and F).
 
     Returns:
         {object id: mean IoU over frames 1..T-1}; empty when T == 1.

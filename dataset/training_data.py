@@ -15,12 +15,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from configs.common import per_rank_batch_size
-from configs.schema import Config, StageConfig
+from configs.schema import STATIC_STAGE, Config, StageConfig
 from dataset.sampling import SkipCurriculum
 from dataset.static_dataset import StaticImageDataset, reference_static_sources
 from dataset.vos_dataset import VOSDataset, main_training_mix
-
-STATIC_STAGE = "0"  # stage 0 trains on static images: no frame skip, no fine-tune phase
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Steps, each done with the project's own code (nothing is special-cased for the q
    stage 3 (videos). Read that file for every departure from the paper's recipe.
 3. Evaluation with eval.py's entry point (D17 layout, paper memory settings) of the trained network and of the
    same network at its initialisation, each in a fresh process so that its peak memory is its own; and the
-   copy-the-first-frame-mask baseline scored by the same metrics (inference/metrics.py, DAVIS mode).
+   copy-the-first-frame-mask baseline scored by the same metrics (inference/evaluation/metrics.py, DAVIS mode).
 4. A table of J&F / J / F, FPS and peak memory; an overlay video (.mp4) and a contact sheet (.png) of one
    held-out video, made by scripts/evaluation/visualize.py.
 
@@ -35,10 +35,10 @@ from configs.common import project_command, run_child, run_cli
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.synthetic_plan import (CALIBRATION_SEED, DEFAULT_PLAN, FAST_PLAN, HELD_OUT_PRESET, DataFolders,
                                     calibration_clips, make_data)
-from dataset.training_run import RunDirectory
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS
+from inference.evaluation.folder_evaluation import evaluate_folders
+from inference.evaluation.metrics import MODE_DAVIS
 from model.batchnorm_calibration import INIT_CHECKPOINT, calibrated_initial_network
+from model.training.run_folder import RunDirectory
 
 VISUALIZE_SCRIPT = "scripts/evaluation/visualize.py"
 RESULTS_FILE = "quickstart_results.json"

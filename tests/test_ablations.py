@@ -22,11 +22,11 @@ from configs.sidecar import apply_checkpoint_switches
 from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
 from dataset.training_data import DataPhase, StageData
-from dataset.training_run import RunDirectory
+from inference.evaluation.comparison_page import video_jf_from_table
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
-from inference.comparison_page import video_jf_from_table
+from model.training.run_folder import RunDirectory
 from scripts.study import run_ablations
 from tests.test_report_page import _Page, _check_links
 

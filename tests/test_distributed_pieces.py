@@ -16,7 +16,7 @@ from dataset.eval_datasets import EvalVideo
 from dataset.image_io import write_image
 from dataset.overlapped_io import BackgroundWriter, read_ahead
 from dataset.work_split import VideoWork, split_work, video_work
-from inference.distributed import RankFailedError, launched_distributed, rank_device
+from inference.evaluation.distributed import RankFailedError, launched_distributed, rank_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def test_rank_device_and_launch_detection(monkeypatch):
 
 RANK_SCRIPT = """
 import os, sys, time
-from inference.distributed import RankGroup, RankFailedError
+from inference.evaluation.distributed import RankGroup, RankFailedError
 victim = int(sys.argv[1])
 try:
     with RankGroup.join("cpu", 2.0) as group:

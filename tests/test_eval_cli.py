@@ -26,6 +26,7 @@ from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis, write_generic, write_long_video, write_youtube_valid
 from dataset.writers import ResultWriter
 from inference import video_runner
+from inference.evaluation.run_summary import RunSummary
 from scripts.data import download_models
 from scripts.evaluation import merge_multi_scale
 
@@ -97,7 +98,7 @@ def _videos(count, frames, *, seed=0, late=False):
     return make_videos(count, seed=seed, num_frames=frames, height=HEIGHT, width=WIDTH, difficulty=difficulty)
 
 
-def _run(model: Path, *arguments) -> dict:
+def _run(model: Path, *arguments) -> RunSummary:
     return eval_cli.main(["--model", str(model), "eval.device=cpu", *map(str, arguments)])
 
 
@@ -123,7 +124,7 @@ def test_d17_val_outputs_scores_and_report(tmp_path, recipe_checkpoint_path):
     with pytest.warns(UserWarning, match="uses the 480p frames"):
         summary = _run(recipe_checkpoint_path, "--dataset", "D17", "--d17_path", root, "--size", -1,
                        "--output", out)
-    assert summary["processed"] == ["synth0000", "synth0001"] and not summary["failed"]
+    assert summary.processed == ["synth0000", "synth0001"] and not summary.failed
     for video, palette in (("synth0000", DAVIS_PALETTE_BYTES), ("synth0001", CUSTOM_PALETTE)):
         first, _ = read_index_mask(root / f"trainval/Annotations/480p/{video}/00000.png")
         assert _png_names(out / video) == [f"{i:05d}.png" for i in range(4)]
@@ -132,15 +133,15 @@ def test_d17_val_outputs_scores_and_report(tmp_path, recipe_checkpoint_path):
         assert np.array_equal(written, first)  # the annotated frame is written back as given
         for index in range(1, 4):
             _check_mask(out / video / f"{index:05d}.png", palette, ids)
-    assert summary["frames"] == 8 and summary["fps"] > 0 and summary["peak_memory_mb"] > 0
-    assert summary["peak_memory_kind"] == "process peak RSS"
-    assert set(summary["scores"]) >= {"J&F-Mean", "J-Mean", "F-Mean"}
-    assert "J&F-Mean" in summary["report"] and "FPS" in summary["report"]
+    assert summary.frames == 8 and summary.fps > 0 and summary.peak_memory_mb > 0
+    assert summary.peak_memory_kind == "process peak RSS"
+    assert set(summary.scores) >= {"J&F-Mean", "J-Mean", "F-Mean"}
+    assert "J&F-Mean" in summary.report and "FPS" in summary.report
     timings = (out / "timings.csv").read_text().splitlines()
     assert timings[0] == "video,frames,saved_frames,objects,seconds,fps" and len(timings) == 3
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["eval"]["dataset"] == "D17" and resolved["eval"]["size"] == -1
-    assert summary["zip"] is None
+    assert summary.zip is None
 
 
 def test_y19_late_objects_sparse_saving_and_zip(tmp_path, recipe_checkpoint_path):
@@ -161,10 +162,10 @@ def test_y19_late_objects_sparse_saving_and_zip(tmp_path, recipe_checkpoint_path
             assert int(late_id) not in mask
         if frame == late_first:  # the late object's annotation is taken as given on its first frame
             assert np.array_equal(mask == int(late_id), late_annotation == int(late_id))
-    assert summary["zip"] == out / "Y19_val.zip"
-    assert sorted(zipfile.ZipFile(summary["zip"]).namelist()) == [
+    assert summary.zip == out / "Y19_val.zip"
+    assert sorted(zipfile.ZipFile(summary.zip).namelist()) == [
         f"Annotations/synth0000/{frame}.png" for frame in saved]
-    assert summary["scores"] is not None  # the synthetic set has a local GroundTruth folder
+    assert summary.scores is not None  # the synthetic set has a local GroundTruth folder
 
 
 def test_long_video_saves_and_scores_sparse_ground_truth(tmp_path, recipe_checkpoint_path):
@@ -176,7 +177,7 @@ def test_long_video_saves_and_scores_sparse_ground_truth(tmp_path, recipe_checkp
     first, _ = read_index_mask(tmp_path / "lv/long_video/Annotations/synth0000/00000.png")
     for name in _png_names(out / "synth0000"):
         _check_mask(out / "synth0000" / name, DAVIS_PALETTE_BYTES, set(np.unique(first).tolist()))
-    assert summary["frames"] == 9 and summary["scores"] is not None
+    assert summary.frames == 9 and summary.scores is not None
 
 
 def test_generic_resized_scores_flip_and_merge(tmp_path, recipe_checkpoint_path):
@@ -184,7 +185,7 @@ def test_generic_resized_scores_flip_and_merge(tmp_path, recipe_checkpoint_path)
     common = ["--dataset", "G", "--generic_path", tmp_path / "g", "--size", 48, "--save_scores"]
     plain = _run(recipe_checkpoint_path, *common, "--output", tmp_path / "plain")
     flipped = _run(recipe_checkpoint_path, *common, "--flip", "--output", tmp_path / "flip")
-    assert plain["processed"] == flipped["processed"] == ["synth0000"]
+    assert plain.processed == flipped.processed == ["synth0000"]
     first, _ = read_index_mask(tmp_path / "g/Annotations/synth0000/00000.png")
     ids = sorted(set(np.unique(first).tolist()) - {0})
     for run in ("plain", "flip"):
@@ -217,7 +218,7 @@ def test_d16_object_255_is_written_back(tmp_path, recipe_checkpoint_path):
     assert set(np.unique(first).tolist()) == {0, 255}
     for name in _png_names(tmp_path / "d16/synth0000"):
         _check_mask(tmp_path / "d16/synth0000" / name, None, {255})
-    assert summary["scores"] is not None
+    assert summary.scores is not None
 
 
 def test_resume_skips_finished_videos_overwrite_redoes_and_a_killed_run_is_redone(tmp_path, recipe_checkpoint_path,
@@ -239,14 +240,14 @@ def test_resume_skips_finished_videos_overwrite_redoes_and_a_killed_run_is_redon
     assert leftovers == ["00000.png"]  # whole files only, and no completion marker for the video
 
     resumed = _run(recipe_checkpoint_path, *arguments)
-    assert resumed["skipped_finished"] == ["synth0000"] and resumed["processed"] == ["synth0001"]
+    assert resumed.skipped_finished == ["synth0000"] and resumed.processed == ["synth0001"]
     assert _png_names(tmp_path / "out/synth0001") == ["00000.png", "00001.png", "00002.png"]
     assert len((tmp_path / "out/timings.csv").read_text().splitlines()) == 3  # both videos reported
 
     again = _run(recipe_checkpoint_path, *arguments)
-    assert again["skipped_finished"] == ["synth0000", "synth0001"] and again["frames"] == 0
+    assert again.skipped_finished == ["synth0000", "synth0001"] and again.frames == 0
     redone = _run(recipe_checkpoint_path, *arguments, "--overwrite")
-    assert redone["processed"] == ["synth0000", "synth0001"] and redone["frames"] == 6
+    assert redone.processed == ["synth0000", "synth0001"] and redone.frames == 6
 
 
 def test_bad_videos_fail_alone_empty_is_skipped_and_one_frame_is_written_back(tmp_path, recipe_checkpoint_path,
@@ -261,10 +262,10 @@ def test_bad_videos_fail_alone_empty_is_skipped_and_one_frame_is_written_back(tm
     with pytest.warns(UserWarning, match="first mask of video 'blank'.*holds no object"):
         summary = _run(recipe_checkpoint_path, "--dataset", "G", "--generic_path", root, "--size", -1,
                        "--output", tmp_path / "out")
-    assert summary["processed"] == ["single", "synth0000"] and summary["skipped_empty"] == ["blank"]
-    assert list(summary["failed"]) == ["nomask"] and "video 'nomask' has no mask" in summary["failed"]["nomask"]
+    assert summary.processed == ["single", "synth0000"] and summary.skipped_empty == ["blank"]
+    assert list(summary.failed) == ["nomask"] and "video 'nomask' has no mask" in summary.failed["nomask"]
     assert "video nomask failed: video 'nomask' has no mask" in caplog.text
-    assert "FAILED nomask: video 'nomask' has no mask" in summary["report"]
+    assert "FAILED nomask: video 'nomask' has no mask" in summary.report
     given, _ = read_index_mask(root / "Annotations/single/00000.png")
     written, _ = read_index_mask(tmp_path / "out/single/00000.png")
     assert np.array_equal(written, given)
@@ -310,7 +311,7 @@ def test_eval_reproduces_the_originals_probabilities_on_the_golden_video(tmp_pat
                    "--size", -1, "--save_scores", "--benchmark", "--max_mid_term_frames", 4,
                    "--min_mid_term_frames", 2, "--num_prototypes", 16, "--max_long_term_elements", 70,
                    "--mem_every", 2, "--output", tmp_path / "out")
-    assert summary["processed"] == ["vid00"] and summary["frames"] == 60
+    assert summary.processed == ["vid00"] and summary.frames == 60
     with np.load(fixtures / "inference_golden_small_memory.npz") as golden:
         frames = sorted(key for key in golden.files if key.startswith("prob_"))
         assert len(frames) >= 20
@@ -361,7 +362,7 @@ def test_eval_outputs_on_the_golden_video_are_byte_identical_to_the_recorded_run
     fixtures = Path(__file__).parent / "fixtures"
     summary = _run(recipe_checkpoint_path, "--generic_path", fixtures / "inference_video", *GOLDEN_EVAL_ARGUMENTS,
                    "--output", tmp_path / "out")
-    assert summary["processed"] == ["vid00"]
+    assert summary.processed == ["vid00"]
     written = output_digests(tmp_path / "out")
     assert len(expected["masks"]) == len(expected["scores"]) == 60
     assert written["masks"] == expected["masks"]
@@ -380,17 +381,18 @@ def test_a_video_whose_ground_truth_cannot_be_scored_is_named_and_the_others_are
         write_index_mask(path, np.where(mask > 0, mask + 10, 0).astype(np.uint8), palette)
     out = tmp_path / "out"
     summary = _run(recipe_checkpoint_path, "--dataset", "G", "--generic_path", root, "--size", -1, "--output", out)
-    assert summary["processed"] == ["synth0000", "synth0001"] and not summary["failed"]
-    assert list(summary["unscored"]) == ["synth0001"]
+    assert summary.processed == ["synth0000", "synth0001"] and not summary.failed
+    assert list(summary.unscored) == ["synth0001"]
     first, _ = read_index_mask(root / "Annotations/synth0001/00000.png")
     smallest = min(set(np.unique(first).tolist()) - {0})
-    assert summary["unscored"]["synth0001"] == (
+    assert summary.unscored["synth0001"] == (
         f"its input masks give object id {smallest}, which its ground truth {root / 'GroundTruth/synth0001'} never "
         "holds; the ground truth must use the input masks' object ids")
-    assert summary["scores"] is not None and "J&F-Mean" in summary["report"]
-    assert f"NOT SCORED synth0001: its input masks give object id {smallest}" in summary["report"]
+    assert summary.scores is not None and "J&F-Mean" in summary.report
+    assert f"NOT SCORED synth0001: its input masks give object id {smallest}" in summary.report
     written = json.loads((out / "summary.json").read_text())
-    assert list(written["unscored"]) == ["synth0001"] and written["scores"] == summary["scores"]
+    assert list(written["unscored"]) == ["synth0001"] and written["scores"] == summary.scores
+    assert RunSummary.read(out / "summary.json") == summary  # what eval.py returns is what its readers get
     rows = (out / "per_object_results.csv").read_text().splitlines()
     assert rows[1:] and all(row.startswith("synth0000_") for row in rows[1:])  # only the scorable video
 
@@ -412,7 +414,7 @@ def test_a_rerun_with_other_settings_refuses_and_overwrite_redoes_everything(tmp
     previous_umask = os.umask(0o022)
     try:
         first = _run(recipe_checkpoint_path, *arguments)  # the default size, 480
-        assert first["processed"] == ["synth0000"] and _settings_on_disk(out) == (480, {480})
+        assert first.processed == ["synth0000"] and _settings_on_disk(out) == (480, {480})
         for path in out.rglob("*"):  # results are meant to be read by others: 0644 files, 0755 folders
             assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
         masks = {path: path.read_bytes() for path in (out / "synth0000").iterdir()}
@@ -425,9 +427,9 @@ def test_a_rerun_with_other_settings_refuses_and_overwrite_redoes_everything(tmp
         assert _settings_on_disk(out) == (480, {480})
         assert {path: path.read_bytes() for path in (out / "synth0000").iterdir()} == masks
         same = _run(recipe_checkpoint_path, *arguments, "--size", 480)
-        assert same["skipped_finished"] == ["synth0000"]  # the same settings, given explicitly: nothing to redo
+        assert same.skipped_finished == ["synth0000"]  # the same settings, given explicitly: nothing to redo
         redone = _run(recipe_checkpoint_path, *arguments, "--size", -1, "--overwrite")
-        assert redone["processed"] == ["synth0000"] and _settings_on_disk(out) == (-1, {-1})
+        assert redone.processed == ["synth0000"] and _settings_on_disk(out) == (-1, {-1})
         for path in out.rglob("*"):
             assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
     finally:
@@ -471,12 +473,12 @@ def test_too_many_objects_and_ids_above_255_are_refused_before_the_video_runs(tm
     summary = eval_cli.main(["--model", str(recipe_checkpoint_path), "--dataset", "G", "--generic_path", str(root),
                              "--size", "-1", "--output", str(tmp_path / "out"), "eval.device=cpu",
                              "eval.max_objects=2"])
-    assert summary["processed"] == ["synth0000"] and sorted(summary["failed"]) == ["many", "wide"]
-    assert summary["failed"]["many"] == (
+    assert summary.processed == ["synth0000"] and sorted(summary.failed) == ["many", "wide"]
+    assert summary.failed["many"] == (
         "video 'many' has 3 objects (ids 1..3), more than eval.max_objects=2; time and memory grow with each "
         "object, so check that its masks hold objects (not a class or instance map), or pass eval.max_objects=3 "
         "to run it anyway")
-    assert summary["failed"]["wide"] == (
+    assert summary.failed["wide"] == (
         f"mask {root / 'Annotations/wide/00000.png'} holds object id 300 (a 16-bit mask); result masks are 8-bit "
         "PNGs of ids 0..255: renumber the video's objects to 1..255 before evaluating it")
     assert not (tmp_path / "out/many").exists() and not (tmp_path / "out/wide").exists()

@@ -117,14 +117,14 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path, 
     with pytest.warns(UserWarning, match="uses the 480p frames"):  # and without overlapped reading / writing
         single = eval_cli.main(["--model", str(recipe_checkpoint_path), "eval.device=cpu", "eval.io_queue_frames=0",
                                 *map(str, common), "--output", str(tmp_path / "one")])
-    assert single["world_size"] == 1 and single["fps_end_to_end"] > 0
+    assert single.world_size == 1 and single.fps_end_to_end > 0
     summary = _run_ranks(2, recipe_checkpoint_path, [*common, "--output", tmp_path / "two"], main_status=1)
     # Longest first: synth0000 (8) to rank 0; synth0001, synth0002 (4 each) to rank 1; synth0003 (3) to the
     # least loaded, a tie at 8 that goes to rank 0; synth0004 (3, broken) to rank 1. Its failure is reported by
     # name and costs no other video.
     assert summary["rank_frames"] == [11, 8] and summary["world_size"] == 2
     assert summary["processed"] == sorted(videos)[:4] and summary["frames"] == 19
-    assert list(summary["failed"]) == list(single["failed"]) == ["synth0004"]
+    assert list(summary["failed"]) == list(single.failed) == ["synth0004"]
     assert "00001.jpg" in summary["failed"]["synth0004"] and "FAILED synth0004" in summary["report"]
     assert len(summary["peak_memory_mb_per_rank"]) == 2 and summary["fps_end_to_end"] > 0
     # One lock for the job, taken by rank 0: the ranks never refuse each other.
@@ -134,7 +134,7 @@ def test_two_ranks_match_one_process_on_davis(tmp_path, recipe_checkpoint_path, 
     assert "report.html" in one and any(name.startswith("report/") for name in one)  # the same page
     assert any(name.endswith(".csv") for name in one)  # the metrics tables
     assert [name for name in one if one[name] != two[name]] == []
-    assert single["scores"] == summary["scores"]
+    assert single.scores == summary["scores"]
 
 
 def test_two_ranks_match_one_process_on_youtube_vos(tmp_path, recipe_checkpoint_path, one_torch_thread):
@@ -152,7 +152,7 @@ def test_two_ranks_match_one_process_on_youtube_vos(tmp_path, recipe_checkpoint_
     del one[zip_name], two[zip_name]  # zip entries carry file times
     assert sorted(one) == sorted(two)
     assert [name for name in one if one[name] != two[name]] == []
-    assert single["scores"] == summary["scores"]
+    assert single.scores == summary["scores"]
 
 
 def test_a_killed_rank_ends_the_job_and_another_world_size_finishes_it(tmp_path, recipe_checkpoint_path, one_torch_thread):

@@ -1,5 +1,5 @@
-"""scripts/evaluation/evaluate.py and inference/folder_evaluation.py: folder against folder, the toolkit's tables,
-reuse of unchanged results, loud bad input."""
+"""scripts/evaluation/evaluate.py and inference/evaluation/folder_evaluation.py: folder against folder, the
+toolkit's tables, reuse of unchanged results, loud bad input."""
 from __future__ import annotations
 
 import csv
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
-from inference import folder_evaluation
-from inference.metrics import MODE_APPEARANCE, evaluate_sequence
+from inference.evaluation import folder_evaluation
+from inference.evaluation.metrics import MODE_APPEARANCE, evaluate_sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "evaluation" / "evaluate.py"

@@ -2,14 +2,19 @@
 
 The edges, as a package may import them (`train.py`, `eval.py` and `scripts/` may import anything):
     configs    -> configs                       (the leaf: schema, loader, shared helpers)
-    model      -> model, LEAF                   (the network and its training maths)
+    model      -> model, LEAF                   (the network; its training in model/training/)
     inference  -> inference, model, LEAF, and dataset.video_io / dataset.image_io (the readers of a user's
                   frames and masks; never training datasets or other training-only code, see below)
     dataset    -> dataset, LEAF                 (data readers, writers, generators, training sets)
 where LEAF is `configs.schema` (the typed config) and `configs.common` (atomic writes, palette, ImageNet
 normalisation, device resolution), imported by their module names (never the `configs` package, whose loader
 is for the CLIs). Nothing imports a CLI or `scripts/` but the tests and, within one group of `scripts/`
-(scripts/<group>/), that group's commands; nothing outside `tests/` imports `tests/`.
+(scripts/<group>/), that group's commands; nothing outside `tests/` imports `tests/`. Inside the packages, two rooms
+face one way:
+    model/training/        the training iteration and its plumbing: only model/training/ itself imports it
+                           (and the CLIs, scripts and tests); the network never imports its training
+    inference/evaluation/  the harness (metrics, scoring, rank group, pages): it may import the algorithm, but
+                           nothing in inference/ outside it imports it, even indirectly
 """
 import ast
 import re
@@ -28,8 +33,10 @@ ALLOWED = {
     "configs": {"configs"},
 }
 INFERENCE_READERS = {"dataset.video_io", "dataset.image_io"}  # the only dataset modules inference may import
-TRAINING_ONLY_MODULES = {"model.trainer", "model.losses", "dataset.vos_dataset", "dataset.static_dataset",
-                         "dataset.transforms", "dataset.tps", "dataset.sampling"}
+TRAINING = "model.training"
+EVALUATION = "inference.evaluation"
+TRAINING_ONLY_MODULES = {TRAINING, "dataset.training_data", "dataset.vos_dataset", "dataset.static_dataset",
+                         "dataset.transforms", "dataset.tps", "dataset.sampling"}  # modules, or packages and all inside
 
 
 def _project_imports(path: Path) -> set[str]:
@@ -174,10 +181,52 @@ def test_inference_may_read_user_inputs_but_not_training_datasets():
     assert "dataset.video_io" in _reachable(ROOT / "inference" / "propagate.py")
 
 
+def _inside(name: str, module: str) -> bool:
+    """Whether the dotted `name` is `module` or lies inside it (a submodule, or a member of either)."""
+    return name == module or name.startswith(module + ".")
+
+
+def _module_name(path: Path) -> str:
+    """The dotted module name of a project file (`inference/evaluation/__init__.py` -> `inference.evaluation`)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def test_training_code_is_unreachable_from_inference():
+    """Mutation checked: `from model.training.losses import dice_loss` in inference/video_runner.py fails here."""
     for path in _modules("inference"):
-        leaked = _reachable(path) & TRAINING_ONLY_MODULES
+        leaked = {name for name in _reachable(path) if any(_inside(name, module) for module in TRAINING_ONLY_MODULES)}
         assert not leaked, f"{path.relative_to(ROOT)} reaches training-only {sorted(leaked)}"
+
+
+def test_only_training_code_imports_model_training():
+    """The network (model/), the runtime (inference/), the data (dataset/) and the config never import the
+    training room; train.py, scripts and tests may.
+    Mutation checked: `from model.training.losses import dice_loss` in model/network.py fails here."""
+    for package in ("model", "inference", "dataset", "configs"):
+        for path in _modules(package):
+            if _inside(_module_name(path), TRAINING):
+                continue
+            back_edges = sorted(name for name in _project_imports(path) if _inside(name, TRAINING))
+            assert not back_edges, f"{path.relative_to(ROOT)} imports the training code {back_edges}"
+
+
+def test_the_memory_algorithm_never_reaches_the_evaluation_harness():
+    """inference/ outside inference/evaluation/ stands alone: the harness imports the algorithm, never the reverse.
+    Mutation checked: `from inference.evaluation.metrics import MODE_DAVIS` in inference/memory_manager.py fails
+    here (and, one step removed, the same import in inference/object_manager.py fails for inference_core.py)."""
+    for path in _modules("inference"):
+        if _inside(_module_name(path), EVALUATION):
+            continue
+        leaked = sorted(name for name in _reachable(path) if _inside(name, EVALUATION))
+        assert not leaked, f"{path.relative_to(ROOT)} reaches the evaluation harness {leaked}"
+
+
+def test_the_rooms_exist():
+    """The rules above name real packages (a renamed room would make them pass vacuously)."""
+    for room in (TRAINING, EVALUATION):
+        assert _module_path(room) is not None, f"{room} is not a package"
+    assert any(_inside(_module_name(path), EVALUATION) for path in _modules("inference"))
 
 
 MAX_MODULE_LINES = 450

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.losses import bootstrap_fraction, bootstrapped_cross_entropy, clip_losses, dice_loss
+from model.training.losses import bootstrap_fraction, bootstrapped_cross_entropy, clip_losses, dice_loss
 
 START_WARM, END_WARM = 20_000, 70_000
 

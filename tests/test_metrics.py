@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dataset.image_io import read_index_mask
-from inference.metrics import (
+from inference.evaluation.metrics import (
     MODE_APPEARANCE,
     EvaluationResults,
     SequenceScorer,

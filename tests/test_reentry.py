@@ -1,14 +1,14 @@
-"""The re-entry metric (inference/reentry.py) on a hand-made ground truth with a known absence, and the long
+"""The re-entry metric (inference/evaluation/reentry.py) on a hand-made ground truth with a known absence, and the long
 benchmark's recorded absences (dataset/synthetic_long.py) against its masks."""
 import doctest
 
 import numpy as np
 import pytest
 
-import inference.reentry as reentry_module
+import inference.evaluation.reentry as reentry_module
 from dataset.synthetic_long import (ABSENCES_FILE, LongBenchmark, long_benchmark, lookalike_pixels, object_absences,
                                     read_absences, write_long_benchmark)
-from inference.reentry import Absence, score_reentry
+from inference.evaluation.reentry import Absence, score_reentry
 
 SIZE = (8, 8)
 OBJECT, OTHER = 1, 2

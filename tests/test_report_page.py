@@ -1,6 +1,7 @@
-"""The report page (inference/report_page.py): its numbers are the result tables', worst first; every link and image
-resolves inside the output folder; eval.py records the memory trace the page plots; a broken image writer costs one
-warning and never the run; a real browser renders it (when Chromium is installed: .ci/run installs it).
+"""The report page (inference/evaluation/report_page.py): its numbers are the result tables', worst first; every
+link and image resolves inside the output folder; eval.py records the memory trace the page plots; a broken image
+writer costs one warning and never the run; a real browser renders it (when Chromium is installed: .ci/run
+installs it).
 
 Pages of a resumed and of a two-rank torchrun run equal a fresh run's: tests/test_eval_distributed.py compares
 report.html (measured values masked, `mask_measured`) and its images byte for byte with every other output.
@@ -24,7 +25,8 @@ from PIL import Image
 import eval as eval_cli
 from dataset.synthetic import PRESETS, make_videos
 from dataset.synthetic_layouts import write_davis
-from inference import report_figures, report_page
+from inference.evaluation import report_figures, report_page
+from inference.evaluation.run_summary import RunSummary
 from tests.test_evaluate_script import evaluate_script
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metrics"
@@ -125,14 +127,14 @@ def _davis(root: Path, num_videos: int = 2, num_frames: int = 7) -> Path:
     return root
 
 
-def _eval(checkpoint: Path, root: Path, output: Path, *overrides: str) -> dict:
+def _eval(checkpoint: Path, root: Path, output: Path, *overrides: str) -> RunSummary:
     with pytest.warns(UserWarning, match="uses the 480p frames"):
         return eval_cli.main(["--model", str(checkpoint), "--dataset", "D17", "--d17_path", str(root), "--size", "-1",
                               "--output", str(output), "eval.device=cpu", *SMALL_MEMORY, *overrides])
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory, recipe_checkpoint_path) -> tuple[Path, dict]:
+def small_run(tmp_path_factory, recipe_checkpoint_path) -> tuple[Path, RunSummary]:
     """eval.py on two 7-frame videos with a small memory (consolidation and pruning happen): (output, summary)."""
     folder = tmp_path_factory.mktemp("report")
     output = folder / "out"
@@ -143,10 +145,10 @@ def test_eval_page_shows_the_tables_numbers_the_memory_trace_and_resolving_links
     """Mutations checked by hand: not counting consolidations in MemoryManager (no marker, trace check fails) and
     leaving the ground truth out of the tiles (tile height) each fail this test."""
     output, summary = small_run
-    assert summary["page"] == output / "report.html" and f"report page: {summary['page']}" in summary["report"]
-    page = _check_links(summary["page"])
+    assert summary.page == output / "report.html" and f"report page: {summary.page}" in summary.report
+    page = _check_links(summary.page)
     _check_numbers_and_order(page, output)
-    text = summary["page"].read_text()
+    text = summary.page.read_text()
     for name in ("synth0000", "synth0001"):
         record = eval_cli.ResultWriter(output, "davis").finished_record(name)
         trace = record["memory_trace"]
@@ -176,10 +178,10 @@ def test_a_broken_image_writer_costs_one_warning_and_never_the_run(tmp_path, rec
         summary = _eval(recipe_checkpoint_path, _davis(tmp_path / "DAVIS", num_videos=1, num_frames=4),
                         tmp_path / "out", "eval.io_queue_frames=0")
     warnings = [record for record in caplog.records if record.levelno >= logging.WARNING]
-    assert [record.name for record in warnings] == ["inference.report_page"]
+    assert [record.name for record in warnings] == ["inference.evaluation.report_page"]
     assert warnings[0].getMessage().startswith("report page not written: OSError: No space left on device")
     assert "\n" not in warnings[0].getMessage()
-    assert summary["page"] is None and summary["scores"] is not None and not summary["failed"]
+    assert summary.page is None and summary.scores is not None and not summary.failed
     assert (tmp_path / "out" / "global_results.csv").is_file() and not (tmp_path / "out" / "report.html").exists()
     assert not any(path.name.startswith(".report") for path in (tmp_path / "out").iterdir())  # no staging left
 
@@ -187,7 +189,7 @@ def test_a_broken_image_writer_costs_one_warning_and_never_the_run(tmp_path, rec
 def test_eval_report_false_writes_no_page(tmp_path, recipe_checkpoint_path):
     summary = _eval(recipe_checkpoint_path, _davis(tmp_path / "DAVIS", num_videos=1, num_frames=4),
                     tmp_path / "out", "eval.report=false")
-    assert summary["page"] is None and not (tmp_path / "out" / "report.html").exists()
+    assert summary.page is None and not (tmp_path / "out" / "report.html").exists()
     assert not (tmp_path / "out" / report_page.IMAGES_FOLDER).exists()
 
 

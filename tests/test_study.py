@@ -15,11 +15,11 @@ from configs.loader import load_config
 from dataset import synthetic_plan
 from model import batchnorm_calibration
 from inference.frame_schedule import FrameSchedule, plan_frame
-from inference.metrics import ObjectScores
+from inference.evaluation.metrics import ObjectScores
 from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
-from inference import study_statistics
+from inference.evaluation import study_statistics
 from scripts.study import run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing

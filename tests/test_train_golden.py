@@ -12,7 +12,7 @@ import torch
 
 from configs import config_from_dict
 from model.checkpoint import build_network_from_state_dict
-from model.trainer import Trainer
+from model.training.trainer import Trainer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOSS_RTOL = 1e-5

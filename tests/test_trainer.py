@@ -18,11 +18,11 @@ import train
 from configs import Config, config_from_dict, config_to_dict, load_config
 from configs.common import per_rank_batch_size
 from dataset.training_data import DataPhase, GlobalBatchSampler, StageData, training_loader
-from dataset.training_log import image_grid
-from dataset.training_run import RunDirectory, validate_stages
 from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
-from model.trainer import Trainer, sample_clip_plan
+from model.training.logger import image_grid
+from model.training.run_folder import RunDirectory, validate_stages
+from model.training.trainer import Trainer, sample_clip_plan
 
 CROP = 32
 NUM_OBJECTS = 2

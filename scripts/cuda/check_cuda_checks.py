@@ -23,6 +23,7 @@ import torch
 
 from configs.common import OUTPUT_CAPTURED, REPOSITORY, project_command, run_child
 from dataset.synthetic_plan import CALIBRATION_SEED, DEFAULT_PLAN, calibration_clips, make_data
+from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 from model.batchnorm_calibration import INIT_CHECKPOINT, calibrated_initial_network
 from scripts.cuda.check_cuda_core import (argmax_agreement, loss_is_falling, max_abs_difference, memory_flatness,
                                           relative_error, settled_frame)
@@ -61,9 +62,9 @@ CUBLAS_DETERMINISTIC = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 def _training_api():
     """Trainer, a stage-3 Config builder and RunDirectory: the one place that names where training code lives."""
-    from dataset.training_run import RunDirectory
-    from model.trainer import Trainer
     from model.random_batch import stage3_config
+    from model.training.run_folder import RunDirectory
+    from model.training.trainer import Trainer
 
     return Trainer, stage3_config, RunDirectory
 
@@ -208,10 +209,9 @@ def check_eval(options: argparse.Namespace, work: Path) -> tuple[dict, list[str]
         except RuntimeError as error:
             failures.append(f"{variant}: {error}")
             continue
-        summary = json.loads((output / "summary.json").read_text())
-        scores = summary.get("scores") or {}
-        figures[variant] = {"fps": summary["fps"], "peak_cuda_mb": summary["peak_memory_mb"],
-                            "J&F": scores.get("J&F-Mean")}
+        summary = RunSummary.read(output / SUMMARY_FILE)
+        figures[variant] = {"fps": summary.fps, "peak_cuda_mb": summary.peak_memory_mb,
+                            "J&F": (summary.scores or {}).get("J&F-Mean")}
     if "float32" in figures and "amp" in figures:
         difference = abs(figures["amp"]["J&F"] - figures["float32"]["J&F"])
         figures["amp_vs_float32_abs_dJF"] = difference

@@ -3,7 +3,7 @@ r"""Score a folder of predicted index masks against a folder of ground truth: J,
 Both folders hold `<video>/<frame>.png` index masks (DAVIS layout, e.g. `DAVIS/2017/trainval/Annotations/480p`
 and the output of eval.py). Writes `global_results.csv` and `per_object_results.csv` (values in 0..1, as the
 DAVIS toolkit) into the prediction folder, or `--output`. The metrics and the two modes are described in
-`inference/metrics.py`; with the defaults the numbers are the DAVIS 2017 toolkit's.
+`inference/evaluation/metrics.py`; with the defaults the numbers are the DAVIS 2017 toolkit's.
 
     python scripts/evaluation/evaluate.py DAVIS/2017/trainval/Annotations/480p output/d17 \
         --imageset DAVIS/2017/trainval/ImageSets/2017/val.txt
@@ -11,9 +11,9 @@ DAVIS toolkit) into the prediction folder, or `--output`. The metrics and the tw
 
 A rerun on unchanged inputs reads the stored results instead of scoring again: a SHA-256 of every mask file read
 and of the options is stored next to the tables, and any change makes it score again. A report page
-(`report.html`, inference/report_page.py) goes beside the tables: videos and objects worst first, per-frame J and F,
-and the worst and best frames (over the frames of `--images`, e.g. DAVIS/2017/trainval/JPEGImages/480p, if given);
-`--no_report` leaves it out.
+(`report.html`, inference/evaluation/report_page.py) goes beside the tables: videos and objects worst first,
+per-frame J and F, and the worst and best frames (over the frames of `--images`, e.g.
+DAVIS/2017/trainval/JPEGImages/480p, if given); `--no_report` leaves it out.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from typing import Sequence
 
 
 from dataset.image_io import read_mask_ids
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS, MODES, EvaluationResults
-from inference.report_page import RunHeader, VideoSources, utc_now, write_page_or_warn, write_run_page
+from inference.evaluation.folder_evaluation import evaluate_folders
+from inference.evaluation.metrics import MODE_DAVIS, MODES, EvaluationResults
+from inference.evaluation.report_page import RunHeader, VideoSources, utc_now, write_page_or_warn, write_run_page
 from configs.common import run_cli
 
 

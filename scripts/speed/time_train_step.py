@@ -20,7 +20,7 @@ import torch
 from configs.common import BYTES_PER_MB, peak_rss_mb, run_cli
 from model.network import XMem
 from model.random_batch import random_batch, stage3_config
-from model.trainer import Trainer
+from model.training.trainer import Trainer
 
 
 def _peak_memory_mib(device: torch.device) -> float:

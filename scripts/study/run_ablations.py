@@ -37,21 +37,19 @@ from configs.ablation_rows import ABLATION_DIR, AblationRow, select_rows
 from configs.common import STDERR_TEED, atomic_output, project_command, run_child, run_cli
 from configs.loader import add_flag_aliases, load_config, overrides_from_flags
 from configs.schema import Config
-from inference.comparison_page import ComparisonRow, video_jf_from_table, write_comparison_page
-from inference.folder_evaluation import PER_OBJECT_RESULTS_FILE
-from inference.report_page import PAGE_FILE, write_page_or_warn
-from inference.video_runner import STORE_PEAK_KEYS
+from inference.evaluation.comparison_page import ComparisonRow, video_jf_from_table, write_comparison_page
+from inference.evaluation.folder_evaluation import PER_OBJECT_RESULTS_FILE
+from inference.evaluation.report_page import PAGE_FILE, write_page_or_warn
+from inference.evaluation.run_summary import MEMORY_RECORD_KEYS, SUMMARY_FILE, RunSummary
 
 DEFAULT_OUTPUT_PATTERN = "../output/ablations_{dataset}"
 TABLE_FILE = "ablations"  # <output>/ablations.md and .csv
 REQUEST_FILE = "ablation_request.json"  # the eval.py arguments a row folder was made with
 RESULT_FILE = "ablation_result.json"  # a finished row's summary
-EVAL_SUMMARY_FILE = "summary.json"  # what eval.py writes into its output folder
 ERROR_PREFIX = "error: "  # how eval.py (configs.common.run_cli) starts its one-line failure message
 PERCENT = 100
 TABLE_COLUMNS = ("row", "group", "label", "status", "checkpoint", "same_as", "jf", "j", "f", "fps",
-                 "peak_memory_mb", "peak_memory_kind", "working_elements", "long_term_elements",
-                 "sensory_peak_abs", *STORE_PEAK_KEYS, "videos", "frames")
+                 "peak_memory_mb", "peak_memory_kind", *MEMORY_RECORD_KEYS, "videos", "frames")
 KIB = 1024
 
 
@@ -78,19 +76,19 @@ def _check_request(row_dir: Path, arguments: list[str]) -> None:
         temporary.write_text(json.dumps(arguments))
 
 
-def _run_eval_process(arguments: list[str], summary_path: Path) -> dict[str, Any]:
+def _run_eval_process(arguments: list[str], summary_path: Path) -> tuple[Optional[RunSummary], str]:
     """Run `python eval.py ARGUMENTS` in a fresh process (its output shown live) and read its summary.json.
 
     Returns:
-        eval.py's summary, or {'error': the last line eval.py printed} when it exited without one.
+        (eval.py's summary, ''), or (None, the last line eval.py printed) when it exited without one.
     """
     summary_path.unlink(missing_ok=True)
     child = run_child(project_command("eval.py", *arguments), output=STDERR_TEED)
     if child.returncode == 0 and summary_path.is_file():
-        return json.loads(summary_path.read_text())
+        return RunSummary.read(summary_path), ""
     lines = [line.strip() for line in child.output.replace("\r", "\n").splitlines()]
     last = next((line for line in reversed(lines) if line), "").removeprefix(ERROR_PREFIX)
-    return {"error": f"eval.py exited with status {child.returncode}: {last}"}
+    return None, f"eval.py exited with status {child.returncode}: {last}"
 
 
 def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:
@@ -101,26 +99,27 @@ def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:
 
 
 def _table_entry(row: AblationRow, status: str, checkpoint: Optional[str],
-                 summary: Optional[dict[str, Any]] = None, same_as: str = "") -> dict[str, Any]:
+                 summary: Optional[RunSummary] = None, same_as: str = "") -> dict[str, Any]:
     entry = {column: "" for column in TABLE_COLUMNS}
     entry.update(row=row.name, group=row.group, label=row.label, status=status, checkpoint=checkpoint or "",
                  same_as=same_as)
-    if summary is None or "error" in summary:
+    if summary is None:
         return entry
-    scores = summary.get("scores") or {}
+    scores = summary.scores or {}
     for column, key in (("jf", "J&F-Mean"), ("j", "J-Mean"), ("f", "F-Mean")):
         if key in scores:
             entry[column] = round(PERCENT * scores[key], 1)
-    videos, frames, seconds = _timing_totals(Path(summary["timings"]))
+    videos, frames, seconds = _timing_totals(summary.timings)
     entry.update(videos=videos, frames=frames, fps=round(frames / seconds, 2) if seconds > 0 else "",
-                 peak_memory_mb=round(summary["peak_memory_mb"]), peak_memory_kind=summary["peak_memory_kind"])
-    for key in ("working_elements", "long_term_elements", "sensory_peak_abs", *STORE_PEAK_KEYS):
-        value = summary["memory"].get(key)
+                 peak_memory_mb=round(summary.peak_memory_mb), peak_memory_kind=summary.peak_memory_kind)
+    for key in MEMORY_RECORD_KEYS:
+        value = summary.memory.get(key)
         entry[key] = "" if value is None else value
     return entry
 
 
-def run_row(row: AblationRow, *, model: str, output: Path, forwarded: Sequence[str]) -> tuple[str, dict | None]:
+def run_row(row: AblationRow, *, model: str, output: Path,
+            forwarded: Sequence[str]) -> tuple[str, Optional[RunSummary]]:
     """Run (or resume, or reuse) one row. Returns (status, summary or None)."""
     checkpoint = row.checkpoint or model
     if not Path(checkpoint).is_file():
@@ -132,16 +131,15 @@ def run_row(row: AblationRow, *, model: str, output: Path, forwarded: Sequence[s
     arguments = _eval_arguments(row, checkpoint, row_dir, forwarded)
     _check_request(row_dir, arguments)
     if result_path.is_file():
-        return "done (earlier run)", json.loads(result_path.read_text())
+        return "done (earlier run)", RunSummary.read(result_path)
     print(f"ablation row {row.name}: {row.group}: {row.label}", flush=True)
-    summary = _run_eval_process(arguments, row_dir / EVAL_SUMMARY_FILE)
-    if "error" in summary:
-        return f"failed: {summary['error']}", summary
-    if summary["failed"]:
-        first = next(iter(summary["failed"].items()))
-        return f"failed: {len(summary['failed'])} video(s), e.g. {first[0]}: {first[1]}", summary
-    with atomic_output(result_path) as temporary:
-        temporary.write_text(json.dumps(summary))
+    summary, error = _run_eval_process(arguments, row_dir / SUMMARY_FILE)
+    if summary is None:
+        return f"failed: {error}", None
+    if summary.failed:
+        first = next(iter(summary.failed.items()))
+        return f"failed: {len(summary.failed)} video(s), e.g. {first[0]}: {first[1]}", summary
+    summary.write(result_path)
     return "done", summary
 
 
@@ -259,7 +257,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     output = arguments.output or Path(DEFAULT_OUTPUT_PATTERN.format(dataset=base_config.eval.dataset))
     entries = []
     by_settings: dict[tuple, str] = {}
-    summaries: dict[str, Optional[dict]] = {}
+    summaries: dict[str, Optional[RunSummary]] = {}
     for row in rows:
         checkpoint = row.checkpoint or arguments.model
         settings = (str(Path(checkpoint).resolve()), tuple(sorted(row.overrides)))

@@ -23,10 +23,10 @@ resume), and copy-the-first-frame-mask, scored here. Generated rows (written und
 - `--no_sensory_model`: the paper's store rows that need a network trained without sensory memory
   (configs/study_no_sensory.yaml), run with that checkpoint beside the main network's rows.
 
-Every row's masks are scored per object (inference/metrics.py, DAVIS mode) and the videos are resampled with
+Every row's masks are scored per object (inference/evaluation/metrics.py, DAVIS mode) and the videos are resampled with
 replacement (`--bootstrap` times, the same resamples for every row): each row gets a 95% interval for its J&F and
 for its difference from the full model (`stores_all`), so a difference whose interval excludes 0 is more than the
-luck of which videos were drawn. The long table adds the re-entry J&F (inference/reentry.py: the ground-truth
+luck of which videos were drawn. The long table adds the re-entry J&F (inference/evaluation/reentry.py: the ground-truth
 frames within study_benchmarks.REENTRY_WINDOW_FRAMES after an object comes back from an absence of at least
 REENTRY_MIN_ABSENCE_FRAMES), with its interval, and the share of the look-alikes labelled as an object while it is
 away. Memory columns are the stores' own (largest live elements and KiB of working and long-term memory).
@@ -59,12 +59,13 @@ from configs.common import REPOSITORY, run_cli
 from configs.loader import load_config
 from dataset.synthetic_plan import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
 from dataset.writers import ResultWriter
-from inference.comparison_page import ComparisonRow, video_jf, write_comparison_page
-from inference.metrics import ObjectScores
+from inference.evaluation.comparison_page import ComparisonRow, video_jf, write_comparison_page
+from inference.evaluation.metrics import ObjectScores
 from inference.miniature import feature_elements
-from inference.report_page import PAGE_FILE, write_page_or_warn
-from inference.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums, pooled_verdicts,
-                                        reentry_sums, resample_draws, row_sums, sweep_gaps)
+from inference.evaluation.report_page import PAGE_FILE, write_page_or_warn
+from inference.evaluation.study_statistics import (CONFIDENCE, PERCENT, SweepPoint, bootstrap_sums,
+                                                   pooled_verdicts, reentry_sums, resample_draws, row_sums,
+                                                   sweep_gaps)
 from inference.video_runner import MEMORY_TRACE_KEY
 from scripts.study import run_ablations, study_benchmarks
 from scripts.study.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,

@@ -1,6 +1,7 @@
-"""The ablation study's benchmarks (scripts/study/run_study.py): their sizes, writing them, and scoring a row's masks on
-them (J&F per object, DAVIS mode; on the long benchmark also the re-entry scores of inference/reentry.py, from the
-absences the benchmark records and the look-alike pixels its generator draws)."""
+"""The ablation study's benchmarks (scripts/study/run_study.py): their sizes, writing them, and scoring a row's masks
+on them (J&F per object, DAVIS mode; on the long benchmark also the re-entry scores of
+inference/evaluation/reentry.py, from the absences the benchmark records and the look-alike pixels its generator
+draws)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,10 @@ from dataset.synthetic_layouts import frame_name, write_davis
 from dataset.synthetic_plan import DAVIS_SPLIT_FOLDER, STUDY_PLAN, held_out_videos
 from dataset.synthetic_long import (LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark,
                                     long_benchmark, lookalike_pixels, read_absences, write_long_benchmark)
-from inference.folder_evaluation import evaluate_folders
-from inference.metrics import MODE_DAVIS, ObjectScores
+from inference.evaluation.folder_evaluation import evaluate_folders
+from inference.evaluation.metrics import MODE_DAVIS, ObjectScores
 from inference.miniature import MiniatureSettings, feature_elements, miniature_memory_settings
-from inference.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WINDOW_FRAMES, Absence, ReentryScores,
+from inference.evaluation.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WINDOW_FRAMES, Absence, ReentryScores,
                                score_reentry)
 
 SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks

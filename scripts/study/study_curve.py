@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,10 +20,10 @@ from typing import Any, Optional, Sequence
 
 from configs.common import atomic_write_text, project_command, run_child, run_cli
 from dataset.synthetic_plan import STUDY_PRESET
+from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
 LOSS_TAG = "loss/total_loss"
-EVAL_SUMMARY_FILE = "summary.json"
 CURVE_FILE = "training_curve"
 PERCENT = 100
 
@@ -59,13 +58,13 @@ def snapshots(run: Path) -> list[tuple[str, int, Path]]:
     return sorted(found, key=lambda item: (len(item[0]), item[1]))
 
 
-def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> dict[str, Any]:
+def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> RunSummary:
     """eval.py on the held-out videos (D17 layout, native size) in its own process; returns its summary."""
-    summary = output / EVAL_SUMMARY_FILE
+    summary = output / SUMMARY_FILE
     if not summary.is_file():
         run_child(project_command("eval.py", "--config", STUDY_PRESET, "--dataset", "D17", "--d17_path", str(held_out),
                                   "--size", "-1", f"eval.model={snapshot}", f"eval.output={output}"), check=True)
-    return json.loads(summary.read_text())
+    return RunSummary.read(summary)
 
 
 def curve_rows(losses: Sequence[tuple[str, int, float]], scores: dict[tuple[str, int], float]
@@ -141,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
         for stages_so_far, iteration, path in snapshots(args.run):
             summary = evaluate_snapshot(path.resolve(), args.held_out.resolve(),
                                         (args.out / f"s{stages_so_far}_{iteration}").resolve())
-            scores[(stages_so_far, iteration)] = PERCENT * summary["scores"]["J&F-Mean"]
+            scores[(stages_so_far, iteration)] = PERCENT * summary.scores["J&F-Mean"]
     rows = curve_rows(losses, scores)
     csv_path, png_path = write_curve(rows, args.out)
     for row in rows:

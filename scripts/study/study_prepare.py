@@ -32,8 +32,8 @@ from configs import load_config
 from configs.common import REPOSITORY, atomic_write_text, run_cli
 from dataset.synthetic_plan import (DAVIS_SPLIT_FOLDER, QUICKSTART_HELD_OUT_VIDEOS, STUDY_PLAN, STUDY_PRESET,
                                     DataFolders, calibration_clips, make_study_data)
-from dataset.training_run import RunDirectory
 from model.batchnorm_calibration import INIT_CHECKPOINT, calibrated_initial_network
+from model.training.run_folder import RunDirectory
 
 NO_SENSORY_PRESET = "study_no_sensory"  # configs/study_no_sensory.yaml: the same recipe with hidden_dim 0
 README_FILE = "README.txt"

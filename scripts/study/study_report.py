@@ -12,7 +12,7 @@ import numpy as np
 
 from configs.common import atomic_write_text
 from inference.miniature import PAPER_KEPT_SHARE
-from inference.study_statistics import PERCENT
+from inference.evaluation.study_statistics import PERCENT
 from inference.video_runner import STORE_PEAK_KEYS
 
 KIB = 1024

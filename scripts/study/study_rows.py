@@ -12,7 +12,7 @@ import yaml
 from configs.ablation_rows import select_rows
 from configs.common import atomic_write_text
 from inference.miniature import miniature_memory_settings
-from inference.study_statistics import PERCENT, SweepPoint
+from inference.evaluation.study_statistics import PERCENT, SweepPoint
 
 # The selection sweep: shares of each consolidation's candidates kept as prototypes (the paper keeps 1.6 %; the
 # paper's P = 128 at 96x160 keeps 43 %), random selection with this many seeds.

@@ -21,8 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from configs.common import per_rank_batch_size
 from configs.schema import Config, MemoryReading, ModelConfig, StageConfig, TrainConfig
-from model.losses import bootstrap_fraction, clip_losses
 from model.memory_util import XMEM_READING
+from model.training.losses import bootstrap_fraction, clip_losses
 from model.network import XMem
 
 BATCH_KEYS = ("rgb", "first_frame_gt", "cls_gt", "selector", "info")

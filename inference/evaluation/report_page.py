@@ -12,10 +12,10 @@ server or JavaScript. It shows
   `inference.video_runner.MemoryRecorder`).
 Values the page shows as numbers carry the tables' exact text in a `data-value` attribute; measured values
 (timings, memory, date) are in elements of class `measured`, the only part of two pages of the same outputs that
-may differ. The page comparing an ablation or study run's rows is `inference.comparison_page`.
+may differ. The page comparing an ablation or study run's rows is `inference.evaluation.comparison_page`.
 
 The writers raise; `write_page_or_warn` turns any error into one warning line, since a page never fails a run.
-Tiles and plots are drawn in `inference.report_figures`.
+Tiles and plots are drawn in `inference.evaluation.report_figures`.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ import numpy as np
 from configs.common import atomic_write_text
 from configs.schema import Config
 from dataset.image_io import read_index_mask
-from inference import report_figures
-from inference.metrics import GLOBAL_COLUMNS, EvaluationResults, ObjectScores
+from inference.evaluation import report_figures
+from inference.evaluation.metrics import GLOBAL_COLUMNS, EvaluationResults, ObjectScores
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ STAGING_PREFIX = f".{IMAGES_FOLDER}."  # the next images are drawn in a hidden f
 MASK_SUFFIX = ".png"
 SHEET_FRAMES = 4  # worst frames, and as many best frames (or twice as many evenly spaced frames when unscored)
 PERCENT = 100
-TABLE_NUMBER_FORMAT = "{:.10f}"  # as inference/folder_evaluation.py writes the tables
+TABLE_NUMBER_FORMAT = "{:.10f}"  # as inference/evaluation/folder_evaluation.py writes the tables
 SHOWN_EVAL_SETTINGS = ("size", "flip", "save_all", "use_all_masks")  # eval settings that change the outputs
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em auto;max-width:1180px;padding:0 1em;color:#222}
@@ -172,7 +172,7 @@ def _mask_names(folder: Optional[Path]) -> list[str]:
 
 def _scored_frames(sources: VideoSources) -> list[str]:
     """The frames scored, in order: ground-truth frames with a prediction, but the first and the last (as
-    `inference.folder_evaluation` lists them)."""
+    `inference.evaluation.folder_evaluation` lists them)."""
     predicted = set(_mask_names(sources.predictions))
     return [name for name in _mask_names(sources.ground_truth) if name in predicted][1:-1]
 

@@ -1,10 +1,10 @@
 """Score folders of predicted index masks against folders of ground truth, with reuse of unchanged results.
 
 Both folders hold `<video>/<frame>.png` index masks. `evaluate_folders` lists and checks the videos, scores them in
-parallel processes with `inference.metrics`, and writes `global_results.csv` and `per_object_results.csv` (values
-in 0..1, as the DAVIS toolkit). A SHA-256 of every mask file read and of the options is stored next to the tables;
-a rerun on unchanged inputs reads them back instead of scoring again. Used by `eval.py` and
-`scripts/evaluation/evaluate.py`.
+parallel processes with `inference.evaluation.metrics`, and writes `global_results.csv` and
+`per_object_results.csv` (values in 0..1, as the DAVIS toolkit). A SHA-256 of every mask file read and of the
+options is stored next to the tables; a rerun on unchanged inputs reads them back instead of scoring again. Used by
+`eval.py` and `scripts/evaluation/evaluate.py`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from configs.common import atomic_write_text
-from inference.metrics import (
+from inference.evaluation.metrics import (
     GLOBAL_COLUMNS,
     MODE_DAVIS,
     MODES,

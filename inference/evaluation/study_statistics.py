@@ -21,8 +21,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from inference.metrics import ObjectScores
-from inference.reentry import ReentryScores
+from inference.evaluation.metrics import ObjectScores
+from inference.evaluation.reentry import ReentryScores
 
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95

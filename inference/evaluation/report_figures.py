@@ -12,7 +12,7 @@ from PIL import Image
 
 from configs.common import DAVIS_PALETTE
 from dataset.image_io import read_image, read_index_mask
-from inference.metrics import ObjectScores
+from inference.evaluation.metrics import ObjectScores
 
 TILE_WIDTH_PX = 192  # contact sheet thumbnails; the prediction and the ground truth are stacked
 TILE_GAP_PX = 2

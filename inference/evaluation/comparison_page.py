@@ -1,7 +1,7 @@
 """The page that compares the rows of an ablation or study run (scripts/study/run_ablations.py, run_study.py).
 
 `write_comparison_page` renders a runner's markdown table, its plots and, per benchmark, every video's J&F for each
-row side by side, each row linking to its own run page (`inference.report_page`), in the run page's style.
+row side by side, each row linking to its own run page (`inference.evaluation.report_page`), in the run page's style.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from configs.common import atomic_write_text
-from inference.metrics import ObjectScores
-from inference.report_page import html_document, html_href, html_text, mean_video_jf, score_cell
+from inference.evaluation.metrics import ObjectScores
+from inference.evaluation.report_page import html_document, html_href, html_text, mean_video_jf, score_cell
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonRow:

@@ -23,7 +23,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from inference.metrics import frame_scores
+from inference.evaluation.metrics import frame_scores
 
 # A return counts when the object was away for at least a full working memory's span (T_max·r = 50 frames), so that
 # finding it again needs more than working memory; its J&F is taken over the 50 frames after it comes back.

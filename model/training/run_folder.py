@@ -23,13 +23,11 @@ import torch
 import yaml
 
 from configs.common import atomic_write, atomic_write_text
-from configs.schema import Config
-from dataset.training_data import DataPosition
+from configs.schema import KNOWN_STAGES, Config
 
-KNOWN_STAGES = ("0", "1", "2", "3")
 CHECKPOINT_FORMAT = 1  # version of the resume-checkpoint dict
 GIT_TIMEOUT_S = 10
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 BYTES_PER_MB = 1e6
 _CHECKPOINT_PATTERN = re.compile(r"_s(?P<stages>\d+)_checkpoint_(?P<iteration>\d+)\.pth$")
 
@@ -37,8 +35,8 @@ _CHECKPOINT_PATTERN = re.compile(r"_s(?P<stages>\d+)_checkpoint_(?P<iteration>\d
 def validate_stages(stages: str) -> None:
     """Raises: ValueError when `stages` is empty, repeats a stage or names one outside 0-3."""
     if not stages or any(stage not in KNOWN_STAGES for stage in stages) or len(set(stages)) != len(stages):
-        raise ValueError(f"train.stages={stages!r}: expected distinct stage names from 0, 1, 2, 3 in order of "
-                         "training, e.g. '03' (released XMem) or '012'")
+        raise ValueError(f"train.stages={stages!r}: expected distinct stage names from {', '.join(KNOWN_STAGES)} "
+                         "in order of training, e.g. '03' (released XMem) or '012'")
 
 
 def write_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -112,12 +110,16 @@ class RunDirectory:
 
 
 def save_resume_checkpoint(path: Path, *, stage: str, stages_so_far: str, trainer_state: Mapping[str, Any],
-                           position: DataPosition, resolved_config: Mapping[str, Any]) -> None:
-    """Write the full training state of this moment atomically (with torch's global RNG state)."""
+                           data_position: Mapping[str, Any], resolved_config: Mapping[str, Any]) -> None:
+    """Write the full training state of this moment atomically (with torch's global RNG state).
+
+    `trainer_state` and `data_position` are plain dicts (`Trainer.state_dict()`, `DataPosition.to_dict()`), so the
+    training plumbing needs nothing of `dataset/`.
+    """
     state = {
         "format": CHECKPOINT_FORMAT, "stage": stage, "stages_so_far": stages_so_far,
         "trainer": dict(trainer_state), "torch_rng": torch.get_rng_state(),
-        "data_position": position.to_dict(),
+        "data_position": dict(data_position),
         "config": dict(resolved_config),
     }
     atomic_write(path, lambda temporary: torch.save(state, temporary))
