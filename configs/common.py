@@ -160,6 +160,7 @@ def per_rank_batch_size(global_batch_size: int, world_size: int, *, what: str = 
 EXPECTED_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
                    ValueError, KeyError, TypeError)
 DEBUG_FLAG = "--debug"
+ERROR_PREFIX = "error: "  # how run_cli starts a command's one-line failure message
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 _TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colour / bold codes some libraries put in messages
 
@@ -193,7 +194,7 @@ def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = No
         if debug:
             raise
         message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        print(f"error: {plain_text(message)}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{plain_text(message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         if interrupted_message is None or debug:
@@ -234,6 +235,12 @@ class ChildRun:
     returncode: int
     output: str
     peak_memory_mb: float | None
+
+    def last_line(self) -> str:
+        """The last non-empty line of the kept output (a progress bar's carriage return ends a line too), stripped
+        and without run_cli's ERROR_PREFIX: a failed project command's one-line reason."""
+        lines = [line.strip() for line in self.output.replace("\r", "\n").splitlines()]
+        return next((line for line in reversed(lines) if line), "").removeprefix(ERROR_PREFIX)
 
 
 def _read_from_start(stream) -> bytes:

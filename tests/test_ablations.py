@@ -22,6 +22,7 @@ from configs.sidecar import apply_checkpoint_switches
 from dataset.synthetic import PRESETS, SyntheticVideo, make_videos
 from dataset.synthetic_layouts import write_davis
 from dataset.training_data import DataPhase, StageData
+from inference.evaluation.ablation_entries import ENTRIES_FILE, read_entries
 from inference.evaluation.comparison_page import video_jf_from_table
 from inference.inference_core import InferenceCore, normalize_image
 from inference.memory_manager import MemoryManager
@@ -344,7 +345,10 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     # Sensory memory held at zero by the switch; it moves in the rows that keep it.
     assert float(table["stores_sensory_zeroed"]["sensory_peak_abs"]) == 0
     assert float(table["long_term_off"]["sensory_peak_abs"]) > 0
-    assert result["entries"][0]["row"] == "long_term_off"
+    assert result["entries"][0].row == "long_term_off"
+    # The entries file, for tools that run this command as a process: read back, it is the returned entries
+    # (mutation checked: writing all entries but the last fails here).
+    assert result["json"] == output / ENTRIES_FILE and read_entries(output) == result["entries"]
     # The comparison page: the table, and per video each row's J&F (its per-object table's), linking to its page.
     assert result["page"] == output / "ablations.html"
     page = _check_links(result["page"])
@@ -390,11 +394,12 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
     davis = _davis_set(tmp_path / "DAVIS")
     arguments = ["--model", str(recipe_checkpoint_path), "--ablation_dir", str(rows), "--output",
                  str(tmp_path / "out"), "--dataset", "D17", "--d17_path", str(davis), "eval.device=cpu"]
-    entries = {entry["row"]: entry for entry in run_ablations.main(arguments)["entries"]}
-    assert entries["a_no_sensory"]["status"].startswith(
+    entries = {entry.row: entry for entry in run_ablations.main(arguments)["entries"]}
+    assert entries["a_no_sensory"].status.startswith(
         "failed: eval.py exited with status 1: config model.hidden_dim=0 but checkpoint")
-    assert entries["b_same"]["same_as"] == "a_no_sensory" and entries["b_same"]["status"].startswith("failed")
-    assert entries["c_missing"]["status"] == (
+    assert entries["b_same"].same_as == "a_no_sensory" and entries["b_same"].status.startswith("failed")
+    assert read_entries(tmp_path / "out") == list(entries.values())  # failed and skipped rows keep their status
+    assert entries["c_missing"].status == (
         f"skipped: checkpoint ./no/such/checkpoint.pth not found; train it with python train.py --config "
         f"{rows / 'c_missing.yaml'} (or download a released one)")
     assert not (tmp_path / "out" / "c_missing").exists()
@@ -403,6 +408,17 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
     with pytest.raises(ValueError, match=r"holds results made with other eval.py arguments .*; use another "
                                          r"--output, or delete that folder"):
         run_ablations.main([*arguments, "--size", "48"])
+
+
+def test_an_entries_file_of_another_kind_is_refused_naming_it(tmp_path):
+    """Mutation checked: read_entries without its key check fails here (a TypeError that names no file)."""
+    (tmp_path / ENTRIES_FILE).write_text('[{"row": "stores_all", "jf": 80.0}]')
+    with pytest.raises(ValueError, match=rf"{tmp_path / ENTRIES_FILE}: not an ablation table of this version; "
+                                         r"expected the keys \['row', 'group'"):
+        read_entries(tmp_path)
+    (tmp_path / ENTRIES_FILE).write_text('{"row": "stores_all"}')
+    with pytest.raises(ValueError, match="expected a list of entries, got dict"):
+        read_entries(tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------- training side

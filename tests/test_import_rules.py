@@ -97,9 +97,6 @@ def test_nothing_imports_a_cli_or_scripts():
 
 
 ENTRY_LINE = 'if __name__ == "__main__":'  # what makes a script module a command
-# run_study.py runs run_ablations.py's main in the same process and reads its table entries back; it becomes a child
-# process (configs.common.run_child) once the typed run summary (issue 26, item 5) lets it read the rows from disk.
-IN_PROCESS_COMMANDS = {("scripts/study/run_study.py", "scripts/study/run_ablations.py")}
 
 
 def _imported_files(path: Path) -> set[Path]:
@@ -116,7 +113,8 @@ def test_a_script_imports_packages_and_only_the_helpers_of_its_own_group():
     """Library code lives in the packages: a script imports them and, at most, a helper module (no entry) of its own
     group of scripts/; never a command (a module with an entry), nor a module of another group or the top level.
     Mutation checked: scripts/cuda/check_cuda_checks.py importing `from scripts.speed.time_train_step import
-    random_batch` again (a command of another group) fails; so does run_study.py importing scripts.quickstart."""
+    random_batch` again (a command of another group) fails; so does run_study.py importing scripts.quickstart, and
+    so does run_study.py importing run_ablations (a command of its own group) to call its main in-process."""
     offenders = []
     for path in _modules("scripts"):
         for module in _imported_files(path):
@@ -124,8 +122,7 @@ def test_a_script_imports_packages_and_only_the_helpers_of_its_own_group():
                 continue
             edge = (str(path.relative_to(ROOT)), str(module.relative_to(ROOT)))
             other_group = module.parent != path.parent or path.parent == ROOT / "scripts"
-            command = ENTRY_LINE in module.read_text() and edge not in IN_PROCESS_COMMANDS
-            if other_group or command:
+            if other_group or ENTRY_LINE in module.read_text():
                 offenders.append(" imports ".join(edge))
     assert offenders == []
 

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from configs import ablation_rows
+from configs.common import ChildRun
 from configs.loader import load_config
 from dataset import synthetic_plan
 from model import batchnorm_calibration
 from inference.frame_schedule import FrameSchedule, plan_frame
+from inference.evaluation.ablation_entries import ENTRIES_FILE, AblationEntry, write_entries
 from inference.evaluation.metrics import ObjectScores
 from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
@@ -192,6 +194,36 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
             evaluated = {row["row"]: float(row["jf"]) for row in csv.DictReader(handle)}
         ours = {entry["row"]: entry["jf"] for entry in result["entries"] if entry["benchmark"] == benchmark}
         assert ours["stores_all"] == pytest.approx(evaluated["stores_all"], abs=0.051)
+
+
+def test_the_study_runs_run_ablations_as_a_child_and_reads_its_entries_back(tmp_path, monkeypatch):
+    """run_ablations.py runs as a process of its own; a failed row comes back as an entry with its status, a run that
+    wrote no entries is a one-line error naming the command and its last line, and the entries of an earlier run in
+    the same folder never pass for this run's. Mutations checked: reading the entries whatever the child did (no
+    unlink of the earlier file) fails the stale case; raising on a non-zero exit status alone fails the failed-row
+    case."""
+    failed_row = AblationEntry(row="stores_all", group="Memory stores", label="all",
+                               status="failed: eval.py exited with status 1: out of memory")
+    commands = []
+
+    def child(writes: list[AblationEntry] | None, returncode: int, output: str):
+        def run_child(command, **kwargs):
+            commands.append(list(command))
+            if writes is not None:
+                write_entries(writes, tmp_path)
+            return ChildRun(tuple(command), returncode, output, None)
+        return run_child
+
+    monkeypatch.setattr(run_study, "run_child", child([failed_row], 1, "error: ignored\n"))
+    assert run_study.run_ablation_rows(["--rows", "stores_all"], tmp_path) == [failed_row]
+    assert commands[0][1:] == [str(run_study.REPOSITORY / run_study.ABLATIONS_COMMAND), "--rows", "stores_all",
+                               "--output", str(tmp_path)]
+    assert (tmp_path / ENTRIES_FILE).is_file()  # the earlier run's entries, which the next run must not read
+    monkeypatch.setattr(run_study, "run_child", child(None, 1, "ablation row stores_all\r50%\nerror: bad value x\n\n"))
+    with pytest.raises(ChildProcessError) as raised:
+        run_study.run_ablation_rows(["--rows", "stores_all"], tmp_path)
+    assert str(raised.value) == (f"scripts/study/run_ablations.py (rows into {tmp_path}) exited with status 1 "
+                                 "without its table: bad value x")
 
 
 def test_study_rows_can_be_scoped_to_one_benchmark():

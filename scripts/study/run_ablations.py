@@ -15,7 +15,9 @@ group) reuse its result.
 
 Resuming: a finished row is not run again and an interrupted one continues where eval.py stopped (finished
 videos are kept); a row folder made with other settings is an error (choose another --output). The tables
-`<output>/ablations.md` and `<output>/ablations.csv` are rewritten after every row.
+`<output>/ablations.md` and `<output>/ablations.csv` are rewritten after every row; `<output>/ablations.json` (the
+entries, inference/evaluation/ablation_entries.py, for tools that run this command as a process) is written when
+every row has its entry.
 
 Usage (every argument not listed below goes to eval.py: dataset flags, --size, key=value overrides):
     python scripts/study/run_ablations.py --model saves/XMem.pth --dataset D17 --d17_path ../DAVIS/2017
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -37,19 +40,17 @@ from configs.ablation_rows import ABLATION_DIR, AblationRow, select_rows
 from configs.common import STDERR_TEED, atomic_output, project_command, run_child, run_cli
 from configs.loader import add_flag_aliases, load_config, overrides_from_flags
 from configs.schema import Config
+from inference.evaluation.ablation_entries import TABLE_COLUMNS, AblationEntry, write_entries
 from inference.evaluation.comparison_page import ComparisonRow, video_jf_from_table, write_comparison_page
 from inference.evaluation.folder_evaluation import PER_OBJECT_RESULTS_FILE
 from inference.evaluation.report_page import PAGE_FILE, write_page_or_warn
-from inference.evaluation.run_summary import MEMORY_RECORD_KEYS, SUMMARY_FILE, RunSummary
+from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 
 DEFAULT_OUTPUT_PATTERN = "../output/ablations_{dataset}"
 TABLE_FILE = "ablations"  # <output>/ablations.md and .csv
 REQUEST_FILE = "ablation_request.json"  # the eval.py arguments a row folder was made with
 RESULT_FILE = "ablation_result.json"  # a finished row's summary
-ERROR_PREFIX = "error: "  # how eval.py (configs.common.run_cli) starts its one-line failure message
 PERCENT = 100
-TABLE_COLUMNS = ("row", "group", "label", "status", "checkpoint", "same_as", "jf", "j", "f", "fps",
-                 "peak_memory_mb", "peak_memory_kind", *MEMORY_RECORD_KEYS, "videos", "frames")
 KIB = 1024
 
 
@@ -86,9 +87,7 @@ def _run_eval_process(arguments: list[str], summary_path: Path) -> tuple[Optiona
     child = run_child(project_command("eval.py", *arguments), output=STDERR_TEED)
     if child.returncode == 0 and summary_path.is_file():
         return RunSummary.read(summary_path), ""
-    lines = [line.strip() for line in child.output.replace("\r", "\n").splitlines()]
-    last = next((line for line in reversed(lines) if line), "").removeprefix(ERROR_PREFIX)
-    return None, f"eval.py exited with status {child.returncode}: {last}"
+    return None, f"eval.py exited with status {child.returncode}: {child.last_line()}"
 
 
 def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:
@@ -99,23 +98,19 @@ def _timing_totals(timings_csv: Path) -> tuple[int, int, float]:
 
 
 def _table_entry(row: AblationRow, status: str, checkpoint: Optional[str],
-                 summary: Optional[RunSummary] = None, same_as: str = "") -> dict[str, Any]:
-    entry = {column: "" for column in TABLE_COLUMNS}
-    entry.update(row=row.name, group=row.group, label=row.label, status=status, checkpoint=checkpoint or "",
-                 same_as=same_as)
+                 summary: Optional[RunSummary] = None, same_as: str = "") -> AblationEntry:
+    entry = AblationEntry(row=row.name, group=row.group, label=row.label, status=status,
+                          checkpoint=checkpoint or "", same_as=same_as)
     if summary is None:
         return entry
     scores = summary.scores or {}
-    for column, key in (("jf", "J&F-Mean"), ("j", "J-Mean"), ("f", "F-Mean")):
-        if key in scores:
-            entry[column] = round(PERCENT * scores[key], 1)
+    percents = {column: round(PERCENT * scores[key], 1)
+                for column, key in (("jf", "J&F-Mean"), ("j", "J-Mean"), ("f", "F-Mean")) if key in scores}
     videos, frames, seconds = _timing_totals(summary.timings)
-    entry.update(videos=videos, frames=frames, fps=round(frames / seconds, 2) if seconds > 0 else "",
-                 peak_memory_mb=round(summary.peak_memory_mb), peak_memory_kind=summary.peak_memory_kind)
-    for key in MEMORY_RECORD_KEYS:
-        value = summary.memory.get(key)
-        entry[key] = "" if value is None else value
-    return entry
+    return dataclasses.replace(entry, **percents, videos=videos, frames=frames,
+                               fps=round(frames / seconds, 2) if seconds > 0 else None,
+                               peak_memory_mb=round(summary.peak_memory_mb),
+                               peak_memory_kind=summary.peak_memory_kind, memory=dict(summary.memory))
 
 
 def run_row(row: AblationRow, *, model: str, output: Path,
@@ -143,7 +138,7 @@ def run_row(row: AblationRow, *, model: str, output: Path,
     return "done", summary
 
 
-def _format_number(value: Any, digits: int = 1) -> str:
+def _format_number(value: Optional[float], digits: int = 1) -> str:
     if value == "" or value is None:
         return "–"
     if isinstance(value, float):
@@ -151,9 +146,9 @@ def _format_number(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def store_peaks(entry: dict[str, Any], unit: str = "elements") -> str:
+def store_peaks(entry: AblationEntry, unit: str = "elements") -> str:
     """'working / long-term' peak store size of a table entry, in elements or KiB ('–' when not recorded)."""
-    values = [entry.get(f"{store}_{unit}_peak") for store in ("working", "long_term")]
+    values = [entry.memory.get(f"{store}_{unit}_peak") for store in ("working", "long_term")]
     if any(value in ("", None) for value in values):
         return "–"
     if unit == "bytes":
@@ -161,25 +156,25 @@ def store_peaks(entry: dict[str, Any], unit: str = "elements") -> str:
     return " / ".join(str(value) for value in values)
 
 
-def format_markdown(entries: Sequence[dict[str, Any]]) -> str:
+def format_markdown(entries: Sequence[AblationEntry]) -> str:
     """The table as markdown, one section per group."""
     header = ("row", "setting", "J&F", "J", "F", "FPS", "peak MB", "working el.", "long-term el.",
               "store peak el. (working / long-term)", "store peak KiB (working / long-term)", "max abs sensory",
               "status")
     lines = []
-    for group in dict.fromkeys(entry["group"] for entry in entries):
+    for group in dict.fromkeys(entry.group for entry in entries):
         lines += [f"### {group}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for entry in (entry for entry in entries if entry["group"] == group):
-            status = entry["status"] + (f" (same settings as {entry['same_as']})" if entry["same_as"] else "")
-            cells = (entry["row"], entry["label"], _format_number(entry["jf"]), _format_number(entry["j"]),
-                     _format_number(entry["f"]), _format_number(entry["fps"], 2),
-                     _format_number(entry["peak_memory_mb"]), _format_number(entry["working_elements"]),
-                     _format_number(entry["long_term_elements"]), store_peaks(entry),
-                     store_peaks(entry, "bytes"), _format_number(entry["sensory_peak_abs"], 4),
+        for entry in (entry for entry in entries if entry.group == group):
+            status = entry.status + (f" (same settings as {entry.same_as})" if entry.same_as else "")
+            cells = (entry.row, entry.label, _format_number(entry.jf), _format_number(entry.j),
+                     _format_number(entry.f), _format_number(entry.fps, 2),
+                     _format_number(entry.peak_memory_mb), _format_number(entry.memory.get("working_elements")),
+                     _format_number(entry.memory.get("long_term_elements")), store_peaks(entry),
+                     store_peaks(entry, "bytes"), _format_number(entry.memory.get("sensory_peak_abs"), 4),
                      status.replace("|", "/"))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    kinds = sorted({entry["peak_memory_kind"] for entry in entries if entry["peak_memory_kind"]})
+    kinds = sorted({entry.peak_memory_kind for entry in entries if entry.peak_memory_kind})
     if kinds:
         lines.append(f"Peak memory: {', '.join(kinds)}. FPS excludes data loading. Element counts and "
                      "max abs sensory are at the end of a video (largest over videos); store peaks are the live "
@@ -187,12 +182,12 @@ def format_markdown(entries: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(entries: Sequence[dict[str, Any]], output: Path) -> tuple[Path, Path]:
+def write_tables(entries: Sequence[AblationEntry], output: Path) -> tuple[Path, Path]:
     """Write `<output>/ablations.csv` and `.md` atomically; return their paths."""
     buffer = io.StringIO()
     table = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, lineterminator="\n")
     table.writeheader()
-    table.writerows(entries)
+    table.writerows(entry.table_row() for entry in entries)
     csv_path, markdown_path = output / f"{TABLE_FILE}.csv", output / f"{TABLE_FILE}.md"
     with atomic_output(csv_path) as temporary:
         temporary.write_text(buffer.getvalue())
@@ -201,12 +196,12 @@ def write_tables(entries: Sequence[dict[str, Any]], output: Path) -> tuple[Path,
     return csv_path, markdown_path
 
 
-def write_page(entries: Sequence[dict[str, Any]], output: Path, dataset: str) -> Path:
+def write_page(entries: Sequence[AblationEntry], output: Path, dataset: str) -> Path:
     """`<output>/ablations.html`: the table, and per video every row's J&F, linking to the rows' run pages."""
     rows = []
     for entry in entries:
-        folder = output / (entry["same_as"] or entry["row"])
-        rows.append(ComparisonRow(entry["row"], folder / PAGE_FILE,
+        folder = output / (entry.same_as or entry.row)
+        rows.append(ComparisonRow(entry.row, folder / PAGE_FILE,
                                   video_jf_from_table(folder / PER_OBJECT_RESULTS_FILE)))
     return write_comparison_page(output / f"{TABLE_FILE}.html", title=f"Ablations on {dataset}",
                                  markdown=format_markdown(entries), plots=[], sections={dataset: rows})
@@ -244,8 +239,9 @@ def eval_base_arguments(forwarded: Sequence[str]) -> tuple[list[str], Config]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Run the selected rows; return {'entries': table rows, 'csv': path, 'markdown': path, 'table': text, 'page':
-    the comparison page's path, or None when it could not be written (one warning)}.
+    """Run the selected rows; return {'entries': the AblationEntry list, 'csv': path, 'markdown': path, 'json': the
+    entries' path, 'table': text, 'page': the comparison page's path, or None when it could not be written (one
+    warning)}.
 
     Raises:
         FileNotFoundError / ValueError: no row files, an unknown row, a row folder made with other settings, or
@@ -263,23 +259,25 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         settings = (str(Path(checkpoint).resolve()), tuple(sorted(row.overrides)))
         if settings in by_settings:
             first = by_settings[settings]
-            previous = next(entry for entry in entries if entry["row"] == first)
-            entries.append(_table_entry(row, previous["status"], checkpoint, summaries[first], same_as=first))
+            previous = next(entry for entry in entries if entry.row == first)
+            entries.append(_table_entry(row, previous.status, checkpoint, summaries[first], same_as=first))
         else:
             status, summary = run_row(row, model=arguments.model, output=output, forwarded=forwarded)
             by_settings[settings], summaries[row.name] = row.name, summary
             entries.append(_table_entry(row, status, checkpoint, summary))
         write_tables(entries, output)
     csv_path, markdown_path = write_tables(entries, output)
+    json_path = write_entries(entries, output)
     page = write_page_or_warn(lambda: write_page(entries, output, base_config.eval.dataset))
     table = format_markdown(entries)
     print(table)
-    return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "table": table, "page": page}
+    return {"entries": entries, "csv": csv_path, "markdown": markdown_path, "json": json_path, "table": table,
+            "page": page}
 
 
 def _cli(arguments: list[str]) -> int:
     result = main(arguments)
-    return 1 if any(entry["status"].startswith("failed") for entry in result["entries"]) else 0
+    return 1 if any(entry.status.startswith("failed") for entry in result["entries"]) else 0
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ r as the paper, P keeping 1.6 % of each consolidation's candidates, LT_max full 
 printed above each table; `--memory_budgets paper` uses the paper's numbers as they are.
 Rows: every row of configs/ablations/ that runs with --model (rows naming a retrained checkpoint are left out),
 plus configs/study_baselines/ (first frame only, the bounded working-memory baselines, the positive controls),
-each run by scripts/study/run_ablations.py (one eval.py process per row; finished rows are reused, interrupted ones
-resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
+each run by scripts/study/run_ablations.py as a child process (one eval.py process per row; finished rows are reused,
+interrupted ones resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
 - `--sweep` (long benchmark): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
   {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the usage - random gap and the
   potentiation gap against the share kept (and <out>/study_sweep.png);
@@ -55,10 +55,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from configs.ablation_rows import ABLATION_DIR, AblationRow, select_rows
-from configs.common import REPOSITORY, run_cli
+from configs.common import REPOSITORY, STDERR_TEED, project_command, run_child, run_cli
 from configs.loader import load_config
 from dataset.synthetic_plan import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
 from dataset.writers import ResultWriter
+from inference.evaluation.ablation_entries import ENTRIES_FILE, AblationEntry, read_entries
 from inference.evaluation.comparison_page import ComparisonRow, video_jf, write_comparison_page
 from inference.evaluation.metrics import ObjectScores
 from inference.miniature import feature_elements
@@ -67,7 +68,7 @@ from inference.evaluation.study_statistics import (CONFIDENCE, PERCENT, SweepPoi
                                                    pooled_verdicts, reentry_sums, resample_draws, row_sums,
                                                    sweep_gaps)
 from inference.video_runner import MEMORY_TRACE_KEY
-from scripts.study import run_ablations, study_benchmarks
+from scripts.study import study_benchmarks
 from scripts.study.study_benchmarks import (SIZES, BenchmarkData, ReentryTruth, copy_first_mask, reentry_truth,
                                             score_folder, score_reentry_folder, write_benchmark)
 from scripts.study.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FILE, TABLE_FILE, format_markdown,
@@ -76,6 +77,7 @@ from scripts.study.study_report import (CSV_COLUMNS, REENTRY_KEYS, SWEEP_PLOT_FI
 from scripts.study.study_rows import (DEFAULT_SWEEP_SEEDS, DEFAULT_SWEEP_SHARES, NO_SENSORY_ROWS, GeneratedRow,
                                       no_sensory_rows, sweep_rows)
 
+ABLATIONS_COMMAND = "scripts/study/run_ablations.py"  # runs the rows, one eval.py process each
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
 FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
@@ -116,6 +118,23 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     return {str(folder): rows for folder, rows in names.items() if rows}
 
 
+def run_ablation_rows(arguments: Sequence[str], output: Path) -> list[AblationEntry]:
+    """Run `scripts/study/run_ablations.py ARGUMENTS --output OUTPUT` in a child process (its output shown live) and
+    read back the entries it writes: a row that failed or was skipped is an entry with that status.
+
+    Raises:
+        ChildProcessError: the command stopped before every row had its entry (names the command, its exit status
+            and the last line it printed).
+    """
+    entries_path = output / ENTRIES_FILE
+    entries_path.unlink(missing_ok=True)  # the entries of an earlier run must not pass for this run's
+    child = run_child(project_command(ABLATIONS_COMMAND, *arguments, "--output", str(output)), output=STDERR_TEED)
+    if not entries_path.is_file():
+        raise ChildProcessError(f"{ABLATIONS_COMMAND} (rows into {output}) exited with status {child.returncode} "
+                                f"without its table: {child.last_line()}")
+    return read_entries(output)
+
+
 # ------------------------------------------------------------------------------------------------------ main
 @dataclasses.dataclass(frozen=True)
 class RowSource:
@@ -142,7 +161,7 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
                   num_resamples: int, truth: Optional[dict[str, ReentryTruth]] = None) -> BenchmarkResult:
     """Run the rows on one benchmark (run_ablations.py), score them (and their re-entries, with `truth`) and
     bootstrap."""
-    ablation_entries = []
+    ablation_entries: list[tuple[AblationEntry, Path]] = []
     scheduled: dict[tuple, str] = {}  # (checkpoint, settings) -> the first row run with them, over every folder
     duplicates: dict[str, tuple[AblationRow, str]] = {}
     for source in sources:
@@ -157,22 +176,21 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
         if not names:
             continue
         output = root / benchmark.name / source.output_name
-        result = run_ablations.main(["--model", str(source.model), "--rows", *names, "--ablation_dir",
-                                     str(source.folder), "--output", str(output), "--config", STUDY_PRESET,
-                                     *benchmark.eval_arguments, *forwarded])
-        for entry in result["entries"]:
-            ablation_entries.append((entry, output / (entry["same_as"] or entry["row"])))
-    by_row = {entry["row"]: (entry, folder) for entry, folder in ablation_entries}
+        entries = run_ablation_rows(["--model", str(source.model), "--rows", *names, "--ablation_dir",
+                                     str(source.folder), "--config", STUDY_PRESET, *benchmark.eval_arguments,
+                                     *forwarded], output)
+        ablation_entries += [(entry, output / (entry.same_as or entry.row)) for entry in entries]
+    by_row = {entry.row: (entry, folder) for entry, folder in ablation_entries}
     for row, original in duplicates.values():
         entry, folder = by_row[original]
-        ablation_entries.append(({**entry, "row": row.name, "group": row.group, "label": row.label,
-                                  "status": f"{entry['status']} (same settings as {original})"}, folder))
+        ablation_entries.append((dataclasses.replace(entry, row=row.name, group=row.group, label=row.label,
+                                                     status=f"{entry.status} (same settings as {original})"), folder))
     copy_output = root / benchmark.name / COPY_FIRST_MASK
     copy_first_mask(benchmark, copy_output)
     copy_entry = {"row": COPY_FIRST_MASK, "group": "Calibration", "label": "copy the first-frame mask",
                   "status": "done"}
     folders = {COPY_FIRST_MASK: copy_output}
-    folders.update({entry["row"]: folder for entry, folder in ablation_entries if entry["status"].startswith("done")})
+    folders.update({entry.row: folder for entry, folder in ablation_entries if entry.status.startswith("done")})
     scores = {name: score_folder(benchmark, folder) for name, folder in folders.items()}
     videos, sums = row_sums(scores)
     draws = resample_draws(len(videos), num_resamples)
@@ -183,7 +201,7 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
         reentry_statistics = bootstrap_sums({name: reentry_sums(rows, videos) for name, rows in reentry.items()},
                                             FULL_MODEL_ROW, draws)
     entries = []
-    for entry in [copy_entry] + [entry for entry, _ in ablation_entries]:
+    for entry in [copy_entry] + [entry.table_row() for entry, _ in ablation_entries]:
         merged = {key: value for key, value in entry.items() if key in CSV_COLUMNS}
         merged.update({"benchmark": benchmark.name, "jf": ""})
         merged.update({key: PERCENT * float(value) for key, value in statistics.get(entry["row"], {}).items()})
@@ -370,4 +388,4 @@ def _cli(arguments: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(_cli))
+    sys.exit(run_cli(_cli, expected=(ChildProcessError,)))
