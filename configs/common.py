@@ -229,7 +229,10 @@ def project_command(script: str, *arguments: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class ChildRun:
     """A finished child process: its argv, exit status, what was kept of its output (see `run_child`) and its own
-    peak RSS in MB (None where the OS cannot report a child's own, e.g. Windows)."""
+    peak RSS in MB (None where the OS cannot report a child's own, e.g. Windows). On Linux the kernel also counts
+    the caller's RSS at the spawn (the two share memory until the child starts the command), so the figure is the
+    child's own where the child outgrows its caller, as eval.py does the project's launchers (quickstart,
+    run_ablations, study_curve)."""
 
     command: tuple[str, ...]
     returncode: int
