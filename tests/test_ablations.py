@@ -29,7 +29,7 @@ from inference.memory_manager import MemoryManager
 from model.checkpoint import build_network_from_state_dict
 from model.training.run_folder import RunDirectory
 from scripts.study import run_ablations
-from tests.test_report_page import _Page, _check_links
+from tests.test_report_page import _check_links
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 HEIGHT, WIDTH = 64, 112

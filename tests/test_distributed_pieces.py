@@ -16,7 +16,7 @@ from dataset.eval_datasets import EvalVideo
 from dataset.image_io import write_image
 from dataset.overlapped_io import BackgroundWriter, read_ahead
 from dataset.work_split import VideoWork, split_work, video_work
-from inference.evaluation.distributed import RankFailedError, launched_distributed, rank_device
+from inference.evaluation.distributed import launched_distributed, rank_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
