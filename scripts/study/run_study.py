@@ -1,7 +1,7 @@
 r"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
 networks on two synthetic benchmarks, with bootstrap intervals.
 
-    python scripts/study/run_study.py --model /work/study_runs/saves/study/study_s03_880.pth --out ../output/study
+    python scripts/study/run_study.py --model /work/study_runs/saves/study/study_s03_1320.pth --out ../output/study
     python scripts/study/run_study.py --model seed1.pth seed2.pth seed3.pth --no_sensory_model no_sensory.pth \
         --sweep --out ../output/study
 
