@@ -7,6 +7,7 @@ synthetic DAVIS set with the recipe checkpoint.
 import csv
 import dataclasses
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import yaml
 
 import train
 from configs import ablation_rows
+from configs.common import OUTPUT_CAPTURED, ChildRun
 from configs.loader import load_config
 from configs.schema import Config, InferenceConfig, ModelConfig
 from configs.sidecar import apply_checkpoint_switches
@@ -379,6 +381,18 @@ def test_run_ablations_three_rows_change_behaviour_and_resume(tmp_path, recipe_c
     again = _table(run_ablations.main(arguments)["csv"])
     assert [row["status"] for row in again.values()] == ["done (earlier run)"] * 3
     assert {name: row["jf"] for name, row in again.items()} == {name: row["jf"] for name, row in table.items()}
+    monkeypatch.undo()
+
+    # Rows side by side (--jobs 2): the same results, each row's eval.py output in its own log.
+    side_by_side = tmp_path / "side_by_side"
+    parallel = _table(run_ablations.main([str(side_by_side) if argument == str(output) else argument
+                                          for argument in arguments] + ["--jobs", "2"])["csv"])
+    compared = ("jf", "j", "f", "frames", "working_elements", "long_term_elements", "sensory_peak_abs")
+    assert {name: [row[key] for key in compared] for name, row in parallel.items()} == {
+        name: [row[key] for key in compared] for name, row in table.items()}
+    for name in THREE_ROWS:
+        assert "J&F" in (side_by_side / name / run_ablations.LOG_FILE).read_text()
+        assert not (output / name / run_ablations.LOG_FILE).exists()  # one job: the output was shown live
 
 
 def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkpoint_path):
@@ -408,6 +422,44 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
     with pytest.raises(ValueError, match=r"holds results made with other eval.py arguments .*; use another "
                                          r"--output, or delete that folder"):
         run_ablations.main([*arguments, "--size", "48"])
+
+
+def test_run_ablations_jobs_run_rows_side_by_side_with_a_share_of_the_threads(tmp_path, recipe_checkpoint_path,
+                                                                            monkeypatch):
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    for index, name in enumerate(("a", "b", "c", "d")):
+        (rows / f"{name}.yaml").write_text(f"# Memory sizes: top_k {index + 1}\ninference:\n  top_k: {index + 1}\n")
+    (rows / "e.yaml").write_text("# Memory sizes: a again\ninference:\n  top_k: 1\n")
+    both_running = threading.Barrier(2, timeout=20)  # a row waits here until a second one runs beside it
+    lock, running, most_running, calls = threading.Lock(), [0], [0], []
+
+    def child_beside_another(command, *, output, env_extra=None, **kwargs):
+        with lock:
+            running[0] += 1
+            most_running[0] = max(most_running[0], running[0])
+        both_running.wait()
+        with lock:
+            running[0] -= 1
+            calls.append((output, dict(env_extra or {})))
+        return ChildRun(tuple(command), 1, f"progress 50%\r{command[-1]} went wrong\n", None)
+
+    monkeypatch.setattr(run_ablations, "run_child", child_beside_another)
+    monkeypatch.setattr(run_ablations.os, "sched_getaffinity", lambda pid: set(range(4)))
+    out = tmp_path / "out"
+    entries = run_ablations.main(["--model", str(recipe_checkpoint_path), "--ablation_dir", str(rows), "--output",
+                                  str(out), "--dataset", "D17", "--d17_path", str(tmp_path), "--jobs", "2"])["entries"]
+
+    assert most_running[0] == 2 and len(calls) == 4  # e has a's settings: it is not run again
+    assert all(call == (OUTPUT_CAPTURED, {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}) for call in calls)
+    assert [entry.row for entry in entries] == ["a", "b", "c", "d", "e"] and entries[-1].same_as == "a"
+    for entry in entries:
+        folder = out / (entry.same_as or entry.row)
+        assert entry.status == f"failed: eval.py exited with status 1: eval.output={folder} went wrong"
+        assert (folder / run_ablations.LOG_FILE).read_text().endswith(f"eval.output={folder} went wrong\n")
+    assert list(_table(out / "ablations.csv")) == ["a", "b", "c", "d", "e"]
+    with pytest.raises(SystemExit):
+        run_ablations.main(["--model", str(recipe_checkpoint_path), "--jobs", "0"])
 
 
 def test_an_entries_file_of_another_kind_is_refused_naming_it(tmp_path):

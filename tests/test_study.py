@@ -22,7 +22,8 @@ from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
 from inference.evaluation import study_statistics
-from scripts.study import run_study, study_benchmarks, study_curve, study_prepare, study_report, study_rows
+from scripts.study import (run_ablations, run_study, study_benchmarks, study_curve, study_prepare, study_report,
+                           study_rows)
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing
 from dataset.writers import ResultWriter
@@ -313,8 +314,11 @@ def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_p
     monkeypatch.setattr(study_benchmarks, "REENTRY_WINDOW_FRAMES", 15)
     result = run_study.main(["--model", str(recipe_checkpoint_path), "--out", str(tmp_path), "--size", "tiny",
                              "--benchmarks", "long", "--rows", "stores_all", "control_two_recent_frames", "--sweep",
-                             "--sweep_shares", "0.43", "--sweep_seeds", "1", "--bootstrap", "50", "eval.device=cpu"])
+                             "--sweep_shares", "0.43", "--sweep_seeds", "1", "--bootstrap", "50", "--jobs", "2",
+                             "eval.device=cpu"])
     rows = {entry["row"]: entry for entry in result["entries"]}
+    # --jobs reaches run_ablations.py: rows ran side by side, each writing its eval.py output to its own log
+    assert len(list(tmp_path.glob(f"long/**/{run_ablations.LOG_FILE}"))) == 6
     sweep = ["sweep_keep43_usage_potentiation", "sweep_keep43_random_seed0_potentiation",
              "sweep_keep43_usage_no_potentiation", "sweep_keep43_random_seed0_no_potentiation"]
     assert set(rows) == {"copy_first_mask", "stores_all", "control_two_recent_frames", *sweep}

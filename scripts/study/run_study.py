@@ -42,6 +42,7 @@ Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held
 at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames). The default rows are about 30
 per benchmark (rows with the same settings run once), the sweep adds 8 rows per share on the long benchmark (32 by
 default), each network runs them all: `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
+`--jobs 2` runs two rows at once with one thread each (on 2 cores, nearly half the wall time of one process).
 """
 from __future__ import annotations
 
@@ -308,11 +309,16 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                         help="shares of each consolidation's candidates kept as prototypes")
     parser.add_argument("--sweep_seeds", type=int, default=DEFAULT_SWEEP_SEEDS, help="random-selection seeds")
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="rows run at once (run_ablations.py --jobs: each eval.py process with CPUs // jobs "
+                             "threads); 2 on a 2-core machine")
     args, forwarded = parser.parse_known_args(argv)
     for model in [*args.model, *([args.no_sensory_model] if args.no_sensory_model else [])]:
         if not model.is_file():
             parser.error(f"--model {model} is not a file; train the study network first "
                          "(scripts/study/study_prepare.py)")
+    if args.jobs < 1:
+        parser.error(f"--jobs {args.jobs} is invalid; expected at least 1")
     if args.bootstrap < 1:
         parser.error(f"--bootstrap {args.bootstrap} is invalid; expected a positive number of resamples")
     if args.sweep_seeds < 1 or not all(0 < share <= 1 for share in args.sweep_shares):
@@ -337,7 +343,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         for network, model in zip(networks, args.model):
             root = out / network.replace(" ", "") if network else out
             sources, points = _row_sources(benchmark, rows[name], model.resolve(), root, args)
-            result = run_benchmark(benchmark, sources, root, [*budget_overrides, *forwarded], args.bootstrap, truth)
+            result = run_benchmark(benchmark, sources, root, [*budget_overrides, *forwarded, "--jobs", str(args.jobs)],
+                                   args.bootstrap, truth)
             for entry in result.entries:
                 entry["network"] = network
             entries += result.entries
