@@ -19,11 +19,13 @@ from dataset.synthetic_layouts import make_static_classes, write_davis, write_st
 
 TRAIN_PRESET = "easy"  # slow motion, 1-2 objects, no distractors: learnable in minutes from scratch
 HELD_OUT_PRESET = "held_out"
+OUT_OF_DISTRIBUTION_PRESET = "hard"  # the study's second held-out set: harder than anything the network trains on
 DAVIS_SPLIT_FOLDER = "trainval"  # eval.py reads <d17_path>/trainval/ for the D17 val split
 STATIC_IMAGES_PER_CLASS = 10
 # Seeds of the data sets: distinct streams so that no held-out video repeats a training video.
 STATIC_SEED, TRAIN_SEED, HELD_OUT_SEED, CALIBRATION_SEED = 101, 202, 303, 404
 HARD_TRAIN_SEED = TRAIN_SEED + 1  # the study's held_out-difficulty training videos: a stream of their own
+OUT_OF_DISTRIBUTION_SEED = HELD_OUT_SEED + 1  # the study's `hard` held-out videos: a stream of their own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +140,14 @@ def held_out_videos(num_videos: int, num_frames: int, height: int, width: int) -
     QUICKSTART_HELD_OUT_VIDEOS are its own."""
     return make_videos(num_videos, seed=HELD_OUT_SEED, num_frames=num_frames, height=height, width=width,
                        difficulty=without_late_entries(get_preset(HELD_OUT_PRESET)))
+
+
+def out_of_distribution_videos(num_videos: int, num_frames: int, height: int, width: int
+                                ) -> dict[str, SyntheticVideo]:
+    """The study's out-of-distribution held-out videos: the `hard` preset (2-4 objects, fast motion, heavy occlusion,
+    three look-alikes, colour drift, exits), which no training video uses, from a seed of their own."""
+    return make_videos(num_videos, seed=OUT_OF_DISTRIBUTION_SEED, num_frames=num_frames, height=height, width=width,
+                       difficulty=without_late_entries(get_preset(OUT_OF_DISTRIBUTION_PRESET)))
 
 
 def make_data(plan: QuickstartPlan, out: Path) -> DataFolders:

@@ -25,7 +25,7 @@ from inference.evaluation import study_statistics
 from scripts.study import (run_ablations, run_study, study_benchmarks, study_curve, study_prepare, study_report,
                            study_rows)
 from tests.test_report_page import _check_links
-from dataset.synthetic import PRESETS, SyntheticVideo, Timing
+from dataset.synthetic import PRESETS, SyntheticVideo, Timing, without_late_entries
 from dataset.writers import ResultWriter
 from inference.video_runner import MEMORY_TRACE_KEY
 from dataset.synthetic_long import (
@@ -64,6 +64,19 @@ def test_study_held_out_set_starts_with_the_quickstarts_held_out_videos(tmp_path
         written = sorted((theirs.held_out_annotations / name).glob("*.png"))
         assert len(written) == ours[name].num_frames == plan.held_out_video_frames
         assert np.array_equal(read_mask_ids(written[-1]), ours[name].frame(ours[name].num_frames - 1)[1])
+
+
+def test_out_of_distribution_videos_are_hard_and_none_is_a_held_out_video():
+    size = (4, 3, 48, 80)
+    hard = synthetic_plan.out_of_distribution_videos(*size)
+    held_out = synthetic_plan.held_out_videos(*size)
+    assert list(hard) == list(held_out)  # the same names in their own folder, other videos
+    hard_preset = without_late_entries(PRESETS["hard"])  # the study's held-out videos have no late entries either
+    for name, video in hard.items():
+        assert video.difficulty == hard_preset and held_out[name].difficulty != hard_preset
+        assert not np.array_equal(video.frame(0)[0], held_out[name].frame(0)[0])
+    again = synthetic_plan.out_of_distribution_videos(*size)
+    assert np.array_equal(again["synth0002"].frame(2)[1], hard["synth0002"].frame(2)[1])
 
 
 def test_long_benchmark_is_deterministic_by_seed():
@@ -173,6 +186,10 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
         assert rows["first_frame_only"]["status"] == "done (same settings as stores_sensory_only)"
         assert rows["first_frame_only"]["jf"] == rows["stores_sensory_only"]["jf"]
         assert not (tmp_path / benchmark / "study_baselines" / "first_frame_only").exists()
+    # the out-of-distribution held-out set runs the full model alone (unscoped --rows do not reach it)
+    assert {entry["row"] for entry in result["entries"] if entry["benchmark"] == "hard"} == {"copy_first_mask",
+                                                                                         "stores_all"}
+    assert "### hard" in table
     # the long benchmark is scored on its sparse ground truth (every 5th frame; 0 is the input)
     assert all(entry["videos"] == 2 for entry in result["entries"])
     # each table's header gives the memory settings derived for its frame size and length
@@ -188,8 +205,9 @@ def test_study_command_runs_end_to_end_on_a_tiny_configuration(tmp_path, recipe_
     assert "study.png" in page.images
     assert {link for link in page.links if not link.startswith("#")} == {
         f"{benchmark}/{row}/report.html" for benchmark in ("held_out", "long")
-        for row in ("ablations/stores_all", "ablations/stores_sensory_only")}  # first_frame_only runs as the latter
-    assert sum(1 for _, name, _ in page.rows if name.startswith("synth")) == 4  # 2 videos per benchmark
+        for row in ("ablations/stores_all", "ablations/stores_sensory_only")} | {  # first_frame_only runs as the latter
+        "hard/ablations/stores_all/report.html"}
+    assert sum(1 for _, name, _ in page.rows if name.startswith("synth")) == 6  # 2 videos per benchmark
     # the bootstrap's point estimate is eval.py's J&F (the same masks, the same DAVIS-mode scoring)
     for benchmark in ("held_out", "long"):
         with open(tmp_path / benchmark / "ablations" / "ablations.csv", newline="") as handle:
@@ -237,6 +255,12 @@ def test_study_rows_can_be_scoped_to_one_benchmark():
     assert long == {ablations: ["long_term_full", "long_term_no_potentiation", "long_term_off",
                                 "long_term_random_prototypes", "stores_all"]}
     assert run_study.study_rows(["long:long_term_off"], "held_out") == {}  # only copy-first-mask runs there
+    # the out-of-distribution set: the full model, and only the rows scoped to it
+    baselines = str(run_study.BASELINE_DIR)
+    assert run_study.study_rows(None, "hard") == run_study.study_rows([*patterns, "first_frame_only"], "hard") == {
+        ablations: ["stores_all"]}
+    assert run_study.study_rows(["hard:first_frame_only"], "hard") == {ablations: ["stores_all"],
+                                                                       baselines: ["first_frame_only"]}
     with pytest.raises(ValueError, match="benchmark 'short'"):
         run_study.study_rows(["short:stores_all"], "long")
     with pytest.raises(ValueError, match="matches no study row"):

@@ -1,5 +1,5 @@
 r"""The paper's ablations in miniature: every ablation row that needs no retraining, run with one or several trained
-networks on two synthetic benchmarks, with bootstrap intervals.
+networks on synthetic benchmarks, with bootstrap intervals.
 
     python scripts/study/run_study.py --model /work/study_runs/saves/study/study_s03_1320.pth --out ../output/study
     python scripts/study/run_study.py --model seed1.pth seed2.pth seed3.pth --no_sensory_model no_sensory.pth \
@@ -8,6 +8,9 @@ networks on two synthetic benchmarks, with bootstrap intervals.
 Benchmarks (written under <out>/data/ on first use; deterministic by seed):
 - `held_out`: STUDY_PLAN.held_out_videos DAVIS-style videos of the quickstart's held-out kind (scripts/
   study_prepare.py; the first 8 are the quickstart's own held-out videos), every frame annotated, eval.py D17;
+- `hard`: as many videos of the same size and length of the `hard` preset (2-4 objects, fast motion, heavy
+  occlusion, three look-alikes), which no training video uses: the full model's score out of distribution (only
+  `stores_all` runs there, and rows scoped to it, e.g. `hard:first_frame_only`);
 - `long`: the long benchmark of dataset/synthetic_long.py (LONG_BENCHMARK: 5 videos x 2000 frames, objects away
   for hundreds of frames, sparse ground truth, every absence recorded), eval.py LV1.
 Memory budgets: the paper's ratios at each benchmark's frame size and length (inference/miniature.py: T_max, T_min,
@@ -82,7 +85,8 @@ ABLATIONS_COMMAND = "scripts/study/run_ablations.py"  # runs the rows, one eval.
 BASELINE_DIR = REPOSITORY / "configs" / "study_baselines"
 FULL_MODEL_ROW = "stores_all"
 COPY_FIRST_MASK = "copy_first_mask"
-BENCHMARKS = ("held_out", "long")
+BENCHMARKS = ("held_out", "hard", "long")
+OUT_OF_DISTRIBUTION = "hard"  # runs the full model alone unless rows are scoped to it
 DEFAULT_BOOTSTRAP = 2000
 MEMORY_BUDGETS = ("miniature", "paper")
 # Generated rows: their files go to <out>/[<network>/]<benchmark>/rows/<name>/, their outputs to .../<name>/.
@@ -95,7 +99,8 @@ MEMORY_TRACE_FILE = "memory_trace"  # <out>/[<network>/]memory_trace_long.csv/.p
 def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, list[str]]:
     """{ablation folder: row names} to run on `benchmark`: the rows that run with --model (no retrained checkpoint),
     filtered by `patterns` (file stems or shell patterns over both folders; `<benchmark>:<pattern>` applies to that
-    benchmark only, e.g. `long:long_term_*`, since consolidation never happens in a 30-frame held-out video).
+    benchmark only, e.g. `long:long_term_*`, since consolidation never happens in a 30-frame held-out video). The
+    out-of-distribution benchmark runs the full model and only the rows scoped to it.
 
     Raises:
         ValueError: a pattern matches no row, or names an unknown benchmark.
@@ -103,16 +108,16 @@ def study_rows(patterns: Optional[Sequence[str]], benchmark: str) -> dict[str, l
     folders = {ABLATION_DIR: select_rows(None),
                BASELINE_DIR: select_rows(None, BASELINE_DIR)}
     names = {folder: [row.name for row in rows if row.checkpoint is None] for folder, rows in folders.items()}
-    if patterns is not None:
+    if patterns is not None or benchmark == OUT_OF_DISTRIBUTION:
         every = [name for rows in names.values() for name in rows]
-        chosen = []
-        for pattern in patterns:
+        chosen = [FULL_MODEL_ROW] if benchmark == OUT_OF_DISTRIBUTION else []
+        for pattern in patterns or ():
             scope, _, row_pattern = pattern.rpartition(":")
             if scope and scope not in BENCHMARKS:
                 raise ValueError(f"--rows {pattern!r} names benchmark {scope!r}; benchmarks: {', '.join(BENCHMARKS)}")
             if not fnmatch.filter(every, row_pattern):
                 raise ValueError(f"--rows {pattern!r} matches no study row; rows: {', '.join(every)}")
-            if scope in ("", benchmark):
+            if scope == benchmark or (scope == "" and benchmark != OUT_OF_DISTRIBUTION):
                 chosen.append(row_pattern)
         names = {folder: [name for name in rows if any(fnmatch.fnmatchcase(name, p) for p in chosen)]
                  for folder, rows in names.items()}
@@ -274,7 +279,7 @@ def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Pa
                                                                                          benchmark.width),
                                    benchmark.num_frames)
         generated.append((SWEEP_ROWS, sweep, model))
-    if args.no_sensory_model is not None:
+    if args.no_sensory_model is not None and benchmark.name != OUT_OF_DISTRIBUTION:
         generated.append((NO_SENSORY_ROWS_NAME, no_sensory_rows(), args.no_sensory_model.resolve()))
     for name, row_list, checkpoint in generated:
         folder = root / benchmark.name / GENERATED_ROWS_FOLDER / name
