@@ -383,6 +383,25 @@ def _sums(per_video: list[float]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(per_video), np.ones(len(per_video))
 
 
+def test_the_sweep_runs_with_the_first_network_only(tmp_path, recipe_checkpoint_path, monkeypatch):
+    """Mutation checked: `with_sweep=args.sweep` (every network) fails here."""
+    calls = []
+
+    def record(benchmark, rows, model, root, args, with_sweep):
+        calls.append((benchmark.name, model, with_sweep))
+        return [], []
+
+    monkeypatch.setattr(run_study, "_row_sources", record)
+    monkeypatch.setattr(run_study, "run_benchmark", lambda *args, **kwargs: run_study.BenchmarkResult(
+        [], {}, [], {}, {}))
+    monkeypatch.setattr(run_study, "write_plot", lambda entries, path: None)  # no rows ran: nothing to draw
+    second = tmp_path / "second.pth"
+    second.write_bytes(recipe_checkpoint_path.read_bytes())
+    run_study.main(["--model", str(recipe_checkpoint_path), str(second), "--out", str(tmp_path / "out"), "--size",
+                    "tiny", "--benchmarks", "long", "--rows", "stores_all", "--sweep"])
+    assert calls == [("long", recipe_checkpoint_path.resolve(), True), ("long", second.resolve(), False)]
+
+
 def test_pooled_verdicts_need_the_same_sign_on_every_network_and_an_interval_without_zero():
     """Mutations checked: a verdict from the pooled interval alone (ignoring the per-network signs) fails the
     'mixed' row; a verdict from the signs alone fails the 'noisy' row."""

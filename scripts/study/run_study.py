@@ -20,7 +20,7 @@ Rows: every row of configs/ablations/ that runs with --model (rows naming a retr
 plus configs/study_baselines/ (first frame only, the bounded working-memory baselines, the positive controls),
 each run by scripts/study/run_ablations.py as a child process (one eval.py process per row; finished rows are reused,
 interrupted ones resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
-- `--sweep` (long benchmark): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
+- `--sweep` (long benchmark, the first --model network only): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
   {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the usage - random gap and the
   potentiation gap against the share kept (and <out>/study_sweep.png);
 - `--no_sensory_model`: the paper's store rows that need a network trained without sensory memory
@@ -42,10 +42,10 @@ Output: <out>/study.md and .csv (the tables), <out>/study.png (J&F with interval
 per long video), and run_ablations.py's own tables under <out>/[<network>/]<benchmark>/.
 
 Cost (XMem at 96x160, one thread, measured): one row takes about 2.5-4 min (held_out, 900 frames), 12 min (long
-at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames). The default rows are about 30
-per benchmark (rows with the same settings run once), the sweep adds 8 rows per share on the long benchmark (32 by
-default), each network runs them all: `--rows` (optionally per benchmark) and `--benchmarks` restrict it.
-`--jobs 2` runs two rows at once with one thread each (on 2 cores, nearly half the wall time of one process).
+at --size reduced, 3,200 frames) or 45 min (long at --size full, 10,000 frames). The default rows are 29 settings
+per benchmark (rows with the same settings run once) and each network runs them all; the sweep adds 8 rows per
+share on the long benchmark (32 by default), for the first network only. `--rows` (optionally per benchmark) and
+`--benchmarks` restrict it; `--jobs 2` runs two rows at once with one thread each.
 """
 from __future__ import annotations
 
@@ -269,12 +269,13 @@ def memory_traces(row_folder: Path, videos: Sequence[str]) -> dict[str, list[lis
 
 
 def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, root: Path,
-                 args: argparse.Namespace) -> tuple[list[RowSource], list[SweepPoint]]:
-    """The row folders to run for one network on one benchmark, writing the generated rows' files."""
+                 args: argparse.Namespace, with_sweep: bool) -> tuple[list[RowSource], list[SweepPoint]]:
+    """The row folders to run for one network on one benchmark, writing the generated rows' files (the sweep's
+    only `with_sweep`)."""
     sources = [RowSource(Path(folder), tuple(names), model, Path(folder).name) for folder, names in rows.items()]
     points: list[SweepPoint] = []
     generated: list[tuple[str, list[GeneratedRow], Path]] = []
-    if args.sweep and benchmark.name == "long":
+    if with_sweep and benchmark.name == "long":
         sweep, points = sweep_rows(args.sweep_shares, args.sweep_seeds, feature_elements(benchmark.height,
                                                                                          benchmark.width),
                                    benchmark.num_frames)
@@ -309,7 +310,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     parser.add_argument("--memory_budgets", choices=MEMORY_BUDGETS, default="miniature",
                         help="miniature: the paper's ratios at each benchmark's frame size and length "
                              "(inference/miniature.py); paper: the paper's numbers as they are")
-    parser.add_argument("--sweep", action="store_true", help="add the selection sweep's rows (long benchmark)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="add the selection sweep's rows (long benchmark, the first --model network)")
     parser.add_argument("--sweep_shares", type=float, nargs="+", default=list(DEFAULT_SWEEP_SHARES),
                         help="shares of each consolidation's candidates kept as prototypes")
     parser.add_argument("--sweep_seeds", type=int, default=DEFAULT_SWEEP_SEEDS, help="random-selection seeds")
@@ -345,9 +347,12 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         rows[name] = runnable_rows(rows[name], [*budget_overrides, *key_values], notes, name)
         truth = reentry_truth(benchmark) if name == "long" else None
         per_network = []
-        for network, model in zip(networks, args.model):
+        for index, (network, model) in enumerate(zip(networks, args.model)):
             root = out / network.replace(" ", "") if network else out
-            sources, points = _row_sources(benchmark, rows[name], model.resolve(), root, args)
+            # The sweep maps a mechanism, not a claim: one network (its random-selection seeds give the spread);
+            # on every network it would cost as much again per seed (8 long rows a share).
+            sources, points = _row_sources(benchmark, rows[name], model.resolve(), root, args,
+                                           with_sweep=args.sweep and index == 0)
             result = run_benchmark(benchmark, sources, root, [*budget_overrides, *forwarded, "--jobs", str(args.jobs)],
                                    args.bootstrap, truth)
             for entry in result.entries:
