@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -460,6 +461,28 @@ def test_run_ablations_jobs_run_rows_side_by_side_with_a_share_of_the_threads(tm
     assert list(_table(out / "ablations.csv")) == ["a", "b", "c", "d", "e"]
     with pytest.raises(SystemExit):
         run_ablations.main(["--model", str(recipe_checkpoint_path), "--jobs", "0"])
+
+
+def test_run_ablations_jobs_start_no_queued_row_after_an_error(tmp_path, recipe_checkpoint_path, monkeypatch):
+    """Mutation checked: leaving the pool with `shutdown(wait=True)` alone (queued rows still start) fails here."""
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    for index in range(6):
+        (rows / f"row{index}.yaml").write_text(f"# Memory sizes: top_k {index + 1}\ninference:\n  top_k: {index + 1}\n")
+    started = []
+
+    def child(command, **kwargs):
+        started.append(command[-1])
+        if len(started) == 1:
+            raise RuntimeError("interrupted")
+        time.sleep(0.5)
+        return ChildRun(tuple(command), 0, "", None)
+
+    monkeypatch.setattr(run_ablations, "run_child", child)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_ablations.main(["--model", str(recipe_checkpoint_path), "--ablation_dir", str(rows), "--output",
+                            str(tmp_path / "out"), "--dataset", "D17", "--d17_path", str(tmp_path), "--jobs", "2"])
+    assert len(started) <= 3  # the failed row, the one beside it, and at most one its worker took up at once
 
 
 def test_an_entries_file_of_another_kind_is_refused_naming_it(tmp_path):

@@ -324,14 +324,19 @@ def _run_rows(rows: Sequence[AblationRow], model: str, output: Path, forwarded: 
             results[row.name] = run_row(row, model=model, output=output, forwarded=forwarded)
             on_result(results)
         return results
-    with concurrent.futures.ThreadPoolExecutor(parallelism.jobs) as pool, \
-            tqdm(total=len(rows), desc=f"rows ({parallelism.jobs} at once)", unit="row") as progress:
-        running = {pool.submit(run_row, row, model=model, output=output, forwarded=forwarded,
-                               parallelism=parallelism): row.name for row in rows}
-        for future in concurrent.futures.as_completed(running):
-            results[running[future]] = future.result()
-            progress.update()
-            on_result(results)
+    pool = concurrent.futures.ThreadPoolExecutor(parallelism.jobs)
+    try:
+        with tqdm(total=len(rows), desc=f"rows ({parallelism.jobs} at once)", unit="row") as progress:
+            running = {pool.submit(run_row, row, model=model, output=output, forwarded=forwarded,
+                                   parallelism=parallelism): row.name for row in rows}
+            for future in concurrent.futures.as_completed(running):
+                results[running[future]] = future.result()
+                progress.update()
+                on_result(results)
+    finally:
+        # After an interrupt or an error, rows still queued must not start (the running ones end with their
+        # eval.py processes, which resume next time).
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
