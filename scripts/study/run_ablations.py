@@ -15,9 +15,9 @@ group) reuse its result.
 
 Parallel rows: `--jobs N` runs N rows at once, each eval.py process with (CPUs // N) threads (OMP_NUM_THREADS,
 MKL_NUM_THREADS) and its output in `<output>/<row>/eval.log` instead of the terminal (a progress bar counts the
-rows). On a small CPU machine N one-thread processes finish a set of rows sooner than one N-thread process: at the
-study's 96x160 frames a second thread speeds one eval.py process up far less than 2x. FPS is then each process's
-speed on a shared machine.
+rows). Measured on an idle 2-core AMD EPYC (the study network, the quickstart's 8 held-out videos at 96x160): one
+process with 2 threads took 21 s for a row, two one-thread processes side by side 36 s for two rows (18 s a row).
+FPS is then each process's speed on a shared machine.
 
 Resuming: a finished row is not run again and an interrupted one continues where eval.py stopped (finished
 videos are kept); a row folder made with other settings is an error (choose another --output). The tables
