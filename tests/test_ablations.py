@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -425,12 +426,17 @@ def test_run_ablations_failed_skipped_and_duplicate_rows(tmp_path, recipe_checkp
         run_ablations.main([*arguments, "--size", "48"])
 
 
+def _top_k_rows(folder: Path, names: Sequence[str]) -> Path:
+    """Row files that differ in top_k only (1, 2, ... in name order), in `folder`."""
+    folder.mkdir()
+    for index, name in enumerate(names):
+        (folder / f"{name}.yaml").write_text(f"# Memory sizes: top_k {index + 1}\ninference:\n  top_k: {index + 1}\n")
+    return folder
+
+
 def test_run_ablations_jobs_run_rows_side_by_side_with_a_share_of_the_threads(tmp_path, recipe_checkpoint_path,
                                                                             monkeypatch):
-    rows = tmp_path / "rows"
-    rows.mkdir()
-    for index, name in enumerate(("a", "b", "c", "d")):
-        (rows / f"{name}.yaml").write_text(f"# Memory sizes: top_k {index + 1}\ninference:\n  top_k: {index + 1}\n")
+    rows = _top_k_rows(tmp_path / "rows", ("a", "b", "c", "d"))
     (rows / "e.yaml").write_text("# Memory sizes: a again\ninference:\n  top_k: 1\n")
     both_running = threading.Barrier(2, timeout=20)  # a row waits here until a second one runs beside it
     lock, running, most_running, calls = threading.Lock(), [0], [0], []
@@ -465,10 +471,7 @@ def test_run_ablations_jobs_run_rows_side_by_side_with_a_share_of_the_threads(tm
 
 def test_run_ablations_jobs_start_no_queued_row_after_an_error(tmp_path, recipe_checkpoint_path, monkeypatch):
     """Mutation checked: leaving the pool with `shutdown(wait=True)` alone (queued rows still start) fails here."""
-    rows = tmp_path / "rows"
-    rows.mkdir()
-    for index in range(6):
-        (rows / f"row{index}.yaml").write_text(f"# Memory sizes: top_k {index + 1}\ninference:\n  top_k: {index + 1}\n")
+    rows = _top_k_rows(tmp_path / "rows", [f"row{index}" for index in range(6)])
     started = []
 
     def child(command, **kwargs):

@@ -20,9 +20,9 @@ Rows: every row of configs/ablations/ that runs with --model (rows naming a retr
 plus configs/study_baselines/ (first frame only, the bounded working-memory baselines, the positive controls),
 each run by scripts/study/run_ablations.py as a child process (one eval.py process per row; finished rows are reused,
 interrupted ones resume), and copy-the-first-frame-mask, scored here. Generated rows (written under <out>/<benchmark>/):
-- `--sweep` (long benchmark, the first --model network only): the selection sweep, P at `--sweep_shares` of each consolidation's candidates x
-  {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the usage - random gap and the
-  potentiation gap against the share kept (and <out>/study_sweep.png);
+- `--sweep` (long benchmark, the first --model network only): the selection sweep, P at `--sweep_shares` of each
+  consolidation's candidates x {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the
+  usage - random gap and the potentiation gap against the share kept (and <out>/study_sweep.png);
 - `--no_sensory_model`: the paper's store rows that need a network trained without sensory memory
   (configs/study_no_sensory.yaml), run with that checkpoint beside the main network's rows.
 
@@ -350,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         for index, (network, model) in enumerate(zip(networks, args.model)):
             root = out / network.replace(" ", "") if network else out
             # The sweep maps a mechanism, not a claim: one network (its random-selection seeds give the spread);
-            # on every network it would cost as much again per seed (8 long rows a share).
+            # on every network it would cost as much again per network (8 long rows a share).
             sources, points = _row_sources(benchmark, rows[name], model.resolve(), root, args,
                                            with_sweep=args.sweep and index == 0)
             result = run_benchmark(benchmark, sources, root, [*budget_overrides, *forwarded, "--jobs", str(args.jobs)],

@@ -25,6 +25,8 @@ from inference.evaluation.reentry import (DEFAULT_MIN_ABSENCE_FRAMES, DEFAULT_WI
 SCORES_FOLDER = "study_scores"  # per-object tables written beside each row's masks
 REENTRY_WINDOW_FRAMES = DEFAULT_WINDOW_FRAMES
 REENTRY_MIN_ABSENCE_FRAMES = DEFAULT_MIN_ABSENCE_FRAMES
+# The DAVIS-layout benchmarks (every frame annotated, eval.py D17) and the generator of each one's videos.
+DAVIS_BENCHMARK_VIDEOS = {"held_out": held_out_videos, "hard": out_of_distribution_videos}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,10 +80,9 @@ class BenchmarkData:
 def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkData:
     """Write (or reuse: the writers skip finished videos) one benchmark under `data_root`: `held_out`, `hard` (the
     out-of-distribution held-out set, as many videos of the same length) or `long`."""
-    if name in ("held_out", "hard"):
-        make = held_out_videos if name == "held_out" else out_of_distribution_videos
+    if name in DAVIS_BENCHMARK_VIDEOS:
         root = data_root / name
-        videos = make(size.held_out_videos, size.held_out_frames, size.height, size.width)
+        videos = DAVIS_BENCHMARK_VIDEOS[name](size.held_out_videos, size.held_out_frames, size.height, size.width)
         split = root / DAVIS_SPLIT_FOLDER
         write_davis(split, {}, videos)
         return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(root), "--size", "-1"),
