@@ -90,15 +90,18 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check `value` against the schema type `annotation`; return it in the schema's representation."""
+def _coerce(value: Any, annotation: Any, key: str, default: Any = None) -> Any:
+    """Check `value` against the schema type `annotation`; return it in the schema's representation.
+
+    A mapping for a dataclass field fills what it leaves out from `default`, the field's value before it.
+    """
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in arguments:
             return None
         (inner,) = [argument for argument in arguments if argument is not type(None)]
-        return _coerce(value, inner, key)
+        return _coerce(value, inner, key, default)
     if origin is typing.Literal:
         if value not in arguments:
             choices = ", ".join(repr(choice) for choice in arguments)
@@ -111,7 +114,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
             raise TypeError(f"config key {key!r}: expected a mapping of fields, got {type(value).__name__}")
-        return _build(annotation, value, prefix=key + ".")
+        return _build(annotation, value, prefix=key + ".", default=default)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str):
@@ -129,8 +132,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     raise TypeError(f"config key {key!r}: unsupported schema type {_type_name(annotation)}")
 
 
-def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass `cls` from a (partial) mapping, defaults filling what is missing."""
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "", default: Any = None) -> Any:
+    """Build dataclass `cls` from a (partial) mapping; what it leaves out comes from `default` (else `cls()`).
+
+    Nested fields fill in from their own defaults: `train.stage3.lr=2e-5` keeps stage 3's lr step and fine-tune
+    phase (`TrainConfig`'s stage-3 factory), not a bare `StageConfig()`'s.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
@@ -138,11 +145,12 @@ def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             raise UnknownConfigKeyError(f"unknown config key {prefix + str(key)!r}{hint}")
-    default = cls()
+    if default is None:
+        default = cls()
     kwargs = {}
     for name in names:
         if name in values:
-            kwargs[name] = _coerce(values[name], hints[name], prefix + name)
+            kwargs[name] = _coerce(values[name], hints[name], prefix + name, getattr(default, name))
         else:
             kwargs[name] = getattr(default, name)
     return cls(**kwargs)

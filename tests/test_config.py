@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from configs import (ORIGINAL_EVAL_FLAGS, Config, UnknownConfigKeyError, add_flag_aliases, config_to_dict,
-                     dump_config, load_config, overrides_from_flags)
+from configs import (ORIGINAL_EVAL_FLAGS, Config, UnknownConfigKeyError, add_flag_aliases, config_from_dict,
+                     config_to_dict, dump_config, load_config, overrides_from_flags)
 from configs.loader import parse_override
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs"
@@ -77,11 +77,23 @@ def test_literal_choices_are_checked():
                                        "need 1 ≤ min_working_frames < max_working_frames, got 5 and 5"),
     ("inference.num_prototypes=20000", "config keys 'inference.num_prototypes' and 'inference.max_long_term_elements': "
                                        "need 1 ≤ num_prototypes ≤ max_long_term_elements, got 20000 and 10000"),
+    ("train.stage0.lr_warmup=-1", "config key 'train.stage0.lr_warmup': got -1, expected ≥ 0"),
+    ("train.stage3.lr_schedule=cosine", "config key 'train.stage3.lr_steps': got [80000], expected [] with "
+                                        "lr_schedule cosine (steps belong to lr_schedule step)"),
 ])
 def test_out_of_range_values_fail_at_load_naming_the_key(override, message):
     with pytest.raises(ValueError) as raised:
         load_config(overrides=[override])
     assert str(raised.value) == message and "\n" not in message
+
+
+def test_a_partial_stage_override_keeps_the_rest_of_that_stages_defaults():
+    """Overriding one setting of stage 3 keeps the paper's stage-3 lr step and fine-tune phase, and stage 0 keeps
+    its own (no skip curriculum), not a bare StageConfig()'s."""
+    stage3 = load_config(overrides=["train.stage3.lr=2e-5"]).train.stage3
+    assert (stage3.lr, stage3.lr_steps, stage3.finetune_iterations) == (2e-5, (80_000,), 10_000)
+    stage0 = config_from_dict({"train": {"stage0": {"iterations": 10}}}).train.stage0
+    assert (stage0.iterations, stage0.batch_size, stage0.num_frames, stage0.skip_fractions) == (10, 16, 3, ())
 
 
 def test_original_schedule_values_and_named_modes_load():
