@@ -208,8 +208,12 @@ class StageConfig:
     batch_size: int = 8
     iterations: int = 100_000
     finetune_iterations: int = 0  # extra iterations at the end without per-frame affine augmentation
-    lr_steps: tuple[int, ...] = ()  # MultiStepLR milestones, in iterations
     lr: float = 1e-5
+    # "step": the original's schedule, lr times train.gamma at each of lr_steps (iterations); "cosine": lr down to 0
+    # along half a cosine over the whole stage, fine-tune phase included (no lr_steps).
+    lr_schedule: Literal["step", "cosine"] = "step"
+    lr_steps: tuple[int, ...] = ()
+    lr_warmup: int = 0  # the first lr_warmup iterations ramp the lr linearly up to the schedule's (0: as the original)
     num_frames: int = 8  # frames per training clip
     num_ref_frames: int = 3  # memory frames read per query frame
     start_warm: int = 20_000  # bootstrapped CE: plain CE before this iteration
@@ -224,6 +228,16 @@ class StageConfig:
     def total_iterations(self) -> int:
         """The stage's length: its iterations, then the fine-tune phase's."""
         return self.iterations + self.finetune_iterations
+
+
+def _stage_problem(key: str, stage: StageConfig) -> str | None:
+    """What is wrong with the settings of the stage at config key `key` ('train.stage3'), or None."""
+    if stage.lr_warmup < 0:
+        return f"config key '{key}.lr_warmup': got {stage.lr_warmup}, expected ≥ 0"
+    if stage.lr_schedule == "cosine" and stage.lr_steps:
+        return (f"config key '{key}.lr_steps': got {list(stage.lr_steps)}, expected [] with lr_schedule cosine "
+                f"(steps belong to lr_schedule step)")
+    return None
 
 
 def _stage0() -> StageConfig:
@@ -269,7 +283,7 @@ class TrainConfig:
     stages: str = "03"
     seed: int = 14159265
     weight_decay: float = 0.05
-    gamma: float = 0.1  # MultiStepLR decay
+    gamma: float = 0.1  # lr_schedule step: the lr's factor at each of a stage's lr_steps
     deep_update_prob: float = 0.2  # probability that a training frame's value encoding deep-updates the hidden
     bootstrap_final_fraction: float = 0.15  # bootstrapped CE keeps this fraction of pixels after end_warm
     use_amp: bool = True  # on CUDA only
@@ -291,6 +305,13 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=_stage2)
     stage3: StageConfig = field(default_factory=_stage3)
     data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        """Checks every stage, so that a bad value fails where the config is loaded (one line naming the key)."""
+        for name in KNOWN_STAGES:
+            problem = _stage_problem(f"train.stage{name}", self.stage(name))
+            if problem:
+                raise ValueError(problem)
 
     def stage(self, name: str) -> StageConfig:
         """The settings of stage `name` ('0'..'3').

@@ -44,8 +44,8 @@ def test_study_preset_resolves_with_the_papers_schedule_scaled_to_its_length():
         assert stage.start_warm == pytest.approx(paper.start_warm * scale)
         assert stage.end_warm == pytest.approx(paper.end_warm * scale)
         assert stage.finetune_iterations == pytest.approx(paper.finetune_iterations * scale)
-        # the recipe's one departure in the schedule: the lr step at 90 % of the stage, not the paper's 80 %
-        assert [step / stage.iterations for step in stage.lr_steps] == pytest.approx([0.9])
+        # the recipe's one departure in the schedule: a warm-up and a cosine to 0, not the paper's step at 80 %
+        assert (stage.lr_schedule, stage.lr_steps, stage.lr_warmup) == ("cosine", (), 100)
         assert (stage.num_frames, stage.num_ref_frames) == (paper.num_frames, paper.num_ref_frames)
         assert (stage.skip_fractions, stage.skip_values) == (paper.skip_fractions, paper.skip_values)
     # a resume checkpoint at least every 50 iterations (the study's bound on lost work), never only at stage ends

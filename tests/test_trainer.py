@@ -22,7 +22,8 @@ from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
 from model.training.logger import image_grid
 from model.training.run_folder import RunDirectory, validate_stages
-from model.training.trainer import Trainer, sample_clip_plan
+from configs.schema import StageConfig
+from model.training.trainer import Trainer, learning_rate_factor, sample_clip_plan
 
 CROP = 32
 NUM_OBJECTS = 2
@@ -112,6 +113,48 @@ def test_step_keeps_batchnorm_statistics_and_changes_parameters():
     changed = [name for name, parameter in network.named_parameters() if not torch.equal(parameter,
                                                                                           parameters[name])]
     assert len(changed) == len(parameters)
+
+
+def test_step_schedule_is_the_original_multisteplr():
+    stage = StageConfig(iterations=20, lr_steps=(12, 5, 12))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    multistep = torch.optim.lr_scheduler.MultiStepLR(optimizer, [12, 5, 12], gamma=0.1)
+    for iteration in range(20):
+        assert learning_rate_factor(iteration, stage, 0.1) == pytest.approx(optimizer.param_groups[0]["lr"]), iteration
+        optimizer.step()
+        multistep.step()
+
+
+def test_cosine_schedule_warms_up_then_falls_to_zero_over_the_whole_stage():
+    stage = StageConfig(iterations=100, finetune_iterations=20, lr_schedule="cosine", lr_warmup=10)
+    factors = [learning_rate_factor(iteration, stage, 0.1) for iteration in range(stage.total_iterations)]
+    assert factors[0] == pytest.approx(0.1)  # 1 / lr_warmup
+    assert all(later > earlier for earlier, later in zip(factors[:9], factors[1:10]))
+    assert all(later < earlier for earlier, later in zip(factors[9:], factors[10:]))
+    assert factors[60] == pytest.approx(0.5)  # half-way through the 120 iterations, fine-tune included
+    assert factors[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 119 / 120))) and factors[-1] < 1e-3
+
+
+def test_trainer_steps_the_configured_schedule_and_resumes_an_older_multisteplr_state():
+    config = config_from_dict({"train": {"stage3": {"batch_size": 1, "num_frames": 3, "num_ref_frames": 2,
+                                                    "lr": 1e-4, "lr_schedule": "cosine", "lr_steps": [],
+                                                    "lr_warmup": 4, "iterations": 8}}})
+    trainer = Trainer(_network(), config, "3")
+    assert trainer.lr == pytest.approx(1e-4 * learning_rate_factor(0, config.train.stage3, 0.1))
+    trainer.train_step(_batch(1, 3))
+    assert trainer.lr == pytest.approx(1e-4 * learning_rate_factor(1, config.train.stage3, 0.1))
+
+    state = trainer.state_dict()
+    sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-4)
+    older = torch.optim.lr_scheduler.MultiStepLR(sgd, [2])
+    for _ in range(3):
+        sgd.step()
+        older.step()
+    state["scheduler"] = older.state_dict()  # what checkpoints written before the schedule choice hold
+    trainer.load_state_dict(state)
+    trainer.scheduler.step()
+    assert trainer.scheduler.last_epoch == 4
+    assert trainer.lr == pytest.approx(1e-4 * learning_rate_factor(4, config.train.stage3, 0.1))
 
 
 def test_loss_falls_on_a_fixed_batch():

@@ -9,9 +9,11 @@ The loop around it (stages, data, logging, snapshots, resume) is `train.py`.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Mapping, NamedTuple
 
 import torch
@@ -183,8 +185,22 @@ class ClipUnroller(nn.Module):
 # One optimisation step
 
 
+def learning_rate_factor(iteration: int, stage: StageConfig, gamma: float) -> float:
+    """The factor of `stage.lr` for the step at `iteration` (0-based, within the stage).
+
+    A linear warm-up over the first `stage.lr_warmup` iterations (from 1 / lr_warmup to 1) times the schedule:
+    "step" multiplies by `gamma` at each of `stage.lr_steps` (the original's MultiStepLR), "cosine" falls from 1
+    to 0 along half a cosine over `stage.total_iterations`.
+    """
+    warmup = min(1.0, (iteration + 1) / stage.lr_warmup) if stage.lr_warmup else 1.0
+    if stage.lr_schedule == "cosine":
+        progress = min(iteration / stage.total_iterations, 1.0)
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return warmup * gamma ** bisect.bisect_right(sorted(stage.lr_steps), iteration)
+
+
 class Trainer:
-    """Optimises an XMem over training clips: AdamW, MultiStepLR stepped per iteration, AMP + GradScaler on CUDA.
+    """Optimises an XMem over training clips: AdamW, the lr schedule stepped per iteration, AMP + GradScaler on CUDA.
 
     With torch.distributed initialised (world size > 1), the clip unroller is wrapped in DDP; every rank draws
     the plan of the whole global batch from the same generator and uses its own slice, so a DDP run equals a
@@ -232,8 +248,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad],
                                            lr=self.stage_config.lr, weight_decay=self.train_config.weight_decay,
                                            fused=_supports_fused_adamw(self.device))
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(self.stage_config.lr_steps),
-                                                              self.train_config.gamma)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, partial(learning_rate_factor, stage=self.stage_config, gamma=self.train_config.gamma))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
 
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
@@ -301,7 +317,10 @@ class Trainer:
         """Restore `state_dict()`'s output (network weights included) so that training continues exactly."""
         self.network.load_state_dict(state["network"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        scheduler_state = dict(state["scheduler"])
+        # Checkpoints of earlier versions hold a MultiStepLR's state: its iteration count is all that carries over.
+        scheduler_state.setdefault("lr_lambdas", [None] * len(self.optimizer.param_groups))
+        self.scheduler.load_state_dict(scheduler_state)
         self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.generator.set_state(state["plan_generator"])
