@@ -15,14 +15,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import train
-from configs import Config, config_from_dict, config_to_dict, load_config
+from configs import Config, StageConfig, config_from_dict, config_to_dict, load_config
 from configs.common import per_rank_batch_size
 from dataset.training_data import DataPhase, GlobalBatchSampler, StageData, training_loader
 from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
 from model.training.logger import image_grid
 from model.training.run_folder import RunDirectory, validate_stages
-from configs.schema import StageConfig
 from model.training.trainer import Trainer, learning_rate_factor, sample_clip_plan
 
 CROP = 32
