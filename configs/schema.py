@@ -288,6 +288,11 @@ class TrainConfig:
     bootstrap_final_fraction: float = 0.15  # bootstrapped CE keeps this fraction of pixels after end_warm
     use_amp: bool = True  # on CUDA only
     clip_grad_norm: Optional[float] = None  # the original does not clip
+    # frozen: BatchNorm's running statistics stay fixed for the whole of training (the original: ImageNet statistics
+    # for ImageNet weights); batch: BatchNorm in train mode, normalising by batch statistics and updating the running
+    # ones inference uses (for trunks trained from a random init, whose activations drift far from any fixed
+    # statistics as the weights learn).
+    batchnorm: Literal["frozen", "batch"] = "frozen"
     # Under AMP a non-finite loss skips its step (GradScaler lowers the loss scale and retries on the next batch);
     # training aborts after this many in a row. Isolated fp16 overflows or bad batches never come close: the
     # weights do not change during skips, so 20 consecutive non-finite losses mean broken data or weights, found

@@ -114,6 +114,18 @@ def test_step_keeps_batchnorm_statistics_and_changes_parameters():
     assert len(changed) == len(parameters)
 
 
+def test_batchnorm_batch_mode_trains_in_train_mode_and_updates_every_running_statistic():
+    network = _network()
+    running = {name: buffer.clone() for name, buffer in network.named_buffers() if name.endswith("running_var")}
+    trainer = Trainer(network, _config(batch_size=2, lr=1e-4, batchnorm="batch"), "3")
+    trainer.train_step(_batch(2, 3))
+
+    assert network.training
+    # every BatchNorm of both trunks ran on this batch and moved its running statistics towards the batch's
+    assert [name for name, buffer in network.named_buffers()
+            if name in running and torch.equal(buffer, running[name])] == []
+
+
 def test_step_schedule_is_the_original_multisteplr():
     stage = StageConfig(iterations=20, lr_steps=(12, 5, 12))
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)

@@ -113,22 +113,25 @@ def _select_frames(tensor: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
 class ClipUnroller(nn.Module):
     """The training forward of XMem over a clip: DDP's single forward, built from the network's typed methods.
 
-    The whole network stays in eval mode even while training (BatchNorm keeps its ImageNet statistics; its affine
-    parameters are still optimised), as in the original.
+    By default the whole network stays in eval mode even while training (BatchNorm keeps its ImageNet statistics;
+    its affine parameters are still optimised), as in the original.
 
     Args:
         network: the XMem to train.
         reading: the memory-reading switches (ablations), see `XMem.read_memory`.
+        batch_statistics: BatchNorm in train mode (train.batchnorm = batch) instead of frozen.
     """
 
-    def __init__(self, network: XMem, *, reading: MemoryReading = XMEM_READING):
+    def __init__(self, network: XMem, *, reading: MemoryReading = XMEM_READING, batch_statistics: bool = False):
         super().__init__()
         self.network = network
         self.reading = reading
+        self.batch_statistics = batch_statistics
 
     def train(self, mode: bool = True) -> ClipUnroller:
         super().train(mode)
-        self.network.eval()  # frozen BatchNorm statistics for the whole of training, as the original
+        if not self.batch_statistics:
+            self.network.eval()  # frozen BatchNorm statistics for the whole of training, as the original
         return self
 
     def forward(self, rgb: torch.Tensor, first_frame_gt: torch.Tensor, selector: torch.Tensor,
@@ -238,7 +241,7 @@ class Trainer:
         self.use_amp = self.train_config.use_amp and self.device.type == "cuda"
         self.generator = torch.Generator().manual_seed(self.train_config.seed)
         reading = self.model_config.reading
-        unroller = ClipUnroller(network, reading=reading)
+        unroller = ClipUnroller(network, reading=reading, batch_statistics=self.train_config.batchnorm == "batch")
         self.model: nn.Module = unroller.train()
         if world_size > 1:
             self.model = DistributedDataParallel(
