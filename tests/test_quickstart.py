@@ -97,6 +97,31 @@ def test_batchnorm_calibration_sets_running_statistics_to_the_data_and_changes_n
     assert np.isfinite(features.numpy()).all() and features.abs().mean() < 10
 
 
+def test_batchnorm_drift_is_zero_on_the_calibration_batch_and_finds_a_layer_whose_input_grew():
+    torch.manual_seed(0)
+    network = XMem(single_object=True)
+    generator = torch.Generator().manual_seed(1)
+    clips = [{"rgb": torch.randn(2, 3, 32, 32, generator=generator),
+              "first_frame_gt": (torch.rand(1, 1, 32, 32, generator=generator) > 0.5).float()} for _ in range(3)]
+    frames = torch.stack([clip["rgb"] for clip in clips])
+    masks = torch.stack([clip["first_frame_gt"][0] for clip in clips])
+    batchnorm_calibration.calibrate_batchnorm(network, clips)
+
+    calibrated = {drift.layer: drift for drift in batchnorm_calibration.batchnorm_drift(network, frames, masks)}
+    assert len(calibrated) == sum(isinstance(module, torch.nn.BatchNorm2d) for module in network.modules())
+    # The stems see exactly the calibration batch (deeper layers saw it normalised by batch statistics then).
+    for stem in ("key_encoder.bn1", "value_encoder.bn1"):
+        assert max(calibrated[stem].mean_shift, calibrated[stem].variance_log_ratio) < 1e-4
+
+    with torch.no_grad():
+        network.key_encoder.conv1.weight.mul_(3)  # the stem's BatchNorm now sees 3x its calibrated input
+    drifts = {drift.layer: drift for drift in batchnorm_calibration.batchnorm_drift(network, frames, masks)}
+    assert drifts["key_encoder.bn1"].variance_log_ratio == pytest.approx(np.log(9), rel=1e-3)
+    assert drifts["key_encoder.bn1"].mean_shift > 0.01
+    # the value encoder's own stem reads the image, not the key encoder: unaffected
+    assert drifts["value_encoder.bn1"].variance_log_ratio < 1e-3 and drifts["value_encoder.bn1"].mean_shift < 1e-3
+
+
 def test_the_calibrated_initial_network_is_drawn_from_the_given_seed(tmp_path, monkeypatch):
     """Mutation checked: seeding with CALIBRATION_SEED instead of `seed` makes seeds 1 and 2 give equal weights."""
     generator = torch.Generator().manual_seed(0)

@@ -22,8 +22,8 @@ from inference.miniature import miniature_memory_settings
 from model.checkpoint import build_network_from_state_dict
 from dataset.image_io import read_mask_ids
 from inference.evaluation import study_statistics
-from scripts.study import (run_ablations, run_study, study_benchmarks, study_curve, study_prepare, study_report,
-                           study_rows)
+from scripts.study import (batchnorm_drift, run_ablations, run_study, study_benchmarks, study_curve, study_prepare,
+                           study_report, study_rows)
 from tests.test_report_page import _check_links
 from dataset.synthetic import PRESETS, SyntheticVideo, Timing, without_late_entries
 from dataset.writers import ResultWriter
@@ -304,6 +304,33 @@ def test_checkpoint_watcher_keeps_the_newest_resume_checkpoints_and_stops_at_the
     subprocess.run(["bash", str(script)], check=True, timeout=30, capture_output=True)
     kept = sorted(path.name for path in run.iterdir())
     assert kept == sorted(names[-study_prepare.KEEP_CHECKPOINTS:] + ["study_s03_150.pth"])
+
+
+def test_batchnorm_drift_measures_both_trunks_on_the_presets_training_clips(tmp_path, capsys):
+    from dataset.synthetic import make_videos
+    from dataset.synthetic_layouts import write_davis
+    from model.checkpoint import save_network
+    from model.network import XMem
+
+    plan = synthetic_plan.STUDY_PLAN
+    videos = make_videos(4, seed=3, num_frames=8, height=plan.height, width=plan.width,
+                         difficulty=without_late_entries(PRESETS["easy"]))
+    write_davis(tmp_path / "train", videos, {})
+    torch.manual_seed(0)
+    network = XMem()  # running statistics 0 / 1, nowhere near a random trunk's activations
+    save_network(network, tmp_path / "net.pth")
+
+    drifts = batchnorm_drift.main(["--model", str(tmp_path / "net.pth"), "--train_root", str(tmp_path / "train"),
+                                   "--clips", "4"])
+
+    output = capsys.readouterr().out
+    assert [drift.layer for drift in drifts] == [name for name, module in network.named_modules()
+                                                 if isinstance(module, torch.nn.BatchNorm2d)]
+    for trunk in batchnorm_drift.TRUNKS:
+        layers = [drift for drift in drifts if drift.layer.startswith(trunk)]
+        mean_shift = np.mean([drift.mean_shift for drift in layers])
+        assert f"{trunk}: {len(layers)} BatchNorms, mean shift {mean_shift:.2f} σ" in output
+    assert min(drift.variance_log_ratio for drift in drifts) > 0.1
 
 
 def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(tmp_path):
