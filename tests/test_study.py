@@ -431,16 +431,21 @@ def test_the_sweep_runs_with_the_first_network_only(tmp_path, recipe_checkpoint_
 
 def test_pooled_verdicts_need_the_same_sign_on_every_network_and_an_interval_without_zero():
     """Mutations checked: a verdict from the pooled interval alone (ignoring the per-network signs) fails the
-    'mixed' row; a verdict from the signs alone fails the 'noisy' row."""
+    'mixed' row; a verdict from the signs alone fails the 'noisy' row; a zero difference counted as a sign fails
+    the 'same' and 'half_same' rows."""
     full = [0.5, 0.6, 0.7, 0.4]
     networks = [
         {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v + 0.2 for v in full]),
-         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02]), "same": _sums(full),
+         "half_same": _sums(full)},
         {"full": _sums(full), "better": _sums([v + 0.1 for v in full]), "mixed": _sums([v - 0.01 for v in full]),
-         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02])},
+         "noisy": _sums([full[0] + 0.3, full[1] - 0.25, full[2] + 0.05, full[3] - 0.02]), "same": _sums(full),
+         "half_same": _sums([v + 0.1 for v in full])},
     ]
     verdicts = study_statistics.pooled_verdicts(networks, "full", num_resamples=500)
-    assert set(verdicts) == {"better", "mixed", "noisy"}
+    assert set(verdicts) == {"better", "mixed", "noisy", "same", "half_same"}
+    assert verdicts["same"]["verdict"] == "no difference: the same score as full on every network"
+    assert verdicts["half_same"]["verdict"] == "not reproduced: the sign differs between networks"
     assert verdicts["better"]["deltas"] == pytest.approx([0.1, 0.1])
     assert verdicts["better"]["verdict"] == "reproduced: higher than full on every network"
     assert verdicts["better"]["delta_low"] == pytest.approx(0.1) == verdicts["better"]["delta_high"]

@@ -136,7 +136,8 @@ def pooled_verdicts(per_network: Sequence[dict[str, tuple[np.ndarray, np.ndarray
 
     Each network's difference is taken on the same video resamples; the pooled difference is their mean over
     networks. A row's difference is "reproduced" only if its sign is the same for every network and the pooled
-    interval excludes zero.
+    interval excludes zero; a difference that is exactly zero on some network has no sign there ("sign differs"),
+    and one that is zero on every network is "no difference".
 
     Args:
         per_network: per network, {row: (per-video sums, per-video counts)} over the same videos.
@@ -157,7 +158,9 @@ def pooled_verdicts(per_network: Sequence[dict[str, tuple[np.ndarray, np.ndarray
                              - resampled_means(reference_total, reference_counts, draws))
         low, high = _interval(np.mean(resampled, axis=0))
         signs = set(np.sign(deltas))
-        if len(signs) > 1 or 0 in signs:
+        if signs == {0}:  # e.g. a row with the reference's own settings
+            verdict = f"no difference: the same score as {reference} on every network"
+        elif len(signs) > 1:
             verdict = "not reproduced: the sign differs between networks"
         elif low <= 0 <= high:
             verdict = "not reproduced: the pooled interval includes 0"
