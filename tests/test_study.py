@@ -536,9 +536,10 @@ NO_SENSORY_PREFIXES = ("decoder.hidden_update.", "value_encoder.hidden_reinforce
 DECODER_FUSER_INPUTS_WITHOUT_HIDDEN = 1024 + 512  # [f16 | readout]; the hidden channels come last
 
 
-def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_state_dict, recipe_checkpoint_path):
-    """--no_sensory_model: the paper's store rows run with a network without sensory memory, in the main table
-    (a random-weight stand-in: the recipe weights without the hidden-state updaters)."""
+def test_no_sensory_rows_run_once_beside_every_main_networks_rows(tmp_path, recipe_state_dict, recipe_checkpoint_path):
+    """--no_sensory_model: the paper's store rows run with a network without sensory memory, in every main network's
+    table, but evaluated once (a random-weight stand-in: the recipe weights without the hidden-state updaters).
+    Mutation checked: the no-sensory outputs under each network's folder evaluate them again for network 2."""
     from model.checkpoint import save_network
 
     weights = {key: tensor for key, tensor in recipe_state_dict.items() if not key.startswith(NO_SENSORY_PREFIXES)}
@@ -546,14 +547,18 @@ def test_no_sensory_rows_run_beside_the_main_networks_rows(tmp_path, recipe_stat
         weights[key] = weights[key][:, :DECODER_FUSER_INPUTS_WITHOUT_HIDDEN]
     no_sensory = tmp_path / "no_sensory.pth"
     save_network(build_network_from_state_dict(weights), no_sensory)
-    result = run_study.main(["--model", str(recipe_checkpoint_path), "--no_sensory_model", str(no_sensory), "--out",
-                             str(tmp_path / "study"), "--size", "tiny", "--benchmarks", "held_out", "--rows",
-                             "stores_all", "--bootstrap", "20", "eval.device=cpu"])
-    rows = {entry["row"]: entry for entry in result["entries"]}
-    assert set(rows) == {"copy_first_mask", "stores_all", *study_rows.NO_SENSORY_ROWS}
-    for name in study_rows.NO_SENSORY_ROWS:
-        assert rows[name]["status"] == "done" and "retrained without sensory memory" in rows[name]["label"]
-        assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
+    second = tmp_path / "second.pth"
+    second.write_bytes(recipe_checkpoint_path.read_bytes())
+    result = run_study.main(["--model", str(recipe_checkpoint_path), str(second), "--no_sensory_model",
+                             str(no_sensory), "--out", str(tmp_path / "study"), "--size", "tiny", "--benchmarks",
+                             "held_out", "--rows", "stores_all", "--bootstrap", "20", "eval.device=cpu"])
+    for network, status in (("network 1", "done"), ("network 2", "done (earlier run)")):
+        rows = {entry["row"]: entry for entry in result["entries"] if entry["network"] == network}
+        assert set(rows) == {"copy_first_mask", "stores_all", *study_rows.NO_SENSORY_ROWS}
+        for name in study_rows.NO_SENSORY_ROWS:
+            assert rows[name]["status"] == status and "retrained without sensory memory" in rows[name]["label"]
+            assert rows[name]["delta_low"] <= rows[name]["delta"] <= rows[name]["delta_high"]
+    assert any("one retrained network's" in note for note in result["notes"])  # pooled over main seeds only
     resolved = (tmp_path / "study" / "held_out" / "no_sensory" / "stores_working_only" / "config.yaml").read_text()
     assert str(no_sensory) in resolved and "hidden_dim: 0" in resolved
 

@@ -24,7 +24,8 @@ interrupted ones resume), and copy-the-first-frame-mask, scored here. Generated 
   consolidation's candidates x {usage, random (`--sweep_seeds` seeds)} x {potentiation on, off}; its table gives the
   usage - random gap and the potentiation gap against the share kept (and <out>/study_sweep.png);
 - `--no_sensory_model`: the paper's store rows that need a network trained without sensory memory
-  (configs/study_no_sensory.yaml), run with that checkpoint beside the main network's rows.
+  (configs/study_no_sensory.yaml), run with that checkpoint beside the main network's rows (once: with several
+  --model networks they are one network's, under <out>/<benchmark>/no_sensory/, in every network's table).
 
 Every row's masks are scored per object (inference/evaluation/metrics.py, DAVIS mode) and the videos are resampled with
 replacement (`--bootstrap` times, the same resamples for every row): each row gets a 95% interval for its J&F and
@@ -144,12 +145,12 @@ def run_ablation_rows(arguments: Sequence[str], output: Path) -> list[AblationEn
 # ------------------------------------------------------------------------------------------------------ main
 @dataclasses.dataclass(frozen=True)
 class RowSource:
-    """Rows run_ablations.py runs from one folder of row files with one checkpoint, into <root>/<output_name>/."""
+    """Rows run_ablations.py runs from one folder of row files with one checkpoint, into `output`."""
 
     folder: Path
     names: tuple[str, ...]
     model: Path
-    output_name: str
+    output: Path
 
 
 @dataclasses.dataclass
@@ -181,11 +182,10 @@ def run_benchmark(benchmark: BenchmarkData, sources: Sequence[RowSource], root: 
                 names.append(row.name)
         if not names:
             continue
-        output = root / benchmark.name / source.output_name
         entries = run_ablation_rows(["--model", str(source.model), "--rows", *names, "--ablation_dir",
                                      str(source.folder), "--config", STUDY_PRESET, *benchmark.eval_arguments,
-                                     *forwarded], output)
-        ablation_entries += [(entry, output / (entry.same_as or entry.row)) for entry in entries]
+                                     *forwarded], source.output)
+        ablation_entries += [(entry, source.output / (entry.same_as or entry.row)) for entry in entries]
     by_row = {entry.row: (entry, folder) for entry, folder in ablation_entries}
     for row, original in duplicates.values():
         entry, folder = by_row[original]
@@ -270,24 +270,27 @@ def memory_traces(row_folder: Path, videos: Sequence[str]) -> dict[str, list[lis
 
 def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Path, root: Path,
                  args: argparse.Namespace, with_sweep: bool) -> tuple[list[RowSource], list[SweepPoint]]:
-    """The row folders to run for one network on one benchmark, writing the generated rows' files (the sweep's
-    only `with_sweep`)."""
-    sources = [RowSource(Path(folder), tuple(names), model, Path(folder).name) for folder, names in rows.items()]
+    """The row folders to run for one network (outputs under `root`) on one benchmark, writing the generated rows'
+    files (the sweep's only `with_sweep`). The no-sensory rows are one network's whatever the main network, so
+    they live under --out for every network: the first network runs them, the others find them done."""
+    sources = [RowSource(Path(folder), tuple(names), model, root / benchmark.name / Path(folder).name)
+               for folder, names in rows.items()]
     points: list[SweepPoint] = []
     generated: list[tuple[str, list[GeneratedRow], Path]] = []
     if with_sweep and benchmark.name == "long":
         sweep, points = sweep_rows(args.sweep_shares, args.sweep_seeds, feature_elements(benchmark.height,
                                                                                          benchmark.width),
                                    benchmark.num_frames)
-        generated.append((SWEEP_ROWS, sweep, model))
+        generated.append((SWEEP_ROWS, sweep, model, root))
     if args.no_sensory_model is not None and benchmark.name != OUT_OF_DISTRIBUTION:
-        generated.append((NO_SENSORY_ROWS_NAME, no_sensory_rows(), args.no_sensory_model.resolve()))
-    for name, row_list, checkpoint in generated:
-        folder = root / benchmark.name / GENERATED_ROWS_FOLDER / name
+        generated.append((NO_SENSORY_ROWS_NAME, no_sensory_rows(), args.no_sensory_model.resolve(), args.out.resolve()))
+    for name, row_list, checkpoint, output_root in generated:
+        folder = output_root / benchmark.name / GENERATED_ROWS_FOLDER / name
         folder.mkdir(parents=True, exist_ok=True)
         for row in row_list:
             row.write(folder)
-        sources.append(RowSource(folder, tuple(row.name for row in row_list), checkpoint, name))
+        sources.append(RowSource(folder, tuple(row.name for row in row_list), checkpoint,
+                                 output_root / benchmark.name / name))
     return sources, points
 
 
@@ -380,6 +383,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             verdicts[name] = pooled_verdicts(per_network, FULL_MODEL_ROW, args.bootstrap)
             sections.append(format_verdicts(verdicts[name], f"verdicts over {len(networks)} networks: {name}",
                                             networks))
+    if args.no_sensory_model is not None and len(args.model) > 1:
+        notes.append(f"The rows {', '.join(NO_SENSORY_ROWS)} are one retrained network's ({args.no_sensory_model}), "
+                     "compared with each main network's full model: their verdicts hold over the main networks' "
+                     "seeds, not over no-sensory seeds.")
     window, min_absence = study_benchmarks.REENTRY_WINDOW_FRAMES, study_benchmarks.REENTRY_MIN_ABSENCE_FRAMES
     notes.append(f"J&F x 100; intervals: {CONFIDENCE:.0%} percentile bootstrap over videos ({args.bootstrap} "
                  f"resamples, paired across rows); Δ: difference from {FULL_MODEL_ROW}. Store sizes: the largest "
