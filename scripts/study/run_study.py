@@ -276,7 +276,7 @@ def _row_sources(benchmark: BenchmarkData, rows: dict[str, list[str]], model: Pa
     sources = [RowSource(Path(folder), tuple(names), model, root / benchmark.name / Path(folder).name)
                for folder, names in rows.items()]
     points: list[SweepPoint] = []
-    generated: list[tuple[str, list[GeneratedRow], Path]] = []
+    generated: list[tuple[str, list[GeneratedRow], Path, Path]] = []  # name, rows, checkpoint, output root
     if with_sweep and benchmark.name == "long":
         sweep, points = sweep_rows(args.sweep_shares, args.sweep_seeds, feature_elements(benchmark.height,
                                                                                          benchmark.width),
