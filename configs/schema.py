@@ -223,6 +223,15 @@ class StageConfig:
     initial_max_skip: int = 5
     skip_fractions: tuple[float, ...] = (0.1, 0.3, 0.9, 100.0)
     skip_values: tuple[int, ...] = (10, 15, 5, 5)
+    # Readout schedule, a departure from the original for networks trained from a random init (configs/study.yaml,
+    # issue 24): the memory readout reaches the decoder multiplied by 0 for the first readout_warmup iterations,
+    # then by a factor rising linearly to 1 over the next readout_ramp iterations; and for the first
+    # readout_dropout_iterations, each sample's readout is zeroed with probability readout_dropout. Both push the
+    # decoder to segment from the sensory memory as well as from the readout. 0 everywhere: as the original.
+    readout_warmup: int = 0
+    readout_ramp: int = 0
+    readout_dropout: float = 0.0
+    readout_dropout_iterations: int = 0
 
     @property
     def total_iterations(self) -> int:
@@ -232,8 +241,11 @@ class StageConfig:
 
 def _stage_problem(key: str, stage: StageConfig) -> str | None:
     """What is wrong with the settings of the stage at config key `key` ('train.stage3'), or None."""
-    if stage.lr_warmup < 0:
-        return f"config key '{key}.lr_warmup': got {stage.lr_warmup}, expected ≥ 0"
+    for name in ("lr_warmup", "readout_warmup", "readout_ramp", "readout_dropout_iterations"):
+        if getattr(stage, name) < 0:
+            return f"config key '{key}.{name}': got {getattr(stage, name)}, expected ≥ 0"
+    if not 0.0 <= stage.readout_dropout < 1.0:
+        return f"config key '{key}.readout_dropout': got {stage.readout_dropout}, expected a probability in [0, 1)"
     if stage.lr_schedule == "cosine" and stage.lr_steps:
         return (f"config key '{key}.lr_steps': got {list(stage.lr_steps)}, expected [] with lr_schedule cosine "
                 f"(steps belong to lr_schedule step)")

@@ -79,6 +79,9 @@ def test_literal_choices_are_checked():
                                        "need 1 ≤ num_prototypes ≤ max_long_term_elements, got 20000 and 10000"),
     ("train.batchnorm=live", "config key 'train.batchnorm': got 'live', expected one of 'frozen', 'batch'"),
     ("train.stage0.lr_warmup=-1", "config key 'train.stage0.lr_warmup': got -1, expected ≥ 0"),
+    ("train.stage3.readout_warmup=-5", "config key 'train.stage3.readout_warmup': got -5, expected ≥ 0"),
+    ("train.stage3.readout_dropout=1.0", "config key 'train.stage3.readout_dropout': got 1.0, expected a probability "
+                                         "in [0, 1)"),
     ("train.stage3.lr_schedule=cosine", "config key 'train.stage3.lr_steps': got [80000], expected [] with "
                                         "lr_schedule cosine (steps belong to lr_schedule step)"),
 ])

@@ -22,7 +22,7 @@ from model.checkpoint import build_network_from_state_dict
 from model.network import XMem
 from model.training.logger import image_grid
 from model.training.run_folder import RunDirectory, validate_stages
-from model.training.trainer import Trainer, learning_rate_factor, sample_clip_plan
+from model.training.trainer import Trainer, learning_rate_factor, readout_scale, sample_clip_plan
 
 CROP = 32
 NUM_OBJECTS = 2
@@ -49,9 +49,11 @@ def _batch(batch_size: int, num_frames: int, *, seed: int = 0, num_objects: int 
 
 
 def _config(*, batch_size: int, num_frames: int = 3, num_ref_frames: int = 2, lr: float = 1e-5,
-            **train_settings) -> Config:
-    """The default config with stage 3 set to a small clip (the trainer is built for stage 3)."""
-    stage3 = {"batch_size": batch_size, "num_frames": num_frames, "num_ref_frames": num_ref_frames, "lr": lr}
+            stage3: dict | None = None, **train_settings) -> Config:
+    """The default config with stage 3 set to a small clip (the trainer is built for stage 3), plus `stage3`'s
+    settings."""
+    stage3 = {"batch_size": batch_size, "num_frames": num_frames, "num_ref_frames": num_ref_frames, "lr": lr,
+              **(stage3 or {})}
     return config_from_dict({"train": {**train_settings, "stage3": stage3}})
 
 
@@ -93,6 +95,39 @@ def test_plan_rejects_a_clip_without_query_frames():
     with pytest.raises(ValueError, match="a training clip needs num_frames ≥ 2 and num_ref_frames ≥ 1, got "
                                          "num_frames=1"):
         sample_clip_plan(1, 1, 3, 0.2, torch.Generator())
+
+
+def test_readout_schedule_is_zero_then_ramps_to_one_and_dropout_zeroes_samples_until_its_end():
+    ramped = StageConfig(readout_warmup=2, readout_ramp=4)
+    factors = [readout_scale(iteration, ramped, batch_size=3, seed=0) for iteration in range(7)]
+    assert [factor.tolist() for factor in factors[:5]] == [[0.0] * 3, [0.0] * 3, [0.25] * 3, [0.5] * 3, [0.75] * 3]
+    assert factors[5] is None and factors[6] is None  # ramped in: the readout as read
+    assert readout_scale(0, StageConfig(), batch_size=3, seed=0) is None  # the original
+    assert readout_scale(0, StageConfig(readout_warmup=1), 2, 0).tolist() == [0.0, 0.0]  # no ramp: 0, then 1
+    assert readout_scale(1, StageConfig(readout_warmup=1), 2, 0) is None
+
+    dropped = StageConfig(readout_dropout=0.3, readout_dropout_iterations=10)
+    coins = readout_scale(9, dropped, batch_size=2000, seed=4)
+    assert set(coins.tolist()) == {0.0, 1.0} and 0.25 < (coins == 0).float().mean().item() < 0.35
+    assert torch.equal(coins, readout_scale(9, dropped, 2000, 4))  # a function of (seed, iteration): resumable
+    assert not torch.equal(coins, readout_scale(8, dropped, 2000, 4))
+    assert readout_scale(10, dropped, 2000, 4) is None  # dropout ends at readout_dropout_iterations
+
+
+def test_zero_readout_cuts_the_memory_read_out_of_the_gradient_and_keeps_the_plan_draws():
+    """During the readout warm-up the keys, shrinkage and selection (only the memory read uses them) get no
+    gradient; everything else still learns, and the clip plan's generator advances as without the warm-up."""
+    trainers = {}
+    for warmup in (0, 5):
+        trainers[warmup] = Trainer(_network(), _config(batch_size=2, num_frames=4, lr=1e-4,
+                                                       stage3={"readout_warmup": warmup}), "3")
+        trainers[warmup].train_step(_batch(2, 4))
+    key_projection = {warmup: [parameter.grad for parameter in trainer.network.key_proj.parameters()]
+                      for warmup, trainer in trainers.items()}
+    assert all(gradient.abs().sum() > 0 for gradient in key_projection[0])
+    assert all(torch.equal(gradient, torch.zeros_like(gradient)) for gradient in key_projection[5])
+    assert trainers[5].network.decoder.fuser.block1.conv1.weight.grad.abs().sum() > 0
+    assert torch.equal(trainers[0].generator.get_state(), trainers[5].generator.get_state())
 
 
 # ---------------------------------------------------------------------------------------------- the step

@@ -10,9 +10,9 @@ The loop around it (stages, data, logging, snapshots, resume) is `train.py`.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 import warnings
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Mapping, NamedTuple
 
@@ -34,7 +34,7 @@ BATCH_KEYS = ("rgb", "first_frame_gt", "cls_gt", "selector", "info")
 # The unrolled clip
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class ClipPlan:
     """Every random choice of one training iteration, drawn before the forward pass.
 
@@ -43,15 +43,18 @@ class ClipPlan:
         random earlier frames; R = num_ref_frames).
     deep_update[t − 1], for t = 1..T−2: whether frame t's value encoding deep-updates the sensory memory (one draw
         per batch and frame; frame 0 always deep-updates, the last frame is not encoded).
+    readout_scale: None (the readout as read, as the original), or B floats in [0, 1] that multiply each sample's
+        memory readout on every frame (the stage's readout schedule, `readout_scale`).
     """
 
     memory_frames: tuple[torch.Tensor | None, ...]
     deep_update: tuple[bool, ...]
+    readout_scale: torch.Tensor | None = None
 
     def for_samples(self, start: int, stop: int) -> ClipPlan:
         """The plan of samples [start, stop) (a rank's share of a global batch)."""
         return ClipPlan(tuple(None if frames is None else frames[start:stop] for frames in self.memory_frames),
-                        self.deep_update)
+                        self.deep_update, None if self.readout_scale is None else self.readout_scale[start:stop])
 
 
 def sample_clip_plan(batch_size: int, num_frames: int, num_ref_frames: int, deep_update_prob: float,
@@ -83,6 +86,29 @@ def sample_clip_plan(batch_size: int, num_frames: int, num_ref_frames: int, deep
         if frame < num_frames - 1:
             deep_update.append(torch.rand((), generator=generator).item() < deep_update_prob)
     return ClipPlan(tuple(memory_frames), tuple(deep_update))
+
+
+def readout_scale(iteration: int, stage: StageConfig, batch_size: int, seed: int) -> torch.Tensor | None:
+    """The per-sample factors of the memory readout at `iteration` (0-based, within the stage), or None for 1.
+
+    The stage's readout warm-up and ramp give every sample the same factor (0, then rising linearly to 1); readout
+    dropout then zeroes each sample's factor with probability `stage.readout_dropout`. The dropout's coins come
+    from a generator seeded by (seed, iteration), not from the plan's generator, so that the memory-frame and
+    deep-update draws are the same as without it and a resumed run draws the same coins.
+
+    Returns:
+        B float32 factors in [0, 1], or None when every factor is 1.
+    """
+    ramp_position = iteration - stage.readout_warmup
+    if ramp_position < 0:
+        factor = 0.0
+    else:
+        factor = min(1.0, (ramp_position + 1) / stage.readout_ramp) if stage.readout_ramp else 1.0
+    scale = torch.full((batch_size,), factor)
+    if stage.readout_dropout > 0 and iteration < stage.readout_dropout_iterations:
+        coins = torch.rand(batch_size, generator=torch.Generator().manual_seed(seed * 1_000_003 + iteration))
+        scale[coins < stage.readout_dropout] = 0.0
+    return None if bool((scale == 1.0).all()) else scale
 
 
 def recent_frames_plan(batch_size: int, num_frames: int, num_ref_frames: int) -> ClipPlan:
@@ -171,6 +197,8 @@ class ClipUnroller(nn.Module):
             readout = network.read_memory(
                 key[:, :, frame], selection[:, :, frame], memory_key, memory_shrinkage, memory_value,
                 reading=self.reading)
+            if plan.readout_scale is not None:
+                readout = readout * plan.readout_scale.to(readout)[:, None, None, None, None]
             is_last = frame == num_frames - 1
             hidden, frame_logits, frame_masks = network.segment(
                 (f16[:, frame], f8[:, frame], f4[:, frame]), readout, hidden, selector=object_selector,
@@ -333,8 +361,11 @@ class Trainer:
         return self.model.module if isinstance(self.model, DistributedDataParallel) else self.model
 
     def _sample_plan(self, num_frames: int) -> ClipPlan:
-        plan = sample_clip_plan(self.stage_config.batch_size, num_frames, self.stage_config.num_ref_frames,
-                                self.train_config.deep_update_prob, self.generator)
+        stage = self.stage_config
+        plan = sample_clip_plan(stage.batch_size, num_frames, stage.num_ref_frames, self.train_config.deep_update_prob,
+                                self.generator)
+        plan = dataclasses.replace(plan, readout_scale=readout_scale(self.iteration, stage, stage.batch_size,
+                                                                     self.train_config.seed))
         start = self.rank * self.local_batch_size
         return plan.for_samples(start, start + self.local_batch_size)
 
