@@ -277,7 +277,7 @@ def _list_videos(folder: Path) -> tuple[str, ...]:
     return tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")))
 
 
-def _read_video_list(path: Path) -> tuple[str, ...]:
+def read_video_list(path: Path) -> tuple[str, ...]:
     """Video names from an ImageSets file: one name per line, or DAVIS-2016 style lines of frame paths."""
     names: dict[str, None] = {}
     for line in path.read_text().splitlines():
@@ -392,7 +392,7 @@ def _davis_benchmark(dataset: str, split: str, root: Path, video_list: Path, siz
                             output_shape=output_shape)
 
     ground_truth = masks_480 if outputs_at_480p or not full_resolution else mask_root
-    return Benchmark(dataset, split, _read_video_list(video_list), size, "davis", zip_kind,
+    return Benchmark(dataset, split, read_video_list(video_list), size, "davis", zip_kind,
                      ground_truth if scored else None, "davis", make, frame_roots=(frame_root, frames_480),
                      mask_roots=(mask_root, ground_truth))
 

@@ -355,6 +355,22 @@ def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(t
     assert len((tmp_path / "curve" / "training_curve.csv").read_text().splitlines()) == 1 + len(losses)
 
 
+def test_training_curve_scores_the_first_held_out_videos_by_default_the_quickstarts_eight(tmp_path):
+    from dataset.synthetic_layouts import write_davis
+
+    held_out = tmp_path / "held_out"
+    videos = synthetic_plan.held_out_videos(10, 3, 32, 48)
+    write_davis(held_out / synthetic_plan.DAVIS_SPLIT_FOLDER, {}, videos)
+    subset = study_curve.first_videos(held_out, synthetic_plan.QUICKSTART_HELD_OUT_VIDEOS, tmp_path / "first8")
+    split = subset / synthetic_plan.DAVIS_SPLIT_FOLDER
+    assert (split / "ImageSets" / "2017" / "val.txt").read_text().split() == list(videos)[:8]
+    assert sorted(path.name for path in (split / "JPEGImages" / "480p").iterdir()) == list(videos)[:8]
+    frames = sorted((split / "Annotations" / "480p" / "synth0007").glob("*.png"))
+    assert len(frames) == 3 and np.array_equal(read_mask_ids(frames[-1]), videos["synth0007"].frame(2)[1])
+    with pytest.raises(ValueError, match=r"val.txt lists 10 videos; --videos asks for the first 11"):
+        study_curve.first_videos(held_out, 11, tmp_path / "first11")
+
+
 def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path,
                                                                            monkeypatch):
     """The selection sweep (one share, one random seed), a positive control, the store columns and the re-entry

@@ -4,8 +4,9 @@ r"""The study network's training curve: its TensorBoard losses, and the held-out
         --out /work/study_runs/curve
 
 Reads the run's TensorBoard scalars (`loss/total_loss` per stage; stage 3 is drawn after stage 0, so the x axis
-counts all iterations), evaluates every network snapshot (`<exp_id>_s<stages>_<iteration>.pth`) on the held-out
-DAVIS-layout videos with eval.py (one process per snapshot; a rerun reuses finished evaluations), and writes
+counts all iterations), evaluates every network snapshot (`<exp_id>_s<stages>_<iteration>.pth`) with eval.py on
+the first `--videos` held-out videos (default 8: the quickstart's held-out videos, which the study's 30 start with;
+copied to `<out>/held_out_first<N>/`) in one process per snapshot (a rerun reuses finished evaluations), and writes
 `<out>/training_curve.csv` and `<out>/training_curve.png`. `--no_eval` draws the losses only.
 """
 from __future__ import annotations
@@ -14,12 +15,14 @@ import argparse
 import csv
 import io
 import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from configs.common import atomic_write_text, project_command, run_child, run_cli
-from dataset.synthetic_plan import STUDY_PRESET
+from dataset.eval_datasets import read_video_list
+from dataset.synthetic_plan import DAVIS_SPLIT_FOLDER, QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
 from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
@@ -56,6 +59,26 @@ def snapshots(run: Path) -> list[tuple[str, int, Path]]:
         if match:
             found.append((match["stages"], int(match["iteration"]), path))
     return sorted(found, key=lambda item: (len(item[0]), item[1]))
+
+
+def first_videos(held_out: Path, count: int, out: Path) -> Path:
+    """A DAVIS 2017 root at `out` holding copies of the first `count` videos of `held_out`'s val list.
+
+    Raises:
+        ValueError: the list holds fewer than `count` videos (names the list).
+    """
+    split, destination = held_out / DAVIS_SPLIT_FOLDER, out / DAVIS_SPLIT_FOLDER
+    video_list = Path("ImageSets") / "2017" / "val.txt"
+    names = read_video_list(split / video_list)
+    if len(names) < count:
+        raise ValueError(f"{split / video_list} lists {len(names)} videos; --videos asks for the first {count}")
+    for name in names[:count]:
+        for kind in ("JPEGImages", "Annotations"):
+            if not (destination / kind / "480p" / name).is_dir():
+                shutil.copytree(split / kind / "480p" / name, destination / kind / "480p" / name)
+    (destination / video_list).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(destination / video_list, "".join(f"{name}\n" for name in names[:count]))
+    return out
 
 
 def evaluate_snapshot(snapshot: Path, held_out: Path, output: Path) -> RunSummary:
@@ -129,6 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     parser.add_argument("--run", type=Path, required=True, help="the run folder (<train.save_dir>/<exp_id>)")
     parser.add_argument("--held_out", type=Path, default=None,
                         help="held-out DAVIS 2017 root (scripts/study/study_prepare.py: <out>/data/held_out)")
+    parser.add_argument("--videos", type=int, default=QUICKSTART_HELD_OUT_VIDEOS,
+                        help="score the first N held-out videos (default: the quickstart's %(default)s)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--no_eval", action="store_true", help="draw the losses only")
     args = parser.parse_args(argv)
@@ -137,8 +162,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
     losses = read_losses(args.run)
     scores = {}
     if not args.no_eval:
+        held_out = first_videos(args.held_out, args.videos, args.out / f"held_out_first{args.videos}")
         for stages_so_far, iteration, path in snapshots(args.run):
-            summary = evaluate_snapshot(path.resolve(), args.held_out.resolve(),
+            summary = evaluate_snapshot(path.resolve(), held_out.resolve(),
                                         (args.out / f"s{stages_so_far}_{iteration}").resolve())
             scores[(stages_so_far, iteration)] = PERCENT * summary.scores["J&F-Mean"]
     rows = curve_rows(losses, scores)
