@@ -93,12 +93,37 @@ QUICKSTART_HELD_OUT_VIDEOS = DEFAULT_PLAN.held_out_videos
 
 
 @dataclasses.dataclass(frozen=True)
+class DavisValRoot:
+    """A DAVIS 2017 root as eval.py reads it (`--d17_path`), whose val split holds synthetic videos."""
+
+    root: Path
+
+    @property
+    def split(self) -> Path:
+        return self.root / DAVIS_SPLIT_FOLDER
+
+    @property
+    def frames(self) -> Path:
+        """Folder of `<video>/<frame>.jpg`."""
+        return self.split / "JPEGImages" / "480p"
+
+    @property
+    def annotations(self) -> Path:
+        """Folder of `<video>/<frame>.png`."""
+        return self.split / "Annotations" / "480p"
+
+    @property
+    def video_list(self) -> Path:
+        return self.split / "ImageSets" / "2017" / "val.txt"
+
+
+@dataclasses.dataclass(frozen=True)
 class DataFolders:
     """Where a plan's synthetic data lives."""
 
     static_root: Path  # the six stage-0 source folders
     train_root: Path  # DAVIS layout, every frame annotated (train.data.generic_root)
-    held_out_root: Path  # eval.d17_path: <root>/trainval/{JPEGImages,Annotations}/480p, ImageSets/2017/val.txt
+    held_out_root: Path  # eval.d17_path
 
     @classmethod
     def under(cls, out: Path) -> DataFolders:
@@ -106,20 +131,8 @@ class DataFolders:
         return cls(out / "data" / "static", out / "data" / "train", out / "data" / "held_out")
 
     @property
-    def held_out_split(self) -> Path:
-        return self.held_out_root / DAVIS_SPLIT_FOLDER
-
-    @property
-    def held_out_annotations(self) -> Path:
-        return self.held_out_split / "Annotations" / "480p"
-
-    @property
-    def held_out_frames(self) -> Path:
-        return self.held_out_split / "JPEGImages" / "480p"
-
-    @property
-    def held_out_list(self) -> Path:
-        return self.held_out_split / "ImageSets" / "2017" / "val.txt"
+    def held_out(self) -> DavisValRoot:
+        return DavisValRoot(self.held_out_root)
 
 
 def _write_static_sources(root: Path, images_per_source: int, difficulty: Difficulty, height: int, width: int,
@@ -169,7 +182,7 @@ def make_data(plan: QuickstartPlan, out: Path) -> DataFolders:
                                    difficulty=train_difficulty, **size)
         write_davis(folders.train_root, train_videos, {}, progress=progress.update)
         held_out = held_out_videos(plan.held_out_videos, plan.held_out_video_frames, **size)
-        write_davis(folders.held_out_split, {}, held_out, progress=progress.update)
+        write_davis(folders.held_out.split, {}, held_out, progress=progress.update)
     return folders
 
 
@@ -193,7 +206,7 @@ def make_study_data(plan: StudyPlan, out: Path) -> DataFolders:
         }
         write_davis(folders.train_root, train_videos, {}, progress=progress.update)
         held_out = held_out_videos(plan.held_out_videos, plan.held_out_video_frames, **size)
-        write_davis(folders.held_out_split, {}, held_out, progress=progress.update)
+        write_davis(folders.held_out.split, {}, held_out, progress=progress.update)
     return folders
 
 

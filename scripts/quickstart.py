@@ -112,21 +112,21 @@ def evaluate_checkpoint(preset: str, checkpoint: Path, folders: DataFolders, out
     with open(output / TIMINGS_FILE, newline="") as timings:
         rows = list(csv.DictReader(timings))
     fps = sum(int(row["frames"]) for row in rows) / sum(float(row["seconds"]) for row in rows)
-    results = evaluate_folders(folders.held_out_annotations, output, read_mask=read_mask_ids,
-                               imageset=folders.held_out_list, mode=MODE_DAVIS, num_processes=1)
+    results = evaluate_folders(folders.held_out.annotations, output, read_mask=read_mask_ids,
+                               imageset=folders.held_out.video_list, mode=MODE_DAVIS, num_processes=1)
     return {"scores": results.global_scores(), "fps": fps, "peak_memory_mb": peak_memory_mb}
 
 
 def copy_first_mask_baseline(folders: DataFolders, output: Path) -> dict[str, float]:
     """Write the first-frame mask as the prediction of every frame and score it with the same metrics."""
-    for video in folders.held_out_list.read_text().split():
-        masks = sorted((folders.held_out_annotations / video).glob("*.png"))
+    for video in folders.held_out.video_list.read_text().split():
+        masks = sorted((folders.held_out.annotations / video).glob("*.png"))
         first, palette = read_index_mask(masks[0])
         for mask in masks:
             if not (output / video / mask.name).is_file():
                 write_index_mask(output / video / mask.name, first, palette)
-    results = evaluate_folders(folders.held_out_annotations, output, read_mask=read_mask_ids,
-                               imageset=folders.held_out_list, mode=MODE_DAVIS, num_processes=1)
+    results = evaluate_folders(folders.held_out.annotations, output, read_mask=read_mask_ids,
+                               imageset=folders.held_out.video_list, mode=MODE_DAVIS, num_processes=1)
     return results.global_scores()
 
 
@@ -151,7 +151,7 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 def visualize(folders: DataFolders, predictions: Path, video: str, out: Path) -> tuple[Path, Path]:
     """The overlay video and contact sheet of one held-out video, made by scripts/evaluation/visualize.py."""
     video_path, sheet_path = out / f"overlay_{video}.mp4", out / f"contact_sheet_{video}.png"
-    run_child(project_command(VISUALIZE_SCRIPT, "--frames", str(folders.held_out_frames / video), "--masks",
+    run_child(project_command(VISUALIZE_SCRIPT, "--frames", str(folders.held_out.frames / video), "--masks",
                               str(predictions / video), "--video", str(video_path), "--sheet", str(sheet_path)),
               check=True)
     return video_path, sheet_path
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "copy_first_mask": {"scores": copy_first_mask_baseline(folders, out / "eval" / "copy_first_mask")},
     }
     clock.lap("evaluation")
-    videos = folders.held_out_list.read_text().split()
+    videos = folders.held_out.video_list.read_text().split()
     video_path, sheet_path = visualize(folders, out / "eval" / "trained", videos[0], out)
     clock.lap("visualisation")
 

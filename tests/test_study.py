@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,10 +60,10 @@ def test_study_held_out_set_starts_with_the_quickstarts_held_out_videos(tmp_path
                                           synthetic_plan.STUDY_PLAN.held_out_video_frames, plan.height, plan.width)
     theirs = synthetic_plan.make_data(dataclasses.replace(plan, static_images_per_source=0, train_videos=0),
                                       tmp_path)  # the quickstart's own data step, reduced to its held-out videos
-    listed = theirs.held_out_list.read_text().split()
+    listed = theirs.held_out.video_list.read_text().split()
     assert listed == list(ours)[:plan.held_out_videos] == [f"synth{i:04d}" for i in range(plan.held_out_videos)]
     for name in listed:
-        written = sorted((theirs.held_out_annotations / name).glob("*.png"))
+        written = sorted((theirs.held_out.annotations / name).glob("*.png"))
         assert len(written) == ours[name].num_frames == plan.held_out_video_frames
         assert np.array_equal(read_mask_ids(written[-1]), ours[name].frame(ours[name].num_frames - 1)[1])
 
@@ -358,17 +360,41 @@ def test_training_curve_places_stage_3_after_stage_0_and_marks_snapshot_scores(t
 def test_training_curve_scores_the_first_held_out_videos_by_default_the_quickstarts_eight(tmp_path):
     from dataset.synthetic_layouts import write_davis
 
-    held_out = tmp_path / "held_out"
+    held_out = synthetic_plan.DavisValRoot(tmp_path / "held_out")
     videos = synthetic_plan.held_out_videos(10, 3, 32, 48)
-    write_davis(held_out / synthetic_plan.DAVIS_SPLIT_FOLDER, {}, videos)
-    subset = study_curve.first_videos(held_out, synthetic_plan.QUICKSTART_HELD_OUT_VIDEOS, tmp_path / "first8")
-    split = subset / synthetic_plan.DAVIS_SPLIT_FOLDER
-    assert (split / "ImageSets" / "2017" / "val.txt").read_text().split() == list(videos)[:8]
-    assert sorted(path.name for path in (split / "JPEGImages" / "480p").iterdir()) == list(videos)[:8]
-    frames = sorted((split / "Annotations" / "480p" / "synth0007").glob("*.png"))
+    write_davis(held_out.split, {}, videos)
+    subset = synthetic_plan.DavisValRoot(
+        study_curve.first_videos(held_out.root, synthetic_plan.QUICKSTART_HELD_OUT_VIDEOS, tmp_path / "first8"))
+    assert subset.video_list.read_text().split() == list(videos)[:8]
+    assert sorted(path.name for path in subset.frames.iterdir()) == list(videos)[:8]
+    frames = sorted((subset.annotations / "synth0007").glob("*.png"))
     assert len(frames) == 3 and np.array_equal(read_mask_ids(frames[-1]), videos["synth0007"].frame(2)[1])
     with pytest.raises(ValueError, match=r"val.txt lists 10 videos; --videos asks for the first 11"):
-        study_curve.first_videos(held_out, 11, tmp_path / "first11")
+        study_curve.first_videos(held_out.root, 11, tmp_path / "first11")
+
+
+def test_training_curve_redoes_a_held_out_copy_that_was_cut_short(tmp_path, monkeypatch):
+    from dataset.synthetic_layouts import write_davis
+
+    held_out = synthetic_plan.DavisValRoot(tmp_path / "held_out")
+    videos = synthetic_plan.held_out_videos(3, 4, 32, 48)
+    write_davis(held_out.split, {}, videos)
+    copytree = shutil.copytree
+
+    def copy_one_file_then_stop(source, destination):
+        if Path(source) == held_out.annotations / "synth0001":
+            Path(destination).mkdir(parents=True)
+            shutil.copy(sorted(Path(source).iterdir())[0], destination)
+            raise OSError("disk full")
+        return copytree(source, destination)
+
+    monkeypatch.setattr(shutil, "copytree", copy_one_file_then_stop)
+    with pytest.raises(OSError, match="disk full"):
+        study_curve.first_videos(held_out.root, 3, tmp_path / "first3")
+    monkeypatch.setattr(shutil, "copytree", copytree)
+    subset = synthetic_plan.DavisValRoot(study_curve.first_videos(held_out.root, 3, tmp_path / "first3"))
+    assert [len(list((subset.annotations / name).glob("*.png"))) for name in videos] == [4, 4, 4]
+    assert sorted(path.name for path in subset.annotations.iterdir()) == list(videos)  # no partial copy left
 
 
 def test_sweep_and_positive_control_run_end_to_end_on_a_tiny_configuration(tmp_path, recipe_checkpoint_path,

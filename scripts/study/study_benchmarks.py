@@ -13,7 +13,7 @@ import numpy as np
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.synthetic import Timing
 from dataset.synthetic_layouts import frame_name, write_davis
-from dataset.synthetic_plan import DAVIS_SPLIT_FOLDER, STUDY_PLAN, held_out_videos, out_of_distribution_videos
+from dataset.synthetic_plan import STUDY_PLAN, DavisValRoot, held_out_videos, out_of_distribution_videos
 from dataset.synthetic_long import (LONG_BENCHMARK, LONG_BENCHMARK_REDUCED, LONG_TIMING, LongBenchmark,
                                     long_benchmark, lookalike_pixels, read_absences, write_long_benchmark)
 from inference.evaluation.folder_evaluation import evaluate_folders
@@ -81,12 +81,11 @@ def write_benchmark(name: str, size: StudySize, data_root: Path) -> BenchmarkDat
     """Write (or reuse: the writers skip finished videos) one benchmark under `data_root`: `held_out`, `hard` (the
     out-of-distribution held-out set, as many videos of the same length) or `long`."""
     if name in DAVIS_BENCHMARK_VIDEOS:
-        root = data_root / name
+        davis = DavisValRoot(data_root / name)
         videos = DAVIS_BENCHMARK_VIDEOS[name](size.held_out_videos, size.held_out_frames, size.height, size.width)
-        split = root / DAVIS_SPLIT_FOLDER
-        write_davis(split, {}, videos)
-        return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(root), "--size", "-1"),
-                             split / "Annotations" / "480p", split / "ImageSets" / "2017" / "val.txt", sparse=False,
+        write_davis(davis.split, {}, videos)
+        return BenchmarkData(name, ("--dataset", "D17", "--d17_path", str(davis.root), "--size", "-1"),
+                             davis.annotations, davis.video_list, sparse=False,
                              height=size.height, width=size.width, num_frames=size.held_out_frames)
     root = data_root / "long"
     write_long_benchmark(root, size.long)

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from configs.common import atomic_write_text, project_command, run_child, run_cli
 from dataset.eval_datasets import read_video_list
-from dataset.synthetic_plan import DAVIS_SPLIT_FOLDER, QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET
+from dataset.synthetic_plan import QUICKSTART_HELD_OUT_VIDEOS, STUDY_PRESET, DavisValRoot
 from inference.evaluation.run_summary import SUMMARY_FILE, RunSummary
 
 SNAPSHOT_PATTERN = re.compile(r"_s(?P<stages>\d+)_(?P<iteration>\d+)\.pth$")
@@ -64,20 +64,27 @@ def snapshots(run: Path) -> list[tuple[str, int, Path]]:
 def first_videos(held_out: Path, count: int, out: Path) -> Path:
     """A DAVIS 2017 root at `out` holding copies of the first `count` videos of `held_out`'s val list.
 
+    Each video folder is copied to a temporary sibling and renamed into place, so a copy cut short is redone by the
+    next run, never read as a finished video.
+
     Raises:
         ValueError: the list holds fewer than `count` videos (names the list).
     """
-    split, destination = held_out / DAVIS_SPLIT_FOLDER, out / DAVIS_SPLIT_FOLDER
-    video_list = Path("ImageSets") / "2017" / "val.txt"
-    names = read_video_list(split / video_list)
+    source, destination = DavisValRoot(held_out), DavisValRoot(out)
+    names = read_video_list(source.video_list)
     if len(names) < count:
-        raise ValueError(f"{split / video_list} lists {len(names)} videos; --videos asks for the first {count}")
+        raise ValueError(f"{source.video_list} lists {len(names)} videos; --videos asks for the first {count}")
     for name in names[:count]:
-        for kind in ("JPEGImages", "Annotations"):
-            if not (destination / kind / "480p" / name).is_dir():
-                shutil.copytree(split / kind / "480p" / name, destination / kind / "480p" / name)
-    (destination / video_list).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(destination / video_list, "".join(f"{name}\n" for name in names[:count]))
+        for source_folder, destination_folder in ((source.frames, destination.frames),
+                                                  (source.annotations, destination.annotations)):
+            finished = destination_folder / name
+            if not finished.is_dir():
+                partial = finished.with_name(f"{name}.partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                shutil.copytree(source_folder / name, partial)
+                partial.rename(finished)
+    destination.video_list.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(destination.video_list, "".join(f"{name}\n" for name in names[:count]))
     return out
 
 
