@@ -332,6 +332,8 @@ RESUME_OVERRIDES = [
     "train.stage3.batch_size=2", "train.stage3.iterations=3", "train.stage3.finetune_iterations=1",
     "train.stage3.num_frames=4", "train.stage3.num_ref_frames=2", "train.stage3.lr=1e-4",
     "train.stage3.lr_steps=[2]", "train.stage3.skip_fractions=[0.5]", "train.stage3.skip_values=[10]",
+    # readout dropout on across the stop at iteration 2: a resumed run must draw the same coins (the study recipe)
+    "train.stage3.readout_dropout=0.5", "train.stage3.readout_dropout_iterations=3",
 ]
 
 
