@@ -534,8 +534,11 @@ def test_study_no_sensory_preset_trains_the_study_recipe_without_sensory_memory(
     study, no_sensory = load_config("study"), load_config("study_no_sensory")
     assert no_sensory.model.hidden_dim == 0 and study.model.hidden_dim > 0
     assert no_sensory.train.exp_id != study.train.exp_id
+    assert study.train.stage3.readout_dropout > 0 and no_sensory.train.stage3.readout_dropout == 0
+    study_without_dropout = dataclasses.replace(study.train, stage3=dataclasses.replace(
+        study.train.stage3, readout_dropout=0.0, readout_dropout_iterations=0))
     same_budget = dataclasses.replace(no_sensory.train, exp_id=study.train.exp_id)
-    assert same_budget == study.train  # the same data, schedule and iterations
+    assert same_budget == study_without_dropout  # the same data, schedule and iterations; no readout dropout
 
 
 def test_the_no_sensory_network_starts_from_a_calibrated_init_without_sensory_weights(tmp_path):
