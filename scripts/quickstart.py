@@ -32,6 +32,7 @@ import torch
 
 from configs import load_config
 from configs.common import project_command, run_child, run_cli
+from dataset.eval_datasets import read_video_list
 from dataset.image_io import read_index_mask, read_mask_ids, write_index_mask
 from dataset.synthetic_plan import (CALIBRATION_SEED, DEFAULT_PLAN, FAST_PLAN, HELD_OUT_PRESET, DataFolders,
                                     calibration_clips, make_data)
@@ -119,7 +120,7 @@ def evaluate_checkpoint(preset: str, checkpoint: Path, folders: DataFolders, out
 
 def copy_first_mask_baseline(folders: DataFolders, output: Path) -> dict[str, float]:
     """Write the first-frame mask as the prediction of every frame and score it with the same metrics."""
-    for video in folders.held_out.video_list.read_text().split():
+    for video in read_video_list(folders.held_out.video_list):
         masks = sorted((folders.held_out.annotations / video).glob("*.png"))
         first, palette = read_index_mask(masks[0])
         for mask in masks:
@@ -185,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "copy_first_mask": {"scores": copy_first_mask_baseline(folders, out / "eval" / "copy_first_mask")},
     }
     clock.lap("evaluation")
-    videos = folders.held_out.video_list.read_text().split()
-    video_path, sheet_path = visualize(folders, out / "eval" / "trained", videos[0], out)
+    first_video = read_video_list(folders.held_out.video_list)[0]
+    video_path, sheet_path = visualize(folders, out / "eval" / "trained", first_video, out)
     clock.lap("visualisation")
 
     table = format_table([("XMem trained from scratch", rows["trained"]),
