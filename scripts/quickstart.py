@@ -186,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "copy_first_mask": {"scores": copy_first_mask_baseline(folders, out / "eval" / "copy_first_mask")},
     }
     clock.lap("evaluation")
-    first_video = read_video_list(folders.held_out.video_list)[0]
-    video_path, sheet_path = visualize(folders, out / "eval" / "trained", first_video, out)
+    videos = read_video_list(folders.held_out.video_list)
+    video_path, sheet_path = visualize(folders, out / "eval" / "trained", videos[0], out)
     clock.lap("visualisation")
 
     table = format_table([("XMem trained from scratch", rows["trained"]),
