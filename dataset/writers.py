@@ -44,6 +44,13 @@ SCORE_DTYPE = np.float16
 TIMING_COLUMNS = ("video", "frames", "saved_frames", "objects", "seconds", "fps")
 
 
+def _remove_with_temporaries(path: Path) -> None:
+    """Delete `path` and what atomic_output leaves of a killed write to it: `.<stem>.<random>.tmp<suffix>`."""
+    path.unlink(missing_ok=True)
+    for temporary in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):
+        temporary.unlink(missing_ok=True)
+
+
 def write_scores(path: str | os.PathLike, prob: np.ndarray, labels: Sequence[int]) -> None:
     """Write one frame's probabilities as a compressed `.npz`, atomically.
 
@@ -241,16 +248,13 @@ class ResultWriter:
         """Forget any earlier (finished or partial) outputs of `video`, so none of them is trusted: its completion
         marker, the files its records name and their leftover temporaries, then its folders if that empties them."""
         owned = self._recorded_outputs(video)
-        self._marker_path(video).unlink(missing_ok=True)
+        _remove_with_temporaries(self._marker_path(video))
         for path in owned:
-            path.unlink(missing_ok=True)
-            # what atomic_output leaves of a killed write: `.<stem>.<random>.tmp<suffix>`
-            for temporary in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):
-                temporary.unlink(missing_ok=True)
+            _remove_with_temporaries(path)
         for folder in self._video_folders(video):
             if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
                 folder.rmdir()
-        self._planned_path(video).unlink(missing_ok=True)
+        _remove_with_temporaries(self._planned_path(video))
 
     def _outputs(self, frames: Sequence[str], scores: bool, video: str) -> list[Path]:
         paths = [self.mask_path(video, frame) for frame in frames]

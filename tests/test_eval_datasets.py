@@ -393,6 +393,21 @@ def test_redoing_a_video_deletes_only_the_files_its_records_name(tmp_path):
     assert not (out / "cows").exists() and not writer.is_finished("cows")
 
 
+
+def test_redoing_a_video_deletes_what_a_kill_left_of_its_plan_and_marker(tmp_path):
+    """A rank killed while writing `<video>.planned` or `<video>.json` (found by test_eval_distributed's killed
+    rank) leaves their atomic temporaries in .progress; a redo removes them, and another video's stay."""
+    out = tmp_path / "out"
+    writer = ResultWriter(out, "davis")
+    progress = out / ".progress"
+    progress.mkdir(parents=True)
+    leftovers = [progress / ".cows.k3x.tmp.planned", progress / ".cows.9qz.tmp.json"]
+    other = progress / ".bear.k3x.tmp.planned"
+    for path in [*leftovers, other]:
+        path.write_text("{")
+    writer.start_video("cows")
+    assert sorted(path.name for path in progress.iterdir()) == [other.name]
+
 def test_reader_needs_only_eval_fields():
     namespace = SimpleNamespace(dataset="X", split="val", size=480)
     with pytest.raises(ValueError, match="unknown dataset 'X'"):
